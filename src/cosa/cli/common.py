@@ -1,0 +1,47 @@
+"""Pieces shared by several commands: logging set-up and loading a trained network."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cosa.config.load import config_from_dict
+from cosa.config.schema import Config
+from cosa.engine.checkpoint import load_checkpoint
+from cosa.cli import NETWORKS
+from cosa.errors import CosaError
+from cosa.method.thresholds import CplThresholds
+from cosa.models.network import CoSANet, build_network
+
+
+def setup_logging(is_main: bool = True) -> None:
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s", force=True)
+
+
+@dataclass
+class TrainedModel:
+    network: CoSANet
+    cfg: Config
+    class_names: tuple[str, ...]
+    thresholds: CplThresholds
+    iteration: int
+
+
+def load_trained(path: str | Path, device: torch.device, which: str = "assignment") -> TrainedModel:
+    """A network of a cosa checkpoint, in eval mode on ``device``."""
+    if which not in NETWORKS:
+        raise CosaError(f"--network must be one of {', '.join(NETWORKS)}")
+    payload = load_checkpoint(path)
+    cfg = config_from_dict(payload["config"], f"{path} (config)")
+    class_names = tuple(payload["class_names"])
+    network = build_network(cfg.model, len(class_names), pretrained=False)
+    try:
+        network.load_state_dict(payload[which])
+    except RuntimeError as error:
+        raise CosaError(f"{path}: weights do not fit the network of its config ({str(error).splitlines()[0]})") from None
+    thresholds = CplThresholds.from_config(cfg.method)
+    thresholds.load_state_dict(payload["thresholds"])
+    return TrainedModel(network.to(device).eval(), cfg, class_names, thresholds, int(payload["iteration"]))

@@ -1,0 +1,60 @@
+"""``cosa evaluate`` — metrics of a checkpoint on a split, with the protocol written next to them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from cosa.cli import NETWORKS
+from cosa.errors import CosaError
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="evaluate a checkpoint",
+        description="mIoU (unmasked and tag-masked), CAM mIoU and CPL quality of a checkpoint on a split.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="a cosa checkpoint (RUN/checkpoints/last.pt)")
+    parser.add_argument("--data", help="dataset root (default: the one the model was trained on)")
+    parser.add_argument("--split", default="val", help="split to evaluate (default val)")
+    parser.add_argument("--ms", action="store_true",
+                        help="the full protocol: the config's eval.scales (1.0, 0.5, 1.5, 0.75, 1.25) + flip; "
+                             "without it a single scale, no flip")
+    parser.add_argument("--crf", action="store_true", help="also report with dense CRF (needs cosa[crf])")
+    parser.add_argument("--network", choices=NETWORKS, default="assignment", help="which network (default assignment)")
+    parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    parser.add_argument("--json", help="write the metrics and protocol to this JSON file")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cosa.cli.common import load_trained, setup_logging
+    from cosa.data.layouts import load_split
+    from cosa.engine.distributed import init_distributed, shutdown
+    from cosa.engine.evaluate import evaluate, format_results
+
+    dist = init_distributed("auto")
+    setup_logging(dist.is_main)
+    try:
+        model = load_trained(args.checkpoint, dist.device, args.network)
+        cfg = model.cfg
+        root = args.data or cfg.data.root
+        if root is None:
+            raise CosaError("no dataset: pass --data ROOT")
+        split = load_split(root, args.split)
+        if split.class_names != model.class_names:
+            raise CosaError(f"{args.checkpoint}: trained on other classes than those of {root}")
+        if not args.ms:
+            cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, scales=[1.0], flip=False))
+        result = evaluate(model.network, split, cfg, model.thresholds, dist, args.max_images, progress=True, crf=args.crf)
+        result["protocol"].update(network=args.network, checkpoint=str(args.checkpoint), iteration=model.iteration)
+    finally:
+        shutdown()
+    if dist.is_main:
+        print(format_results(result))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,149 @@
+"""Compose a run's configuration: schema defaults ← preset or file ← recipe ← ``key=value``.
+
+Unknown keys and values of the wrong type are user errors (:class:`CosaError`, one line naming
+the key), never tracebacks. The result is a plain :class:`Config` dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cosa.config.schema import AMP_MODES, RECIPE_NAMES, Config
+from cosa.errors import CosaError
+
+PRESETS = ("voc", "coco", "demo")
+RECIPES = RECIPE_NAMES
+_BASE_KEY = "base"  # a config file may start from a preset: ``base: voc``
+
+
+def _bundled(kind: str, name: str) -> DictConfig:
+    text = resources.files("cosa.config").joinpath(kind, f"{name}.yaml").read_text()
+    return OmegaConf.create(text)
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise CosaError(f"{path}: config file not found") from None
+    except Exception as error:  # YAML syntax errors come in several types
+        raise CosaError(f"{path}: not a valid YAML config ({error})") from None
+    if not isinstance(loaded, DictConfig):
+        raise CosaError(f"{path}: a config file must be a mapping of sections")
+    return loaded
+
+
+def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or ""
+        reason = str(error).splitlines()[0]
+        if "not in" in reason or "Key '" in reason and "not" in reason:
+            raise CosaError(f"{source}: unknown config key '{key or reason}'") from None
+        raise CosaError(f"{source}: bad value for config key '{key}': {reason}") from None
+
+
+def _preset_or_file(config: str) -> tuple[DictConfig, str]:
+    if config in PRESETS:
+        return _bundled("presets", config), f"preset {config}"
+    path = Path(config)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        raise CosaError(f"unknown preset '{config}' (choose from {', '.join(PRESETS)} or give a YAML file)")
+    loaded = _read_yaml(path)
+    base = loaded.pop(_BASE_KEY, None)
+    if base is not None:
+        if base not in PRESETS:
+            raise CosaError(f"{path}: '{_BASE_KEY}: {base}' is not a preset ({', '.join(PRESETS)})")
+        loaded = OmegaConf.merge(_bundled("presets", base), loaded)
+    return loaded, str(path)
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise CosaError(f"override '{item}' is not of the form key=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as error:
+        raise CosaError(f"bad override: {str(error).splitlines()[0]}") from None
+
+
+def load_config(
+    config: str = "voc",
+    recipe: str | None = None,
+    data: str | None = None,
+    overrides: Sequence[str] = (),
+) -> Config:
+    """Build a validated :class:`Config` from a preset name or YAML file, a recipe and overrides."""
+    merged = OmegaConf.structured(Config)
+    layer, source = _preset_or_file(config)
+    merged = _merge(merged, layer, source)
+
+    dotlist = _parse_overrides(overrides)
+    recipe = recipe or OmegaConf.select(dotlist, "method.recipe") or merged.method.recipe
+    if recipe not in RECIPES:
+        raise CosaError(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
+    merged = _merge(merged, _bundled("recipes", recipe), f"recipe {recipe}")
+    merged.method.recipe = recipe
+    if data is not None:
+        merged.data.root = data
+    merged = _merge(merged, dotlist, "override")
+    cfg: Config = OmegaConf.to_object(merged)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict, source: str) -> Config:
+    """Rebuild a :class:`Config` saved as a plain dict (in a checkpoint or config.yaml)."""
+    merged = _merge(OmegaConf.structured(Config), values, source)
+    return OmegaConf.to_object(merged)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    OmegaConf.save(OmegaConf.create(asdict(cfg)), Path(path))
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise CosaError(f"bad value for config key '{key}': {message}")
+
+
+def validate(cfg: Config) -> None:
+    """Range checks the schema's types cannot express."""
+    _require(cfg.data.crop_size >= 16, "data.crop_size", "must be at least 16")
+    low, high = cfg.data.scale_range
+    _require(len(cfg.data.scale_range) == 2 and 0 < low <= high, "data.scale_range", "must be [min, max] with 0 < min <= max")
+    _require(0.0 <= cfg.data.blur_probability <= 1.0, "data.blur_probability", "must be in [0, 1]")
+    _require(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _require(cfg.model.output_stride in (8, 16, 32), "model.output_stride", "must be 8, 16 or 32")
+    _require(0.0 <= cfg.method.ema_momentum < 1.0, "method.ema_momentum", "must be in [0, 1)")
+    _require(len(cfg.method.assignment_scales) > 0 and min(cfg.method.assignment_scales) > 0,
+             "method.assignment_scales", "must be a non-empty list of positive scales")
+    for key in ("cam_thresholds", "aux_cam_thresholds"):
+        pair = getattr(cfg.method, key)
+        _require(0.0 <= pair.low < pair.high <= 1.0, f"method.{key}", "needs 0 <= low < high <= 1")
+    _require(0.0 <= cfg.method.background_balance <= 1.0, "method.background_balance", "must be in [0, 1]")
+    _require(cfg.method.spl_temperature > 0, "method.spl_temperature", "must be positive")
+    _require(cfg.method.loss_warmup_iters >= 0, "method.loss_warmup_iters", "must be >= 0")
+    _require(0 < cfg.method.regularizer.scale <= 1, "method.regularizer.scale", "must be in (0, 1]")
+    _require(cfg.optim.lr > 0, "optim.lr", "must be positive")
+    _require(len(cfg.optim.betas) == 2, "optim.betas", "must be two numbers")
+    _require(cfg.optim.warmup_iters >= 0, "optim.warmup_iters", "must be >= 0")
+    _require(cfg.train.iterations > 0, "train.iterations", "must be positive")
+    _require(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
+    _require(cfg.train.amp in AMP_MODES, "train.amp", f"must be one of {', '.join(AMP_MODES)}")
+    _require(cfg.train.device == "auto" or cfg.train.device.split(":")[0] in ("cpu", "cuda"),
+             "train.device", "must be auto, cpu or cuda[:N]")
+    for key in ("log_every", "eval_every", "checkpoint_every"):
+        _require(getattr(cfg.train, key) > 0, f"train.{key}", "must be positive")
+    _require(cfg.eval.size >= 16, "eval.size", "must be at least 16")
+    _require(len(cfg.eval.scales) > 0 and min(cfg.eval.scales) > 0, "eval.scales", "must be positive")
+    _require(0.0 <= cfg.eval.cam_threshold <= 1.0, "eval.cam_threshold", "must be in [0, 1]")
+    _require(cfg.eval.batch_size > 0, "eval.batch_size", "must be positive")

@@ -1,0 +1,135 @@
+"""The configuration schema. Defaults are the released VOC recipe (METHOD.md §1–9).
+
+Every value a run uses lives here, so a run directory's ``config.yaml`` describes it completely.
+Presets (``presets/*.yaml``) and recipes (``recipes/*.yaml``) only override these defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+RECIPE_NAMES = ("release", "cam-only", "supervised")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None
+    train_split: str = "train_aug"
+    val_split: str = "val"
+    crop_size: int = 448
+    scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    blur_probability: float = 0.5
+    num_workers: int = 4
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vit_base_patch16_224.orig_in21k_ft_in1k"
+    # "hub" (timm download, needs the network), "none", a file path, or "pkg:MODULE/PATH" for a
+    # weights file shipped inside an installed Python package.
+    pretrained: str = "hub"
+    # Block (ViT) or feature stage (CNN) whose output is the auxiliary feature map.
+    aux_layer: int = -3
+    # CNN backbones only: dilate the last stages to keep this stride.
+    output_stride: int = 16
+    # CNN backbones only: keep BatchNorm statistics frozen (eval mode) in the online network.
+    freeze_batchnorm: bool = False
+    decoder_channels: int = 512
+    decoder_dilation: int = 5
+
+
+@dataclass
+class Thresholds:
+    high: float = 0.70
+    low: float = 0.25
+
+
+@dataclass
+class RegularizerConfig:
+    sigma_rgb: float = 15.0
+    # In crop pixels; the loss runs at ``scale`` resolution where it becomes sigma_xy·scale.
+    sigma_xy: float = 100.0
+    scale: float = 0.5
+    energy_weight: float = 1e-7
+
+
+@dataclass
+class MethodConfig:
+    recipe: str = "release"
+    ema_momentum: float = 0.9994
+    assignment_scales: List[float] = field(default_factory=lambda: [1.0, 0.5, 1.5])
+    cam_thresholds: Thresholds = field(default_factory=Thresholds)
+    aux_cam_thresholds: Thresholds = field(default_factory=Thresholds)
+    # The released code builds the auxiliary CAM from the last assignment scale only.
+    aux_cam_last_scale_only: bool = True
+    # The released CPL: argmax over [threshold channel, CAMs] after ×2 downscale, softmax, upscale.
+    cpl_released_resampling: bool = True
+    background_balance: float = 0.5
+    spl_temperature: float = 0.01
+    loss_warmup_iters: int = 6000
+    c2s_weight: float = 0.1
+    s2c_weight: float = 0.05
+    reg_weight: float = 0.05
+    # `supervised` recipe: weight of the cross-entropy on ground-truth masks.
+    supervised_weight: float = 1.0
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 6e-5
+    weight_decay: float = 0.01
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    head_lr_multiplier: float = 10.0
+    warmup_iters: int = 1500
+    warmup_ratio: float = 1e-6
+    power: float = 0.9
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 32000
+    # Images per optimiser step over all processes; each of N processes takes batch_size / N.
+    batch_size: int = 4
+    seed: int = 0
+    amp: str = "none"
+    device: str = "auto"
+    log_every: int = 50
+    eval_every: int = 4000
+    checkpoint_every: int = 1000
+
+
+@dataclass
+class CrfConfig:
+    iterations: int = 1
+    gaussian_sxy: float = 1.0
+    gaussian_compat: float = 1.0
+    bilateral_sxy: float = 121.0
+    bilateral_srgb: float = 5.0
+    bilateral_compat: float = 4.0
+
+
+@dataclass
+class EvalConfig:
+    size: int = 448
+    scales: List[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 0.75, 1.25])
+    flip: bool = True
+    crf: bool = False
+    crf_params: CrfConfig = field(default_factory=CrfConfig)
+    # CAMs: background where the strongest present-class CAM is at most this value.
+    cam_threshold: float = 0.5
+    batch_size: int = 4
+    # Periodic evaluation during training may use the first N validation images only.
+    max_images: Optional[int] = None
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

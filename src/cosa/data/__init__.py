@@ -1,0 +1,3 @@
+"""Datasets, the two-view training pipeline and the synthetic demo data."""
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

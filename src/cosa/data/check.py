@@ -1,0 +1,78 @@
+"""``cosa data check``: every problem of a dataset, listed at once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cosa.data.io import read_image, read_mask
+from cosa.data.layouts import detect_layout, load_split
+from cosa.errors import CosaError
+
+
+@dataclass
+class CheckReport:
+    root: Path
+    layout: str
+    images: dict[str, int] = field(default_factory=dict)  # split → readable images
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def available_splits(root: Path, layout: str) -> list[str]:
+    if layout == "folder":
+        return sorted(path.stem for path in root.glob("*.csv"))
+    if layout == "voc":
+        lists = [*(root / "ImageSets" / "Segmentation").glob("*.txt"), *(root / "ImageSets" / "SegmentationAug").glob("*.txt")]
+        return sorted({path.stem for path in lists})
+    return sorted({"train", "val", *(path.stem for path in root.glob("*.txt"))})
+
+
+def check_dataset(root: str | Path) -> CheckReport:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CosaError(f"{root}: dataset directory not found")
+    report = CheckReport(root, detect_layout(root))
+    splits = available_splits(root, report.layout)
+    if not splits:
+        report.problems.append(f"{root}: no splits found")
+    for split in splits:
+        try:
+            dataset = load_split(root, split, report.problems)
+        except CosaError as error:
+            report.problems.append(str(error))
+            continue
+        for name, count in Counter(sample.name for sample in dataset.samples).items():
+            if count > 1:
+                report.problems.append(f"{root}: split '{split}' lists image '{name}' {count} times")
+        readable = 0
+        for sample in dataset.samples:
+            try:
+                image = read_image(sample.image)
+            except CosaError as error:
+                report.problems.append(str(error))
+                continue
+            readable += 1
+            if not sample.labels:
+                report.warnings.append(f"{sample.image}: no class labels (background only)")
+            if sample.mask is None:
+                continue
+            try:
+                mask = read_mask(sample.mask, dataset.num_classes)
+            except CosaError as error:
+                report.problems.append(str(error))
+                continue
+            if tuple(mask.shape) != tuple(image.shape[-2:]):
+                report.problems.append(f"{sample.mask}: mask is {tuple(mask.shape)} but its image is {tuple(image.shape[-2:])}")
+                continue
+            in_mask = {int(v) - 1 for v in mask.unique() if 1 <= v <= dataset.num_classes}
+            listed = set(sample.labels)
+            if in_mask != listed:
+                names = dataset.class_names
+                report.problems.append(
+                    f"{sample.mask}: labels {[names[i] for i in sorted(listed)]} disagree with the mask's "
+                    f"classes {[names[i] for i in sorted(in_mask)]}"
+                )
+        report.images[split] = readable
+    return report

@@ -1,0 +1,80 @@
+"""Reading and writing images and label masks, with one-line errors for bad files."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cosa.errors import CosaError
+
+IGNORE_INDEX = 255
+
+
+def voc_palette(num_entries: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map: entry k takes its colour from the bits of k, interleaved."""
+    return _voc_palette(num_entries).copy()
+
+
+@lru_cache(maxsize=4)
+def _voc_palette(num_entries: int) -> np.ndarray:
+    palette = np.zeros((num_entries, 3), dtype=np.uint8)
+    for index in range(num_entries):
+        value, red, green, blue = index, 0, 0, 0
+        for shift in range(7, -1, -1):
+            red |= (value & 1) << shift
+            green |= ((value >> 1) & 1) << shift
+            blue |= ((value >> 2) & 1) << shift
+            value >>= 3
+        palette[index] = (red, green, blue)
+    return palette
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """Read an image as a 3×H×W uint8 RGB tensor, applying its EXIF orientation."""
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            rgb = np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise CosaError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise CosaError(f"{path}: cannot read image ({error})") from None
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+
+
+def read_mask(path: str | Path, num_classes: int | None = None) -> torch.Tensor:
+    """Read a label mask as an H×W uint8 tensor (0 background, 1..C classes, 255 ignore).
+
+    Palette and grayscale PNGs are read by index value. With ``num_classes`` given, values
+    outside 0..C and 255 are an error.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L", "I", "I;16"):
+                raise CosaError(f"{path}: a mask must be a palette or grayscale PNG, got mode {image.mode}")
+            values = np.asarray(image)
+    except FileNotFoundError:
+        raise CosaError(f"{path}: mask file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise CosaError(f"{path}: cannot read mask ({error})") from None
+    if num_classes is not None:
+        bad = (values > num_classes) & (values != IGNORE_INDEX)
+        if bad.any():
+            raise CosaError(
+                f"{path}: mask values {sorted(np.unique(values[bad]).tolist())[:5]} are outside "
+                f"0..{num_classes} and {IGNORE_INDEX}"
+            )
+    return torch.from_numpy(values.astype(np.uint8))
+
+
+def write_mask(path: str | Path, mask: np.ndarray | torch.Tensor) -> None:
+    """Write an H×W label mask as a VOC-palette PNG."""
+    values = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    image = Image.fromarray(values.astype(np.uint8), mode="P")
+    image.putpalette(voc_palette().reshape(-1).tolist())
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)

@@ -1,0 +1,156 @@
+"""The two pixel-aligned training views of METHOD.md §2.
+
+One geometric draw per image (rescale, flip, crop with zero padding) gives a crop and the box of
+real pixels inside it. The *weak* view (for the assignment network) is that crop, blurred with
+probability ``blur_probability``; the *strong* view (for the online network) is the weak view
+plus one photometric operation. Both views therefore share every pixel position exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from cosa.data.io import IGNORE_INDEX
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PHOTOMETRIC_OPS = (
+    "identity", "autocontrast", "equalize", "solarize", "color", "contrast", "brightness", "sharpness", "posterize",
+)
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """One random draw of the view pipeline; applying it is deterministic."""
+
+    scale: float
+    flip: bool
+    image_offset: tuple[int, int]  # top-left of the rescaled image on the zero-padded canvas
+    crop_origin: tuple[int, int]  # top-left of the crop on that canvas
+    blur_sigma: float | None
+    operation: str
+    magnitude: int  # 1..9 of 10
+
+
+def sample_view_params(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    crop_size: int,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    blur_probability: float = 0.5,
+) -> ViewParams:
+    scale = float(rng.uniform(*scale_range))
+    scaled_h, scaled_w = scaled_size(height, width, scale)
+    canvas_h, canvas_w = max(crop_size, scaled_h), max(crop_size, scaled_w)
+    image_offset = (int(rng.integers(0, canvas_h - scaled_h + 1)), int(rng.integers(0, canvas_w - scaled_w + 1)))
+    crop_origin = (int(rng.integers(0, canvas_h - crop_size + 1)), int(rng.integers(0, canvas_w - crop_size + 1)))
+    flip = bool(rng.random() < 0.5)
+    blur_sigma = float(rng.uniform(0.1, 2.0)) if rng.random() < blur_probability else None
+    operation = PHOTOMETRIC_OPS[int(rng.integers(len(PHOTOMETRIC_OPS)))]
+    magnitude = int(rng.integers(1, 10))
+    return ViewParams(scale, flip, image_offset, crop_origin, blur_sigma, operation, magnitude)
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def crop_box(params: ViewParams, height: int, width: int, crop_size: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the real image pixels inside the crop, bottom/right exclusive."""
+    scaled_h, scaled_w = scaled_size(height, width, params.scale)
+    (image_top, image_left), (crop_top, crop_left) = params.image_offset, params.crop_origin
+    top = max(image_top, crop_top) - crop_top
+    left = max(image_left, crop_left) - crop_left
+    bottom = min(image_top + scaled_h, crop_top + crop_size) - crop_top
+    right = min(image_left + scaled_w, crop_left + crop_size) - crop_left
+    return top, bottom, left, right
+
+
+def apply_geometry(
+    tensor: torch.Tensor, params: ViewParams, crop_size: int, fill: int, interpolation: InterpolationMode
+) -> torch.Tensor:
+    """Rescale, flip and crop a C×H×W tensor; pixels outside the image get ``fill``."""
+    height, width = tensor.shape[-2:]
+    size = list(scaled_size(height, width, params.scale))
+    antialias = interpolation != InterpolationMode.NEAREST
+    tensor = TF.resize(tensor, size, interpolation=interpolation, antialias=antialias)
+    if params.flip:
+        tensor = TF.horizontal_flip(tensor)
+    top, bottom, left, right = crop_box(params, height, width, crop_size)
+    source_top = params.crop_origin[0] + top - params.image_offset[0]
+    source_left = params.crop_origin[1] + left - params.image_offset[1]
+    crop = torch.full((tensor.shape[0], crop_size, crop_size), fill, dtype=tensor.dtype)
+    crop[:, top:bottom, left:right] = tensor[:, source_top:source_top + bottom - top, source_left:source_left + right - left]
+    return crop
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    kernel = 2 * int(np.ceil(3 * sigma)) + 1
+    return TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+
+
+def photometric(image: torch.Tensor, operation: str, magnitude: int) -> torch.Tensor:
+    """One operation of METHOD.md §2 on a uint8 image; magnitude m in 1..9 of 10."""
+    factor = 0.1 + 1.8 * magnitude / 10
+    if operation == "identity":
+        return image
+    if operation == "autocontrast":
+        return TF.autocontrast(image)
+    if operation == "equalize":
+        return TF.equalize(image)
+    if operation == "solarize":
+        return TF.solarize(image, threshold=25.6 * magnitude)
+    if operation == "color":
+        return TF.adjust_saturation(image, factor)
+    if operation == "contrast":
+        return TF.adjust_contrast(image, factor)
+    if operation == "brightness":
+        return TF.adjust_brightness(image, factor)
+    if operation == "sharpness":
+        return TF.adjust_sharpness(image, factor)
+    if operation == "posterize":
+        return TF.posterize(image, bits=4 - int(0.4 * magnitude))
+    raise ValueError(f"unknown photometric operation {operation!r}")
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """uint8 3×H×W (or B×3×H×W) → float, ImageNet mean/std."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (image.float() / 255.0 - mean) / std
+
+
+def box_mask(box: tuple[int, int, int, int], crop_size: int) -> torch.Tensor:
+    mask = torch.zeros(crop_size, crop_size, dtype=torch.bool)
+    top, bottom, left, right = box
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+def make_views(
+    image: torch.Tensor, mask: torch.Tensor | None, params: ViewParams, crop_size: int
+) -> dict[str, torch.Tensor]:
+    """Weak and strong normalised views (zero outside the box), the box, and the cropped mask."""
+    height, width = image.shape[-2:]
+    box = crop_box(params, height, width, crop_size)
+    inside = box_mask(box, crop_size)
+    weak = apply_geometry(image, params, crop_size, fill=0, interpolation=InterpolationMode.BILINEAR)
+    if params.blur_sigma is not None:
+        weak = gaussian_blur(weak, params.blur_sigma)
+    strong = photometric(weak, params.operation, params.magnitude)
+    views = {
+        "weak": normalize(weak) * inside,
+        "strong": normalize(strong) * inside,
+        "box": torch.tensor(box, dtype=torch.long),
+    }
+    if mask is not None:
+        views["mask"] = apply_geometry(
+            mask.unsqueeze(0), params, crop_size, fill=IGNORE_INDEX, interpolation=InterpolationMode.NEAREST
+        )[0].long()
+    return views

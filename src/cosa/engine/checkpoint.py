@@ -1,0 +1,52 @@
+"""Checkpoints: written atomically, read without unpickling (``weights_only=True``).
+
+A checkpoint is a dict with ``format: cosa-checkpoint``, the resolved config, the class names, the
+iteration, the online and assignment networks and, in ``last.pt``, everything needed to resume
+exactly (optimiser, AMP scaler, thresholds, RNG states).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cosa.errors import CosaError
+
+CHECKPOINT_FORMAT = "cosa-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` so that a crash leaves either the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CosaError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated files, pickles with code, non-torch files
+        raise CosaError(f"{path}: cannot read checkpoint ({str(error).splitlines()[0][:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CosaError(f"{path}: not a cosa checkpoint (no 'format: {CHECKPOINT_FORMAT}' entry)")
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise CosaError(f"{path}: checkpoint version {payload['version']} is newer than this cosa")
+    return payload

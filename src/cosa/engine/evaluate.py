@@ -1,0 +1,165 @@
+"""Evaluation of a network on a split (METHOD.md §9), exact across processes.
+
+Every image is resized to ``eval.size``², run at ``eval.scales`` (+ flip), and its logits are
+resized back to the label size. One confusion matrix per prediction kind covers the whole split:
+
+- ``unmasked`` — argmax of the segmentation, no label information;
+- ``tag_masked`` — absent ground-truth classes masked out before the argmax (the released Seg_vd);
+- ``cam`` — CAMs of the true classes, background at ``eval.cam_threshold`` or below;
+- ``cpl`` — the CAM pseudo-label rule (two thresholds, ignore band), scored on the pixels it labels.
+
+For the ``cam-only`` recipe the segmentation *is* the thresholded CAM: unmasked with the classes
+the classifier predicts, tag-masked with the true ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from cosa.config.schema import Config
+from cosa.data.datasets import EvaluationImages, collate_evaluation
+from cosa.data.io import IGNORE_INDEX
+from cosa.data.layouts import DatasetSplit
+from cosa.engine.distributed import DistContext, all_reduce_sum
+from cosa.errors import CosaError
+from cosa.engine.inference import cam_labels, infer, mask_absent, predicted_tags, segmentation_labels
+from cosa.engine.metrics import ConfusionMatrix
+from cosa.method.pseudo_labels import cam_pseudo_labels, resize
+from cosa.method.thresholds import CplThresholds
+
+KINDS = ("unmasked", "tag_masked", "cam", "cpl")
+
+
+def _shard(split: DatasetSplit, dist: DistContext, max_images: int | None) -> list[int]:
+    count = len(split.samples) if max_images is None else min(max_images, len(split.samples))
+    return list(range(dist.rank, count, dist.world_size))
+
+
+@torch.no_grad()
+def evaluate(
+    network: nn.Module,
+    split: DatasetSplit,
+    cfg: Config,
+    thresholds: CplThresholds,
+    dist: DistContext,
+    max_images: int | None = None,
+    progress: bool = False,
+    crf: bool = False,
+) -> dict:
+    """Metrics of ``network`` (put in eval mode) on ``split``; every process gets the same dict."""
+    if not split.has_masks:
+        raise_missing_masks(split)
+    network.eval()
+    device = dist.device
+    cam_only = cfg.method.recipe == "cam-only"
+    if crf and cam_only:
+        crf = False  # the CAM baseline has no segmentation probabilities to refine
+    refine = _crf_refiner(cfg) if crf else None
+    num_labels = split.num_classes + 1
+    matrices = {kind: ConfusionMatrix(num_labels) for kind in KINDS}
+    if refine:
+        matrices.update({"unmasked_crf": ConfusionMatrix(num_labels), "tag_masked_crf": ConfusionMatrix(num_labels)})
+    labelled = torch.zeros(2, dtype=torch.int64)  # CPL: non-ignore pixels, all valid pixels
+
+    indices = _shard(split, dist, max_images)
+    loader = DataLoader(
+        Subset(EvaluationImages(split, cfg.eval.size), indices),
+        batch_size=cfg.eval.batch_size,
+        num_workers=min(2, cfg.data.num_workers),
+        collate_fn=collate_evaluation,
+    )
+    for batch in tqdm(loader, desc=f"evaluate {split.split}", disable=not (progress and dist.is_main), leave=False):
+        outputs = infer(network, batch["input"].to(device), cfg.eval.scales, cfg.eval.flip, cfg.method.assignment_scales)
+        for i, mask in enumerate(batch["mask"]):
+            size = tuple(mask.shape)
+            tags = batch["labels"][i : i + 1].to(device)
+            seg = resize(outputs.seg[i : i + 1], size)
+            cams = resize(outputs.cam[i : i + 1], size)
+            true_cam = cam_labels(cams, tags, cfg.eval.cam_threshold)
+            if cam_only:
+                unmasked = cam_labels(cams, predicted_tags(outputs.logits[i : i + 1]), cfg.eval.cam_threshold)
+                tag_masked = true_cam
+            else:
+                unmasked, tag_masked = segmentation_labels(seg), segmentation_labels(seg, tags)
+            inside = torch.ones_like(true_cam, dtype=torch.bool)
+            cpl = cam_pseudo_labels(cams * tags[:, :, None, None], inside, thresholds.cam_high, thresholds.cam_low)
+            for kind, prediction in zip(KINDS, (unmasked, tag_masked, true_cam, cpl)):
+                matrices[kind].update(prediction[0], mask)
+            valid = mask != IGNORE_INDEX
+            labelled += torch.tensor([int((cpl[0].cpu() != IGNORE_INDEX)[valid].sum()), int(valid.sum())])
+            if refine:
+                image = batch["image"][i]
+                matrices["unmasked_crf"].update(refine(image, seg[0]).argmax(0), mask)
+                matrices["tag_masked_crf"].update(refine(image, mask_absent(seg, tags)[0]).argmax(0), mask)
+
+    for matrix in matrices.values():
+        matrix.all_reduce()
+    labelled = all_reduce_sum(labelled)
+    names = ["background", *split.class_names]
+    result = {
+        "miou_unmasked": matrices["unmasked"].mean_iou(),
+        "miou_tag_masked": matrices["tag_masked"].mean_iou(),
+        "cam_miou": matrices["cam"].mean_iou(),
+        "cpl_miou": matrices["cpl"].mean_iou(),
+        "cpl_coverage": float(labelled[0] / max(int(labelled[1]), 1) * 100),
+        "pixel_accuracy": matrices["unmasked"].pixel_accuracy(),
+        "per_class": matrices["unmasked"].per_class(names),
+        "per_class_tag_masked": matrices["tag_masked"].per_class(names),
+        "per_class_cam": matrices["cam"].per_class(names),
+        "protocol": {
+            "network": "assignment",
+            "recipe": cfg.method.recipe,
+            "segmentation_from": "cam" if cam_only else "decoder",
+            "split": split.split,
+            "num_images": len(split.samples) if max_images is None else min(max_images, len(split.samples)),
+            "input_size": cfg.eval.size,
+            "scales": list(cfg.eval.scales),
+            "flip": cfg.eval.flip,
+            "cam_scales": list(cfg.method.assignment_scales),
+            "cam_threshold": cfg.eval.cam_threshold,
+            "cpl_thresholds": [thresholds.cam_high, thresholds.cam_low],
+            "crf": bool(refine),
+        },
+    }
+    if refine:
+        result["crf"] = {
+            "miou_unmasked": matrices["unmasked_crf"].mean_iou(),
+            "miou_tag_masked": matrices["tag_masked_crf"].mean_iou(),
+            "per_class_tag_masked": matrices["tag_masked_crf"].per_class(names),
+        }
+    return result
+
+
+def raise_missing_masks(split: DatasetSplit) -> None:
+    missing = next(sample for sample in split.samples if sample.mask is None)
+    raise CosaError(f"{split.root}: split '{split.split}' cannot be evaluated: image '{missing.name}' has no mask")
+
+
+def _crf_refiner(cfg: Config):
+    from cosa.engine.crf import DenseCRF
+
+    return DenseCRF(cfg.eval.crf_params)
+
+
+def format_results(result: dict) -> str:
+    """A readable per-class table and the headline numbers."""
+    lines = []
+    protocol = result["protocol"]
+    lines.append(
+        f"split {protocol['split']} ({protocol['num_images']} images), network {protocol['network']}, "
+        f"scales {protocol['scales']}{' + flip' if protocol['flip'] else ''}, CRF {'on' if protocol['crf'] else 'off'}"
+    )
+    lines.append(f"{'class':<16}{'unmasked':>10}{'tag-masked':>12}{'CAM':>8}")
+    for name, value in result["per_class"].items():
+        cells = [value, result["per_class_tag_masked"][name], result["per_class_cam"][name]]
+        lines.append(f"{name:<16}" + "".join(f"{'-' if v is None else f'{v:.2f}':>{w}}" for v, w in zip(cells, (10, 12, 8))))
+    lines.append(
+        f"{'mIoU':<16}{result['miou_unmasked']:>10.2f}{result['miou_tag_masked']:>12.2f}{result['cam_miou']:>8.2f}"
+    )
+    lines.append(f"CPL mIoU {result['cpl_miou']:.2f} on the {result['cpl_coverage']:.1f}% of pixels it labels")
+    if "crf" in result:
+        lines.append(f"with CRF: unmasked {result['crf']['miou_unmasked']:.2f}, tag-masked {result['crf']['miou_tag_masked']:.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,234 @@
+"""The iteration-based trainer: one process or many, exact resume, periodic evaluation.
+
+The loop is short on purpose: each iteration calls :meth:`Trainer.train_step` (losses from the
+CoSA objective, backward, optimiser, EMA), then the bookkeeping steps (log, evaluate, save).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from cosa.config.load import save_config
+from cosa.config.schema import Config
+from cosa.data.datasets import StreamSampler, TrainingViews
+from cosa.data.layouts import DatasetSplit, load_split
+from cosa.engine.checkpoint import load_checkpoint, save_checkpoint
+from cosa.engine.distributed import DistContext, all_reduce_sum, barrier
+from cosa.engine.evaluate import evaluate, format_results
+from cosa.engine.runlog import RunLog
+from cosa.engine.schedule import build_optimizer, lr_factor, set_learning_rate
+from cosa.errors import CosaError
+from cosa.method.cosa import CoSAObjective, StepLosses
+from cosa.models.ema import ema_update
+from cosa.models.network import build_network
+
+log = logging.getLogger(__name__)
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path, dist: DistContext, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.dist = dist
+        self.device = dist.device
+        seed_everything(cfg.train.seed)
+        if cfg.data.root is None:
+            raise CosaError("no dataset: pass --data ROOT (or set data.root)")
+        self.train_split = load_split(cfg.data.root, cfg.data.train_split)
+        self.val_split = self._validation_split()
+        self.class_names = self.train_split.class_names
+
+        checkpoint = load_checkpoint(self.last_checkpoint) if resume else None
+        self.online = build_network(cfg.model, len(self.class_names), pretrained=checkpoint is None).to(self.device)
+        self.assignment = copy.deepcopy(self.online).eval().requires_grad_(False)
+        self.optimizer = build_optimizer(self.online, cfg.optim)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
+        self.objective = CoSAObjective(cfg.method)
+        self.iteration = 0
+        self.best_miou = float("-inf")
+        self.last_metrics: dict | None = None
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.model = self.online
+        if dist.distributed:
+            self.model = DistributedDataParallel(
+                self.online,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.method.recipe == "cam-only",  # the decoder gets no loss
+            )
+        if dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.runlog = RunLog(self.run_dir, dist.is_main, resume_from=self.iteration if resume else None)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def _validation_split(self) -> DatasetSplit | None:
+        try:
+            split = load_split(self.cfg.data.root, self.cfg.data.val_split)
+        except CosaError as error:
+            log.warning("no evaluation during training: %s", error)
+            return None
+        if not split.has_masks:
+            log.warning("no evaluation during training: split '%s' lacks masks", split.split)
+            return None
+        return split
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def fit(self) -> dict | None:
+        """Train to ``train.iterations``; returns the final evaluation (None without masks)."""
+        cfg = self.cfg.train
+        loader = self._loader()
+        progress = tqdm(total=cfg.iterations, initial=self.iteration, desc="train", disable=not self.dist.is_main,
+                        dynamic_ncols=True)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        started, started_iteration = time.time(), self.iteration
+        for batch in loader:
+            self.iteration += 1
+            losses = self.train_step(batch)
+            for key, value in {"loss": losses.total, **losses.terms}.items():
+                sums[key] = sums.get(key, 0.0) + value.detach()
+            count += 1
+            progress.update()
+            last = self.iteration == cfg.iterations
+            if self.iteration % cfg.log_every == 0 or last:
+                seconds = (time.time() - started) / max(1, self.iteration - started_iteration)
+                self._log_training(sums, count, seconds, progress)
+                sums, count = {}, 0
+            if self.iteration % cfg.eval_every == 0 or last:
+                self._evaluate()
+            if self.iteration % cfg.checkpoint_every == 0 or last:
+                self.save(self.last_checkpoint)
+        progress.close()
+        self.runlog.close()
+        if self.dist.is_main and self.last_metrics is not None:
+            (self.run_dir / "final_metrics.json").write_text(json.dumps(self.last_metrics, indent=2))
+        return self.last_metrics
+
+    def train_step(self, batch: dict) -> StepLosses:
+        """One optimiser step of the online network, then the EMA update of the assignment network."""
+        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+        set_learning_rate(self.optimizer, lr_factor(self.iteration - 1, self.cfg.train.iterations, self.cfg.optim))
+        amp = self.cfg.train.amp
+        with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16), enabled=amp != "none"):
+            losses = self.objective(self.model, self.assignment, batch, self.iteration)
+        self.scaler.scale(losses.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        ema_update(self.assignment, self.online, self.cfg.method.ema_momentum)
+        return losses
+
+    def _loader(self) -> DataLoader:
+        cfg = self.cfg
+        views = TrainingViews(
+            self.train_split, cfg.data.crop_size, tuple(cfg.data.scale_range), cfg.data.blur_probability,
+            cfg.train.seed, with_masks=cfg.method.recipe == "supervised",
+        )
+        sampler = StreamSampler(cfg.train.batch_size, self.dist.rank, self.dist.world_size, self.iteration, cfg.train.iterations)
+        return DataLoader(
+            views, batch_size=sampler.per_process, sampler=sampler, num_workers=cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def _log_training(self, sums: dict[str, torch.Tensor], count: int, seconds_per_step: float, progress: tqdm) -> None:
+        names = list(sums)
+        values = torch.stack([torch.as_tensor(sums[name], dtype=torch.float32, device=self.device) for name in names])
+        values = all_reduce_sum(values) / self.dist.world_size
+        means = {f"train/{name}": float(value) / count for name, value in zip(names, values.cpu())}
+        means["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        means["train/seconds_per_step"] = seconds_per_step
+        means.update({f"thresholds/{k}": v for k, v in self.objective.thresholds.state_dict().items()})
+        self.runlog.write(self.iteration, means)
+        progress.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
+
+    def _evaluate(self) -> None:
+        if self.val_split is None:
+            return
+        result = evaluate(
+            self.assignment, self.val_split, self.cfg, self.objective.thresholds, self.dist,
+            max_images=self.cfg.eval.max_images, progress=True,
+        )
+        self.last_metrics = result
+        scalars = {f"val/{key}": result[key] for key in ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou", "cpl_coverage")}
+        self.runlog.write(self.iteration, scalars)
+        if self.dist.is_main:
+            tqdm.write(
+                f"[{self.iteration}] val mIoU unmasked {result['miou_unmasked']:.2f}, tag-masked "
+                f"{result['miou_tag_masked']:.2f}, CAM {result['cam_miou']:.2f}, CPL {result['cpl_miou']:.2f}"
+            )
+        if result["miou_unmasked"] > self.best_miou:
+            self.best_miou = result["miou_unmasked"]
+            self.save(self.run_dir / "checkpoints" / "best.pt", full=False)
+
+    def checkpoint_payload(self, full: bool = True) -> dict:
+        payload = {
+            "config": asdict(self.cfg),
+            "class_names": list(self.class_names),
+            "iteration": self.iteration,
+            "online": self.online.state_dict(),
+            "assignment": self.assignment.state_dict(),
+            "thresholds": self.objective.thresholds.state_dict(),
+            "best_miou": self.best_miou,
+            "metrics": self.last_metrics,
+        }
+        if full:
+            payload.update(
+                optimizer=self.optimizer.state_dict(),
+                scaler=self.scaler.state_dict(),
+                rng={"torch": torch.get_rng_state(),
+                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            )
+        return payload
+
+    def save(self, path: Path, full: bool = True) -> None:
+        if self.dist.is_main:
+            save_checkpoint(path, self.checkpoint_payload(full))
+        barrier()
+
+    def _restore(self, checkpoint: dict) -> None:
+        if "optimizer" not in checkpoint:
+            raise CosaError(f"{self.last_checkpoint}: holds weights only; cannot resume from it")
+        if list(checkpoint["class_names"]) != list(self.class_names):
+            raise CosaError(f"{self.last_checkpoint}: its classes differ from the dataset's {self.train_split.root}")
+        self.online.load_state_dict(checkpoint["online"])
+        self.assignment.load_state_dict(checkpoint["assignment"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.objective.thresholds.load_state_dict(checkpoint["thresholds"])
+        self.iteration = int(checkpoint["iteration"])
+        self.best_miou = float(checkpoint["best_miou"])
+        self.last_metrics = checkpoint.get("metrics")
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        log.info("resumed from %s at iteration %d", self.last_checkpoint, self.iteration)
+
+
+def summarize(result: dict | None) -> str:
+    return format_results(result) if result else "no evaluation (the validation split has no masks)"

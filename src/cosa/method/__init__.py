@@ -1,0 +1,1 @@
+"""The CoSA method: assignments, pseudo-labels, losses and the training objective."""

@@ -1,0 +1,131 @@
+"""The CoSA training objective, in one place (METHOD.md §3–6).
+
+Each step the assignment network (AN, an EMA of the online network) labels the weak view:
+its CAMs become the CAM pseudo-label (CPL) that trains the online network's (ON's)
+segmentation head, and its segmentation becomes the segmentation pseudo-label (SPL) that trains
+the ON's CAMs — the swapped assignments. The two other recipes share the same network:
+``cam-only`` (classification losses alone) and ``supervised`` (ground-truth masks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from cosa.config.schema import MethodConfig
+from cosa.data.views import IMAGENET_MEAN, IMAGENET_STD
+from cosa.method.dense_energy import dense_energy_loss
+from cosa.method.losses import (
+    cam_to_segmentation_loss,
+    classification_loss,
+    segmentation_to_cam_loss,
+    supervised_segmentation_loss,
+)
+from cosa.method.pseudo_labels import (
+    cam_pseudo_labels,
+    multiscale_assignments,
+    resize,
+    segmentation_pseudo_labels,
+)
+from cosa.method.thresholds import CplThresholds
+
+
+@dataclass
+class StepLosses:
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]  # unweighted loss terms, for logging
+    cpl: torch.Tensor | None = None  # the step's CPL (B×H×W), for monitoring
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+def inside_box(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """B×H×W bool masks of the crop boxes (top, bottom, left, right), computed without a loop."""
+    rows = torch.arange(size[0], device=boxes.device)[None, :, None]
+    cols = torch.arange(size[1], device=boxes.device)[None, None, :]
+    top, bottom, left, right = (boxes[:, i, None, None] for i in range(4))
+    return (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+
+
+def to_pixel_values(images: torch.Tensor) -> torch.Tensor:
+    """Undo the ImageNet normalisation: 0–255 RGB, as the dense energy's colour kernel expects."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images * std + mean) * 255.0
+
+
+class CoSAObjective:
+    """Computes one step's losses for the configured recipe."""
+
+    def __init__(self, cfg: MethodConfig) -> None:
+        self.cfg = cfg
+        self.thresholds = CplThresholds.from_config(cfg)
+
+    def __call__(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int) -> StepLosses:
+        if self.cfg.recipe == "release":
+            return self.release(online, assignment, batch, iteration)
+        if self.cfg.recipe == "cam-only":
+            return self.cam_only(online, batch)
+        if self.cfg.recipe == "supervised":
+            return self.supervised(online, batch)
+        raise ValueError(f"unknown recipe {self.cfg.recipe!r}")
+
+    def loss_gate(self, iteration: int) -> float:
+        """0 during the loss warm-up, then 1. Gated terms still run (as released), weighted by 0."""
+        return 1.0 if iteration > self.cfg.loss_warmup_iters else 0.0
+
+    def release(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int) -> StepLosses:
+        cfg, thresholds = self.cfg, self.thresholds
+        weak, strong, labels = batch["weak"], batch["strong"], batch["labels"]
+        size = tuple(weak.shape[-2:])
+        inside = inside_box(batch["box"], size)
+
+        assigned = multiscale_assignments(
+            assignment, weak, labels, cfg.assignment_scales, cfg.aux_cam_last_scale_only
+        )
+        cpl = cam_pseudo_labels(assigned.cam, inside, thresholds.cam_high, thresholds.cam_low, cfg.cpl_released_resampling)
+        aux_cpl = cam_pseudo_labels(
+            assigned.aux_cam, inside, thresholds.aux_high, thresholds.aux_low, cfg.cpl_released_resampling
+        )
+        spl = segmentation_pseudo_labels(assigned.seg, labels, cfg.spl_temperature)
+
+        output = online(strong)
+        seg = resize(output.seg, size).float()
+        reg = cfg.regularizer
+        terms = {
+            "cls": classification_loss(output.logits.float(), labels),
+            "cls_aux": classification_loss(output.aux_logits.float(), labels),
+            "c2s": cam_to_segmentation_loss(seg, cpl, aux_cpl, cfg.background_balance),
+            "s2c": segmentation_to_cam_loss(output.cam.float(), spl),
+            "reg": dense_energy_loss(
+                to_pixel_values(strong), seg.softmax(dim=1), inside.float(), cpl,
+                sigma_rgb=reg.sigma_rgb, sigma_xy=reg.sigma_xy, scale=reg.scale, weight=reg.energy_weight,
+            ),
+        }
+        gate = self.loss_gate(iteration)
+        total = terms["cls"] + terms["cls_aux"] + gate * (
+            cfg.c2s_weight * terms["c2s"] + cfg.s2c_weight * terms["s2c"] + cfg.reg_weight * terms["reg"]
+        )
+        return StepLosses(total, terms, cpl=cpl)
+
+    def cam_only(self, online: nn.Module, batch: dict) -> StepLosses:
+        output = online(batch["strong"])
+        labels = batch["labels"]
+        terms = {
+            "cls": classification_loss(output.logits.float(), labels),
+            "cls_aux": classification_loss(output.aux_logits.float(), labels),
+        }
+        return StepLosses(terms["cls"] + terms["cls_aux"], terms)
+
+    def supervised(self, online: nn.Module, batch: dict) -> StepLosses:
+        output = online(batch["strong"])
+        labels = batch["labels"]
+        seg = resize(output.seg, tuple(batch["strong"].shape[-2:])).float()
+        terms = {
+            "cls": classification_loss(output.logits.float(), labels),
+            "cls_aux": classification_loss(output.aux_logits.float(), labels),
+            "seg": supervised_segmentation_loss(seg, batch["mask"]),
+        }
+        total = terms["cls"] + terms["cls_aux"] + self.cfg.supervised_weight * terms["seg"]
+        return StepLosses(total, terms)

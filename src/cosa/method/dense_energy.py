@@ -1,0 +1,161 @@
+"""L_reg: the dense energy (dense CRF) regulariser on the segmentation probabilities (METHOD.md §6).
+
+With s = softmax(S) (B×K×H×W), the strong-view image I (0–255), the crop-box mask R and the CAM
+pseudo-label P, everything is first downscaled by ``scale`` (nearest for I, R, P; bilinear for s).
+At that resolution
+
+    L_reg = −(λ/B) Σ_b Σ_k Σ_i R(i) s_k(i) · G(i) · Σ_j K(i,j) R(j) s_k(j)
+    K(i,j) = exp(−‖p_i − p_j‖² / 2σ_xy² − ‖I_i − I_j‖² / 2σ_rgb²)
+
+where p are pixel (row, col) coordinates, σ_xy = ``sigma_xy · scale`` and the sum over j runs over
+every pixel of the image, j = i included. The gate G(i) = max(0, R(i) − max_k s_k(i)), set to 1
+where P(i) = 255, restricts the energy to pixels the segmentation is unsure about or the CAM
+pseudo-label ignores.
+
+The released code evaluates K with a compiled permutohedral lattice. Here K is evaluated exactly in
+PyTorch: the pixels are embedded as f = [p/σ_xy, I/σ_rgb], so K(i,j) = exp(−½‖f_i − f_j‖²), and the
+filter Σ_j K(i,j) v(j) is computed block by block over rows i, so memory stays bounded while the
+work is O((HW)²) per image.
+
+The gradient is the released one, not the exact derivative of L_reg: with
+AS_k(i) = G(i) · Σ_j K(i,j) R(j) s_k(j), it is ∂L/∂s_k(i) = −2λ · AS_k(i) · R(i) / B, i.e. the gate
+is held constant (the exact derivative would also differentiate G through max_k s, and would use
+(G(i) + G(j))/2 instead of 2·G(i) under the symmetric kernel). Matching the released code keeps
+training behaviour comparable to the published results.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cosa.data.io import IGNORE_INDEX
+
+# Elements of one K block (rows × pixels). 2**20 fp32 elements = 4 MiB: small enough to stay in
+# the CPU's cache across the kernel's few passes, which is much faster than larger blocks, and
+# still large enough that per-block overhead is negligible on a GPU.
+DEFAULT_BLOCK_ELEMENTS = 2**20
+# exp(−87) ≈ 1.6e-38 is the smallest kernel value kept: still a normal fp32 number.
+EXPONENT_FLOOR = -87.0
+
+
+def bilateral_features(image: Tensor, sigma_rgb: float, sigma_xy: float) -> Tensor:
+    """Embed a 3×H×W image as (H·W)×5 features [row/σ_xy, col/σ_xy, RGB/σ_rgb], centred.
+
+    Centring does not change pairwise distances but shrinks the norms that the
+    |a|² + |b|² − 2a·b expansion in :func:`bilateral_filter` subtracts, reducing cancellation.
+    """
+    _, height, width = image.shape
+    rows = torch.arange(height, device=image.device, dtype=image.dtype)
+    cols = torch.arange(width, device=image.device, dtype=image.dtype)
+    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij")) / sigma_xy
+    features = torch.cat([grid, image / sigma_rgb]).flatten(1).T
+    return features - features.mean(dim=0)
+
+
+def bilateral_filter(features: Tensor, values: Tensor, chunk_size: int | None = None) -> Tensor:
+    """Exact Gaussian filter out(i) = Σ_j exp(−½‖f_i − f_j‖²) · values(j), over all pairs.
+
+    ``features`` is N×D and ``values`` N×C. Rows i are processed ``chunk_size`` at a time (default:
+    as many as make a chunk×N block of about ``DEFAULT_BLOCK_ELEMENTS``).
+    """
+    num_pixels = features.shape[0]
+    if chunk_size is None:
+        chunk_size = max(1, DEFAULT_BLOCK_ELEMENTS // num_pixels)
+    # −½‖a − b‖² = a·b − ½|a|² − ½|b|²: append the norm terms to the features so that one matrix
+    # product gives the kernel's exponent, without separate broadcast passes over the block.
+    half_sq_norm = 0.5 * features.square().sum(dim=1, keepdim=True)
+    ones = torch.ones_like(half_sq_norm)
+    rows = torch.cat([features, -half_sq_norm, ones], dim=1)
+    cols = torch.cat([features, ones, -half_sq_norm], dim=1).T.contiguous()
+    out = torch.empty_like(values)
+    for start in range(0, num_pixels, chunk_size):
+        block = rows[start : start + chunk_size] @ cols
+        # The exponent is ≤ 0 exactly: the upper clamp removes rounding that would push K(i, i)
+        # above 1. The lower one keeps exp out of the subnormal range, where it is an order of
+        # magnitude slower on CPUs; it changes K only where K < 2e-38, far below fp32 resolution.
+        block.clamp_(min=EXPONENT_FLOOR, max=0).exp_()
+        out[start : start + chunk_size] = block @ values
+    return out
+
+
+def _downscale(tensor: Tensor, scale: float, mode: str) -> Tensor:
+    if mode == "bilinear":
+        return F.interpolate(tensor, scale_factor=scale, mode=mode, align_corners=False, recompute_scale_factor=True)
+    return F.interpolate(tensor, scale_factor=scale, mode=mode, recompute_scale_factor=True)
+
+
+class _DenseEnergy(torch.autograd.Function):
+    """−(1/B) Σ R·s·AS with AS = G · K(R·s); backward gives the released gradient −2·AS·R/B."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        probs: Tensor,
+        image: Tensor,
+        roi: Tensor,
+        unlabeled: Tensor,
+        sigma_rgb: float,
+        sigma_xy: float,
+        chunk_size: int | None,
+    ) -> Tensor:
+        batch, classes = probs.shape[:2]
+        gate = roi - probs.amax(dim=1)
+        gate[unlabeled] = 1
+        gate.clamp_(min=0)
+        masked = probs * roi.unsqueeze(1)
+        filtered = torch.empty_like(probs)
+        for b in range(batch):
+            features = bilateral_features(image[b], sigma_rgb, sigma_xy)
+            values = masked[b].flatten(1).T
+            filtered[b] = bilateral_filter(features, values, chunk_size).T.reshape(probs.shape[1:])
+        weighted = filtered * gate.unsqueeze(1)  # AS
+        ctx.save_for_backward(weighted, roi)
+        ctx.batch = batch
+        return -(masked * weighted).sum() / batch
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        weighted, roi = ctx.saved_tensors
+        grad_probs = -2 * grad_output * weighted * roi.unsqueeze(1) / ctx.batch
+        return grad_probs, None, None, None, None, None, None
+
+
+def dense_energy_loss(
+    image: Tensor,
+    probs: Tensor,
+    roi: Tensor,
+    pseudo_label: Tensor,
+    *,
+    sigma_rgb: float = 15.0,
+    sigma_xy: float = 100.0,
+    scale: float = 0.5,
+    weight: float = 1e-7,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """L_reg for a batch; 0-dim tensor on the inputs' device.
+
+    Args:
+        image: B×3×H×W strong-view image with values 0–255.
+        probs: B×K×H×W segmentation probabilities (softmax over K); the only input given a gradient.
+        roi: B×H×W crop-box mask, 1 on real pixels and 0 on padding.
+        pseudo_label: B×H×W CAM pseudo-label; ``IGNORE_INDEX`` (255) opens the gate.
+        sigma_rgb: colour bandwidth, in 0–255 units.
+        sigma_xy: spatial bandwidth in pixels at the input resolution (scaled with ``scale``).
+        scale: downscaling factor applied to everything before the energy is evaluated.
+        weight: λ, the energy's weight.
+        chunk_size: rows of the kernel evaluated at once (default: blocks of about 4 MiB in fp32).
+    """
+    # The kernel's sums over tens of thousands of pixels need at least fp32, whatever autocast says.
+    dtype = torch.promote_types(probs.dtype, torch.float32)
+    with torch.autocast(device_type=probs.device.type, enabled=False):
+        small_probs = _downscale(probs.to(dtype), scale, "bilinear")
+        small_image = _downscale(image.to(dtype), scale, "nearest")
+        small_roi = _downscale(roi.unsqueeze(1).to(dtype), scale, "nearest").squeeze(1)
+        small_label = _downscale(pseudo_label.unsqueeze(1).to(dtype), scale, "nearest").squeeze(1)
+        unlabeled = small_label == IGNORE_INDEX
+        energy = _DenseEnergy.apply(
+            small_probs, small_image, small_roi, unlabeled, sigma_rgb, sigma_xy * scale, chunk_size
+        )
+    return weight * energy

@@ -1,0 +1,115 @@
+"""Assignments: what the assignment network (AN) computes each step, and the two pseudo-labels.
+
+- ``multiscale_assignments`` — METHOD.md §3: CAMs M, M^a and summed segmentation logits Ŝ;
+- ``cam_pseudo_labels`` — §4: the CPL P (fg / bg / ignore by two thresholds) supervising the
+  segmentation decoder;
+- ``segmentation_pseudo_labels`` — §5: the SPL Q = softmax(Ŝ'/τ) supervising the CAMs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cosa.data.io import IGNORE_INDEX
+
+MASKED_LOGIT = -1e5
+
+
+@dataclass
+class Assignments:
+    cam: torch.Tensor  # M: B×C×H×W in [0, 1]; absent classes 0 when labels were given
+    aux_cam: torch.Tensor  # M^a
+    seg: torch.Tensor  # Ŝ: B×(C+1)×H×W, logits summed over scales and flips
+    logits: torch.Tensor  # B×C classification logits at the first scale (mean over the flip pair)
+
+
+def resize(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(tensor.shape[-2:]) == tuple(size):
+        return tensor
+    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
+
+
+def normalize_cams(cams: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Per image and class min–max normalisation to [0, 1]; classes absent from ``labels`` → 0."""
+    shifted = cams - cams.amin(dim=(2, 3), keepdim=True)
+    normalized = shifted / (shifted.amax(dim=(2, 3), keepdim=True) + 1e-5)
+    return normalized if labels is None else normalized * labels[:, :, None, None]
+
+
+@torch.no_grad()
+def multiscale_assignments(
+    network: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    scales: list[float],
+    aux_last_scale_only: bool = False,
+    flip: bool = True,
+    cam_scales: list[float] | None = None,
+) -> Assignments:
+    """Run ``network`` on ``images`` at each scale (with its flip) and merge (METHOD.md §3).
+
+    CAMs: upsample, un-flip, max over the flip pair, ReLU, sum over ``cam_scales`` (default: all
+    scales), normalise. Segmentation: upsample, un-flip, sum over flips and scales. With
+    ``aux_last_scale_only`` the auxiliary CAM comes from the last scale alone, as released.
+    """
+    batch, _, height, width = images.shape
+    size = (height, width)
+    cam_scales = scales if cam_scales is None else cam_scales
+    copies = 2 if flip else 1
+
+    def merge(tensor: torch.Tensor, reduce) -> torch.Tensor:
+        tensor = resize(tensor.float(), size)
+        return reduce(tensor[:batch], tensor[batch:].flip(-1)) if flip else tensor
+
+    cam_sum = aux_sum = seg_sum = logits = None
+    for scale in scales:
+        scaled = images if scale == 1.0 else F.interpolate(
+            images, size=(int(height * scale), int(width * scale)), mode="bilinear", align_corners=False
+        )
+        output = network(torch.cat([scaled, scaled.flip(-1)]) if flip else scaled)
+        if logits is None:
+            logits = output.logits.float().view(copies, batch, -1).mean(0)
+        seg = merge(output.seg, torch.add)
+        seg_sum = seg if seg_sum is None else seg_sum + seg
+        if scale in cam_scales:
+            cam = merge(output.cam, torch.maximum).relu()
+            aux = merge(output.aux_cam, torch.maximum).relu()
+            cam_sum = cam if cam_sum is None else cam_sum + cam
+            aux_sum = aux if aux_sum is None or aux_last_scale_only else aux_sum + aux
+    return Assignments(normalize_cams(cam_sum, labels), normalize_cams(aux_sum, labels), seg_sum, logits)
+
+
+def _label_above(cams: torch.Tensor, threshold: float, released_resampling: bool) -> torch.Tensor:
+    """0 where no CAM exceeds ``threshold``, else 1 + the strongest class."""
+    stacked = torch.cat([torch.full_like(cams[:, :1], threshold), cams], dim=1)
+    if released_resampling:
+        size = cams.shape[-2:]
+        half = F.interpolate(stacked, size=(size[0] // 2, size[1] // 2), mode="bilinear", align_corners=False)
+        stacked = resize(half.softmax(dim=1), size)
+    return stacked.argmax(dim=1)
+
+
+def cam_pseudo_labels(
+    cams: torch.Tensor, inside: torch.Tensor, high: float, low: float, released_resampling: bool = False
+) -> torch.Tensor:
+    """CPL: class where the strongest CAM exceeds ``high``, background below ``low``, else ignore.
+
+    ``cams`` are normalised with absent classes at 0; ``inside`` (B×H×W bool) marks the crop box;
+    everything outside it is ignore.
+    """
+    confident = _label_above(cams, high, released_resampling)
+    pseudo = torch.where(confident > 0, confident, torch.full_like(confident, IGNORE_INDEX))
+    pseudo[_label_above(cams, low, released_resampling) == 0] = 0
+    pseudo[~inside] = IGNORE_INDEX
+    return pseudo
+
+
+def segmentation_pseudo_labels(seg_logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SPL Q = softmax(Ŝ'/τ) where Ŝ' has the logits of absent classes set to −1e5 (background kept)."""
+    present = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1) > 0
+    masked = seg_logits.masked_fill(~present[:, :, None, None], MASKED_LOGIT)
+    return (masked / temperature).softmax(dim=1)

@@ -1,0 +1,5 @@
+"""Networks: a timm backbone, the two classifiers and the LargeFOV decoder (METHOD.md §1)."""
+
+from cosa.models.network import CoSANet, NetworkOutput, build_network
+
+__all__ = ["CoSANet", "NetworkOutput", "build_network"]

@@ -1,0 +1,112 @@
+"""Backbones from timm that give a final and an auxiliary feature map (METHOD.md §1).
+
+- Vision transformers: patch tokens reshaped to D×h×w; the final map is the last block after the
+  final LayerNorm, the auxiliary map the output of block ``aux_layer`` without normalisation.
+  The positional embedding is resampled bicubically to the input grid and frozen. Parameter
+  names are timm's, as in the released checkpoints' ``encoder.*``.
+- Any other timm model with ``features_only`` (CNNs): the last feature stage is the final map,
+  stage ``aux_layer`` the auxiliary one, with the last stages dilated to ``output_stride``.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from cosa.errors import CosaError
+from cosa.models.pretrained import match_state_dict, read_state_dict, resolve_weights_file
+
+
+class ViTBackbone(nn.Module):
+    def __init__(self, vit: VisionTransformer, aux_layer: int) -> None:
+        super().__init__()
+        self.patch_embed = vit.patch_embed
+        self.cls_token = vit.cls_token
+        self.pos_embed = vit.pos_embed
+        self.pos_embed.requires_grad_(False)
+        self.blocks = vit.blocks
+        self.norm = vit.norm
+        self.num_prefix_tokens = vit.num_prefix_tokens
+        self.pos_grid = tuple(vit.patch_embed.grid_size)
+        self.aux_index = aux_layer % len(vit.blocks)
+        self.channels = self.aux_channels = vit.embed_dim
+        self.stride = vit.patch_embed.patch_size[0]
+
+    def resampled_pos_embed(self, height: int, width: int) -> torch.Tensor:
+        prefix = self.pos_embed[:, : self.num_prefix_tokens]
+        grid = self.pos_embed[:, self.num_prefix_tokens:]
+        if (height, width) != self.pos_grid:
+            grid = grid.reshape(1, *self.pos_grid, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
+            grid = grid.permute(0, 2, 3, 1).reshape(1, height * width, -1)
+        return torch.cat([prefix, grid], dim=1)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        patches = self.patch_embed(images)  # B×h×w×D
+        batch, height, width, dim = patches.shape
+        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), patches.reshape(batch, height * width, dim)], dim=1)
+        tokens = tokens + self.resampled_pos_embed(height, width)
+        aux = tokens
+        for index, block in enumerate(self.blocks):
+            tokens = block(tokens)
+            if index == self.aux_index:
+                aux = tokens
+        final = self.norm(tokens)
+
+        def to_map(sequence: torch.Tensor) -> torch.Tensor:
+            return sequence[:, self.num_prefix_tokens:].transpose(1, 2).reshape(batch, dim, height, width)
+
+        return to_map(final), to_map(aux)
+
+
+class FeatureStageBackbone(nn.Module):
+    def __init__(self, body: nn.Module, aux_layer: int) -> None:
+        super().__init__()
+        self.body = body
+        info = body.feature_info
+        self.aux_index = aux_layer % len(info)
+        self.channels = info.channels()[-1]
+        self.aux_channels = info.channels()[self.aux_index]
+        self.stride = info.reduction()[-1]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        stages = self.body(images)
+        return stages[-1], stages[self.aux_index]
+
+
+def _load_file_into(model: nn.Module, spec: str) -> None:
+    path = resolve_weights_file(spec)
+    if path is None:
+        return
+    reference = model.state_dict()
+    state = read_state_dict(path)
+    # Classification heads in the file are not part of a feature extractor.
+    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc.", "classifier", "_fc."))}
+    reference_no_head = {k: v for k, v in reference.items() if not k.startswith(("head.", "fc.", "classifier"))}
+    model.load_state_dict(match_state_dict(state, reference_no_head, str(path)), strict=False)
+
+
+def build_backbone(name: str, pretrained: str, aux_layer: int, output_stride: int) -> nn.Module:
+    """A backbone module with ``channels``, ``aux_channels``, ``stride`` and forward → (final, aux)."""
+    hub = pretrained == "hub"
+    try:
+        probe = timm.create_model(name, pretrained=False, num_classes=0)
+    except RuntimeError as error:
+        raise CosaError(f"model.backbone={name}: {error}") from None
+    if isinstance(probe, VisionTransformer):
+        vit = timm.create_model(
+            name, pretrained=hub, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True,
+            drop_rate=0.0, drop_path_rate=0.0, attn_drop_rate=0.0,
+        )
+        _load_file_into(vit, pretrained)
+        return ViTBackbone(vit, aux_layer)
+    full = probe
+    _load_file_into(full, pretrained)
+    if hub:
+        full = timm.create_model(name, pretrained=True, num_classes=0)
+    body = timm.create_model(name, pretrained=False, features_only=True, output_stride=output_stride)
+    body.load_state_dict({k: v for k, v in full.state_dict().items() if k in body.state_dict()}, strict=True)
+    return FeatureStageBackbone(body, aux_layer)

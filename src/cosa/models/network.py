@@ -1,0 +1,83 @@
+"""The CoSA network: backbone, classifiers W and W^a, and the LargeFOV decoder (METHOD.md §1).
+
+Module names follow the released checkpoints (``encoder``, ``classifier``, ``aux_classifier``,
+``decoder.conv6/7/8``) so that importing them is a renaming of nothing but the encoder wrapper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cosa.config.schema import ModelConfig
+from cosa.models.backbone import build_backbone
+
+
+@dataclass
+class NetworkOutput:
+    cam: torch.Tensor  # B×C×h×w CAM logits A = W ∗ F (no ReLU)
+    aux_cam: torch.Tensor  # B×C×h'×w' auxiliary CAM logits A^a
+    logits: torch.Tensor  # B×C classification logits z = W · GMP(F)
+    aux_logits: torch.Tensor  # B×C z^a
+    seg: torch.Tensor  # B×(C+1)×h×w segmentation logits
+
+
+class LargeFOV(nn.Module):
+    """conv3×3 (dilated) → ReLU → conv3×3 (dilated) → ReLU → conv1×1; no biases, no norms."""
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 512, dilation: int = 5) -> None:
+        super().__init__()
+        self.conv6 = nn.Conv2d(in_channels, width, 3, padding=dilation, dilation=dilation, bias=False)
+        self.conv7 = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation, bias=False)
+        self.conv8 = nn.Conv2d(width, out_channels, 1, bias=False)
+        for conv in (self.conv6, self.conv7, self.conv8):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.conv6(features))
+        hidden = torch.relu(self.conv7(hidden))
+        return self.conv8(hidden)
+
+
+class CoSANet(nn.Module):
+    def __init__(self, encoder: nn.Module, num_classes: int, decoder_channels: int = 512,
+                 decoder_dilation: int = 5, freeze_batchnorm: bool = False) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.num_classes = num_classes
+        self.freeze_batchnorm = freeze_batchnorm
+        self.classifier = nn.Conv2d(encoder.channels, num_classes, 1, bias=False)
+        self.aux_classifier = nn.Conv2d(encoder.aux_channels, num_classes, 1, bias=False)
+        self.decoder = LargeFOV(encoder.channels, num_classes + 1, decoder_channels, decoder_dilation)
+
+    def forward(self, images: torch.Tensor) -> NetworkOutput:
+        features, aux_features = self.encoder(images)
+        return NetworkOutput(
+            cam=self.classifier(features),
+            aux_cam=self.aux_classifier(aux_features),
+            logits=self.classifier(features.amax(dim=(2, 3), keepdim=True)).flatten(1),
+            aux_logits=self.aux_classifier(aux_features.amax(dim=(2, 3), keepdim=True)).flatten(1),
+            seg=self.decoder(features),
+        )
+
+    def train(self, mode: bool = True) -> "CoSANet":
+        super().train(mode)
+        if mode and self.freeze_batchnorm:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, head parameters); the heads train at a higher learning rate."""
+        backbone = [p for p in self.encoder.parameters() if p.requires_grad]
+        heads = [p for name, p in self.named_parameters() if not name.startswith("encoder.") and p.requires_grad]
+        return backbone, heads
+
+
+def build_network(cfg: ModelConfig, num_classes: int, pretrained: bool = True) -> CoSANet:
+    """The network of ``cfg``; ``pretrained=False`` skips weight loading (weights come from a checkpoint)."""
+    encoder = build_backbone(cfg.backbone, cfg.pretrained if pretrained else "none", cfg.aux_layer, cfg.output_stride)
+    return CoSANet(encoder, num_classes, cfg.decoder_channels, cfg.decoder_dilation, cfg.freeze_batchnorm)

@@ -1,0 +1,89 @@
+"""Assignments and pseudo-labels: CPL thresholds and box, SPL masking, multi-scale merging."""
+
+import pytest
+import torch
+from torch import nn
+
+from cosa.data.io import IGNORE_INDEX
+from cosa.method.cosa import inside_box
+from cosa.method.pseudo_labels import (
+    cam_pseudo_labels,
+    multiscale_assignments,
+    normalize_cams,
+    segmentation_pseudo_labels,
+)
+from cosa.models.network import NetworkOutput
+
+
+def test_cam_pseudo_labels_follow_the_two_thresholds_and_the_box():
+    # Pixels: confident class 1, confident class 2, background, in the band, in the band but outside the box.
+    cams = torch.tensor([[0.9, 0.5, 0.1, 0.5, 0.3], [0.2, 0.8, 0.05, 0.4, 0.1]]).view(1, 2, 1, 5)
+    inside = torch.tensor([[[True, True, True, True, False]]])
+    labels = cam_pseudo_labels(cams, inside, high=0.7, low=0.25)
+    assert labels.tolist() == [[[1, 2, 0, IGNORE_INDEX, IGNORE_INDEX]]]
+
+
+def test_released_resampling_agrees_with_the_rule_away_from_edges():
+    cams = torch.zeros(1, 2, 16, 16)
+    cams[0, 0, :8, :8] = 0.9  # class 1 block
+    cams[0, 1, 8:, 8:] = 0.5  # ignore band block
+    inside = torch.ones(1, 16, 16, dtype=torch.bool)
+    plain = cam_pseudo_labels(cams, inside, 0.7, 0.25)
+    released = cam_pseudo_labels(cams, inside, 0.7, 0.25, released_resampling=True)
+    interior = torch.zeros(16, 16, dtype=torch.bool)
+    interior[1:6, 1:6] = interior[10:15, 10:15] = interior[1:6, 10:15] = True
+    assert torch.equal(plain[0][interior], released[0][interior])
+    assert released[0, 3, 3] == 1 and released[0, 12, 12] == IGNORE_INDEX and released[0, 3, 12] == 0
+
+
+def test_normalize_cams_is_per_class_min_max_and_zeroes_absent_classes():
+    cams = torch.tensor([[1.0, 3.0], [2.0, 2.0]]).view(1, 1, 2, 2).repeat(1, 2, 1, 1)
+    cams[0, 1] *= 10
+    out = normalize_cams(cams, torch.tensor([[1.0, 0.0]]))
+    assert out[0, 0].flatten().tolist() == pytest.approx([0.0, 1 / (1 + 5e-6), 0.5 / (1 + 5e-6), 0.5 / (1 + 5e-6)], rel=1e-5)
+    assert out[0, 1].abs().sum() == 0
+
+
+def test_segmentation_pseudo_labels_mask_absent_classes_and_sharpen():
+    seg = torch.tensor([0.0, 0.02, 5.0]).view(1, 3, 1, 1)  # background, class 1, class 2 (absent)
+    q = segmentation_pseudo_labels(seg, torch.tensor([[1.0, 0.0]]), temperature=0.01)
+    assert q[0, 2].item() == 0.0
+    expected = torch.softmax(torch.tensor([0.0, 2.0]), 0)  # (0, 0.02) / 0.01
+    assert q[0, :2, 0, 0].tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+    assert q.sum(1).item() == pytest.approx(1.0)
+
+
+class ColumnNetwork(nn.Module):
+    """CAM logits = the input's first channel (so a flip is visible), seg = the input itself."""
+
+    def forward(self, images):
+        first = images[:, :1]
+        return NetworkOutput(cam=first, aux_cam=2 * first, logits=first.mean((2, 3)), aux_logits=first.mean((2, 3)),
+                             seg=images[:, :2])
+
+
+def test_multiscale_assignments_undo_the_flip_and_sum_scales():
+    ramp = torch.arange(8.0).view(1, 1, 1, 8).expand(1, 3, 8, 8).clone()
+    out = multiscale_assignments(ColumnNetwork(), ramp, torch.ones(1, 1), scales=[1.0])
+    # max(ramp, un-flipped flip of ramp) = ramp: the flip is undone, so the ramp survives.
+    assert torch.allclose(out.cam[0, 0, 0], torch.arange(8.0) / (7 + 1e-5))
+    assert torch.allclose(out.seg[0, 0], 2 * ramp[0, 0])  # summed over the flip pair
+    two_scales = multiscale_assignments(ColumnNetwork(), ramp, torch.ones(1, 1), scales=[1.0, 0.5])
+    assert torch.allclose(two_scales.seg[0, 0, 0, 3:5], 4 * ramp[0, 0, 0, 3:5], atol=0.6)
+
+
+def test_aux_cam_of_the_last_scale_only_reproduces_the_released_behaviour():
+    images = torch.rand(1, 3, 8, 8)
+    summed = multiscale_assignments(ColumnNetwork(), images, torch.ones(1, 1), [1.0, 0.5])
+    last = multiscale_assignments(ColumnNetwork(), images, torch.ones(1, 1), [1.0, 0.5], aux_last_scale_only=True)
+    only_half = multiscale_assignments(ColumnNetwork(), images, torch.ones(1, 1), [0.5])
+    assert torch.allclose(last.aux_cam, only_half.aux_cam)
+    assert not torch.allclose(summed.aux_cam, last.aux_cam)
+    assert torch.allclose(summed.cam, last.cam)
+
+
+def test_inside_box_marks_the_crop_box():
+    boxes = torch.tensor([[1, 3, 0, 2], [0, 4, 2, 4]])
+    masks = inside_box(boxes, (4, 4))
+    assert masks[0].nonzero().tolist() == [[1, 0], [1, 1], [2, 0], [2, 1]]
+    assert masks[1].sum() == 8 and masks[1][:, 2:].all()
