@@ -64,6 +64,23 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+@torch.no_grad()
+def average_buffers(module: torch.nn.Module, world_size: int) -> None:
+    """Average floating-point buffers (BatchNorm statistics) over processes, in one collective.
+
+    Each process updates its running statistics from its own images; averaging them after every
+    step keeps all processes' networks identical, so the EMA gives one assignment network.
+    """
+    buffers = [buffer for buffer in module.buffers() if buffer.is_floating_point()]
+    if world_size == 1 or not buffers:
+        return
+    flat = all_reduce_sum(torch.cat([buffer.flatten() for buffer in buffers])) / world_size
+    offset = 0
+    for buffer in buffers:
+        buffer.copy_(flat[offset : offset + buffer.numel()].view_as(buffer))
+        offset += buffer.numel()
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

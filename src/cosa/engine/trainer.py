@@ -25,7 +25,7 @@ from cosa.config.schema import Config
 from cosa.data.datasets import StreamSampler, TrainingViews
 from cosa.data.layouts import DatasetSplit, load_split
 from cosa.engine.checkpoint import load_checkpoint, save_checkpoint
-from cosa.engine.distributed import DistContext, all_reduce_sum, barrier
+from cosa.engine.distributed import DistContext, all_reduce_sum, average_buffers, barrier
 from cosa.engine.evaluate import evaluate, format_results
 from cosa.engine.runlog import RunLog
 from cosa.engine.schedule import build_optimizer, lr_factor, set_learning_rate
@@ -73,6 +73,7 @@ class Trainer:
             self.model = DistributedDataParallel(
                 self.online,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,  # buffers are averaged after every step instead
                 find_unused_parameters=cfg.method.recipe == "cam-only",  # the decoder gets no loss
             )
         if dist.is_main:
@@ -139,6 +140,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        average_buffers(self.online, self.dist.world_size)
         ema_update(self.assignment, self.online, self.cfg.method.ema_momentum)
         return losses
 

@@ -1,0 +1,30 @@
+"""Run by ``torchrun`` from test_training.py: train the tiny config, save this rank's networks."""
+
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+from cosa.config import load_config
+from cosa.engine.distributed import init_distributed, shutdown
+from cosa.engine.trainer import Trainer
+
+from conftest import TINY_OVERRIDES
+
+
+def main(data: str, run_dir: str) -> None:
+    torch.set_num_threads(1)
+    cfg = load_config("demo", "release", data, [*TINY_OVERRIDES, "train.device=cpu"])
+    dist = init_distributed(cfg.train.device)
+    trainer = Trainer(cfg, run_dir, dist)
+    initial = copy.deepcopy(trainer.assignment.state_dict())
+    trainer.fit()
+    state = {"online": trainer.online.state_dict(), "assignment": trainer.assignment.state_dict(),
+             "initial": initial, "iteration": trainer.iteration}
+    torch.save(state, Path(run_dir) / f"rank{dist.rank}.pt")
+    shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -1,0 +1,76 @@
+"""Presets, recipes, overrides and one-line errors for bad keys and values."""
+
+import pytest
+import yaml
+
+from cosa.config import PRESETS, RECIPES, load_config, save_config
+from cosa.config.load import config_from_dict
+from cosa.errors import CosaError
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_preset_loads_with_every_recipe(preset, recipe):
+    cfg = load_config(preset, recipe)
+    assert cfg.method.recipe == recipe
+
+
+def test_presets_hold_the_method_values():
+    voc, coco = load_config("voc"), load_config("coco")
+    assert voc.model.backbone == "vit_base_patch16_224.orig_in21k_ft_in1k"
+    assert (voc.train.iterations, voc.train.batch_size, voc.data.crop_size) == (32000, 4, 448)
+    assert (voc.method.cam_thresholds.high, voc.method.cam_thresholds.low) == (0.70, 0.25)
+    assert voc.method.ema_momentum == 0.9994 and voc.method.loss_warmup_iters == 6000
+    assert (coco.train.iterations, coco.train.batch_size, coco.method.loss_warmup_iters) == (60000, 8, 10000)
+    assert (coco.method.cam_thresholds.high, coco.method.cam_thresholds.low) == (0.65, 0.25)
+    assert voc.eval.scales == [1.0, 0.5, 1.5, 0.75, 1.25] and voc.method.assignment_scales == [1.0, 0.5, 1.5]
+
+
+def test_overrides_and_data_root_apply_last():
+    cfg = load_config("voc", "cam-only", "/data/voc", ["train.iterations=10", "method.cam_thresholds.high=0.8"])
+    assert cfg.train.iterations == 10 and cfg.method.cam_thresholds.high == 0.8
+    assert cfg.data.root == "/data/voc" and cfg.method.recipe == "cam-only"
+    assert load_config("voc", overrides=["method.recipe=supervised"]).method.recipe == "supervised"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.iterationz=5", "unknown config key 'train.iterationz'"),
+        ("nosuch.key=1", "unknown config key"),
+        ("train.iterations=abc", "train.iterations"),
+        ("train.iterations=0", "train.iterations"),
+        ("method.cam_thresholds.low=0.9", "method.cam_thresholds"),
+        ("train.amp=fp8", "train.amp"),
+        ("noequals", "key=value"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors_naming_the_key(override, message):
+    with pytest.raises(CosaError) as error:
+        load_config("voc", overrides=[override])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unknown_preset_recipe_and_bad_file(tmp_path):
+    with pytest.raises(CosaError, match="unknown preset"):
+        load_config("vocc")
+    with pytest.raises(CosaError, match="unknown recipe"):
+        load_config("voc", "paperr")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  iterations: 5\n  bogus: 1\n")
+    with pytest.raises(CosaError, match=r"bad.yaml: unknown config key 'train.bogus'"):
+        load_config(str(bad))
+
+
+def test_a_config_file_can_start_from_a_preset(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: coco\ntrain:\n  iterations: 7\n")
+    cfg = load_config(str(path))
+    assert cfg.train.iterations == 7 and cfg.train.batch_size == 8
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config("demo", "supervised", "/x", ["train.seed=3"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(str(tmp_path / "config.yaml")) == cfg
+    assert config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()), "test") == cfg

@@ -1,0 +1,132 @@
+"""Dataset layouts: folder, VOC and COCO read into one interface; clear errors for bad data."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cosa.data.check import check_dataset
+from cosa.data.classes import COCO_CLASSES, VOC_CLASSES
+from cosa.data.io import write_mask
+from cosa.data.layouts import detect_layout, load_split
+from cosa.errors import CosaError
+
+
+def write_image(path, size=(20, 16)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+def make_folder_dataset(root, rows, classes=("cat", "dog")):
+    (root / "images").mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    lines = ["image,labels"]
+    for name, labels, mask in rows:
+        write_image(root / "images" / f"{name}.png")
+        if mask is not None:
+            write_mask(root / "masks" / f"{name}.png", mask)
+        lines.append(f"{name}.png,{labels}")
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_folder_layout(tmp_path):
+    mask = np.zeros((16, 20), np.uint8)
+    mask[2:5, 2:5] = 2
+    root = make_folder_dataset(tmp_path / "ds", [("a", "dog", mask), ("b", "cat;dog", None)])
+    split = load_split(root, "train")
+    assert detect_layout(root) == "folder" and split.class_names == ("cat", "dog")
+    assert [s.labels for s in split.samples] == [(1,), (0, 1)]
+    assert split.samples[0].mask is not None and split.samples[1].mask is None and not split.has_masks
+
+
+def test_folder_csv_with_bom_is_read(tmp_path):
+    root = make_folder_dataset(tmp_path / "ds", [("a", "cat", None)])
+    (root / "train.csv").write_bytes("\ufeffimage,labels\na.png,cat\n".encode("utf-8"))
+    assert load_split(root, "train").samples[0].labels == (0,)
+
+
+@pytest.mark.parametrize(
+    ("labels", "image", "message"),
+    [
+        ("cat;horse", "a.png", r"train.csv:2: unknown class name\(s\) \['horse'\]"),
+        ("cat", "../a.png", "leaves the dataset directory"),
+        ("cat", "/etc/passwd", "leaves the dataset directory"),
+    ],
+)
+def test_folder_errors_name_the_file_and_line(tmp_path, labels, image, message):
+    root = make_folder_dataset(tmp_path / "ds", [("a", "cat", None)])
+    (root / "train.csv").write_text(f"image,labels\n{image},{labels}\n")
+    with pytest.raises(CosaError, match=message):
+        load_split(root, "train")
+
+
+def test_missing_split_and_unknown_layout(tmp_path):
+    root = make_folder_dataset(tmp_path / "ds", [("a", "cat", None)])
+    with pytest.raises(CosaError, match="val.csv: split file not found"):
+        load_split(root, "val")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CosaError, match="cannot tell the dataset layout"):
+        load_split(tmp_path / "empty", "train")
+
+
+def make_voc(root):
+    names = ["2007_000032", "2007_000039"]
+    for index, name in enumerate(names):
+        write_image(root / "JPEGImages" / f"{name}.jpg")
+        mask = np.zeros((16, 20), np.uint8)
+        mask[1:4, 1:4] = 1 + index * 14  # aeroplane, then person
+        mask[0, :] = 255
+        write_mask(root / "SegmentationClassAug" / f"{name}.png", mask)
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train_aug.txt").write_text(f"/JPEGImages/{names[0]}.jpg /SegmentationClassAug/{names[0]}.png\n{names[1]}\n")
+    (lists / "val.txt").write_text(names[1] + "\n")
+    return root
+
+
+def test_voc_layout_takes_labels_from_masks_and_caches_them(tmp_path):
+    root = make_voc(tmp_path / "VOC2012")
+    split = load_split(root, "train_aug")
+    assert split.layout == "voc" and split.class_names == VOC_CLASSES
+    assert [s.labels for s in split.samples] == [(0,), (14,)]
+    cache = json.loads((root / ".cosa" / "labels-train_aug.json").read_text())
+    assert cache["labels"] == [[0], [14]]
+    assert load_split(root, "val").samples[0].name == "2007_000039"
+
+
+def test_coco_layout(tmp_path):
+    root = tmp_path / "coco"
+    for split, year in (("train", "train2014"), ("val", "val2014")):
+        name = f"COCO_{year}_000000000009"
+        write_image(root / year / f"{name}.jpg")
+        mask = np.zeros((16, 20), np.uint8)
+        mask[3:6, 3:6] = 80  # toothbrush, the last of 80
+        write_mask(root / "SegmentationClass" / year / f"{name}.png", mask)
+    split = load_split(root, "val")
+    assert split.layout == "coco" and split.class_names == COCO_CLASSES
+    assert split.samples[0].labels == (79,)
+    (root / "val_part.txt").write_text("COCO_val2014_000000000009\n")
+    assert len(load_split(root, "val_part").samples) == 1
+
+
+def test_data_check_lists_every_problem_at_once(tmp_path):
+    good = np.zeros((16, 20), np.uint8)
+    good[2:6, 2:6] = 1
+    root = make_folder_dataset(tmp_path / "ds", [("a", "cat", good), ("b", "cat", good), ("c", "dog", good)])
+    (root / "images" / "b.png").write_bytes(b"not a png")
+    write_mask(root / "masks" / "c.png", np.full((5, 5), 1, np.uint8))  # wrong size
+    with open(root / "train.csv", "a") as stream:
+        stream.write("d.png,horse\n")
+    report = check_dataset(root)
+    text = "\n".join(report.problems)
+    assert "b.png: cannot read image" in text
+    assert "c.png: mask is (5, 5) but its image is (16, 20)" in text
+    assert "unknown class name(s) ['horse']" in text
+    assert report.images == {"train": 2}
+
+
+def test_data_check_passes_a_clean_dataset(tiny_data):
+    report = check_dataset(tiny_data)
+    assert report.problems == [] and report.images == {"train": 24, "val": 8}

@@ -1,0 +1,84 @@
+"""Backbones, the network's heads and weight loading."""
+
+import pytest
+import timm
+import torch
+import torchvision
+from timm.layers import resample_abs_pos_embed
+
+from cosa.config.schema import ModelConfig
+from cosa.errors import CosaError
+from cosa.models.backbone import build_backbone
+from cosa.models.network import build_network
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return build_backbone("vit_tiny_patch16_224", "none", aux_layer=-3, output_stride=16).eval()
+
+
+def test_vit_maps_match_timm_at_the_native_size(vit):
+    reference = timm.create_model("vit_tiny_patch16_224", num_classes=0)
+    reference.load_state_dict({k: v for k, v in vit.state_dict().items()}, strict=False)
+    reference.eval()
+    images = torch.randn(2, 3, 224, 224)
+    final, aux = vit(images)
+    tokens = reference.forward_features(images)[:, 1:]
+    assert final.shape == (2, 192, 14, 14)
+    assert torch.allclose(final.flatten(2).transpose(1, 2), tokens, atol=1e-5)
+    intermediate = reference.forward_intermediates(images, indices=[9], norm=False, intermediates_only=True)[0]
+    assert torch.allclose(aux, intermediate, atol=1e-5)
+
+
+def test_vit_positional_embedding_is_frozen_and_resampled_bicubically(vit):
+    assert not vit.pos_embed.requires_grad
+    resampled = vit.resampled_pos_embed(28, 21)
+    expected = resample_abs_pos_embed(vit.pos_embed, [28, 21], num_prefix_tokens=1, antialias=False)
+    assert torch.allclose(resampled, expected, atol=1e-6)
+    final, aux = vit(torch.randn(1, 3, 448, 336))
+    assert final.shape == aux.shape == (1, 192, 28, 21)
+
+
+def test_network_outputs_and_classification_by_global_max_pooling():
+    cfg = ModelConfig(backbone="mobilenetv2_050", pretrained="none", aux_layer=-2, decoder_channels=32)
+    net = build_network(cfg, num_classes=5).eval()
+    out = net(torch.randn(2, 3, 64, 64))
+    assert out.cam.shape == (2, 5, 4, 4) and out.seg.shape == (2, 6, 4, 4) and out.logits.shape == (2, 5)
+    features, aux = net.encoder(torch.randn(1, 3, 64, 64))
+    assert aux.shape[1] == net.aux_classifier.in_channels
+    backbone, heads = net.parameter_groups()
+    assert len(backbone) + len(heads) == len([p for p in net.parameters() if p.requires_grad])
+    assert all(name.startswith(("classifier", "aux_classifier", "decoder")) for name, p in net.named_parameters()
+               if any(p is h for h in heads))
+
+
+def test_frozen_batchnorm_stays_in_eval_mode():
+    cfg = ModelConfig(backbone="mobilenetv2_050", pretrained="none", aux_layer=-2, freeze_batchnorm=True)
+    net = build_network(cfg, num_classes=2).train()
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms) and net.decoder.training
+
+
+def test_torchvision_mobilenet_weights_load_by_position(tmp_path):
+    torch.manual_seed(0)
+    reference = torchvision.models.mobilenet_v2().eval()
+    path = tmp_path / "tv.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = build_backbone("mobilenetv2_100", str(path), aux_layer=-2, output_stride=32).eval()
+    images = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        final, _ = backbone(images)
+        expected = reference.features[:18](images)
+    assert torch.allclose(final, expected, atol=1e-5)
+
+
+def test_weights_that_do_not_fit_are_a_clear_error(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"some.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(CosaError, match="other.pth: weights do not fit this backbone"):
+        build_backbone("mobilenetv2_050", str(path), -2, 16)
+    with pytest.raises(CosaError, match="pretrained weights file not found"):
+        build_backbone("mobilenetv2_050", str(tmp_path / "missing.pth"), -2, 16)
+    with pytest.raises(CosaError, match="'no_such_package' is not installed"):
+        build_backbone("mobilenetv2_050", "pkg:no_such_package/w.pth", -2, 16)

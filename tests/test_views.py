@@ -1,0 +1,108 @@
+"""The two views: one geometry, pixel-aligned, with the crop box of real pixels."""
+
+import numpy as np
+import pytest
+import torch
+
+from cosa.data.io import IGNORE_INDEX
+from cosa.data.views import PHOTOMETRIC_OPS, ViewParams, crop_box, make_views, photometric, sample_view_params
+
+CROP = 32
+
+
+def coordinate_image(height, width):
+    """Red = row, green = column: every pixel says where it came from."""
+    rows = torch.arange(height).view(-1, 1).expand(height, width)
+    cols = torch.arange(width).view(1, -1).expand(height, width)
+    return torch.stack([rows, cols, torch.full_like(rows, 200)]).to(torch.uint8)
+
+
+def unnormalized(view):
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return ((view * std + mean) * 255).round()
+
+
+def test_scale_one_crop_maps_every_pixel_back_to_its_source():
+    image = coordinate_image(40, 50)
+    params = ViewParams(1.0, False, (0, 0), (5, 11), None, "identity", 1)
+    views = make_views(image, None, params, CROP)
+    top, bottom, left, right = views["box"].tolist()
+    assert (top, bottom, left, right) == (0, CROP, 0, CROP)
+    pixels = unnormalized(views["weak"])
+    assert torch.equal(pixels[0], torch.arange(5, 5 + CROP).view(-1, 1).float().expand(CROP, CROP))
+    assert torch.equal(pixels[1], torch.arange(11, 11 + CROP).view(1, -1).float().expand(CROP, CROP))
+
+
+def test_flip_and_padding_are_recorded_in_the_box():
+    image = coordinate_image(20, 24)  # smaller than the crop: padded
+    params = ViewParams(1.0, True, (3, 5), (0, 0), None, "identity", 1)
+    views = make_views(image, None, params, CROP)
+    assert views["box"].tolist() == [3, 23, 5, 29]
+    pixels = unnormalized(views["weak"])
+    assert pixels[1, 3, 5].item() == 23 and pixels[1, 3, 28].item() == 0  # flipped columns
+    outside = torch.ones(CROP, CROP, dtype=torch.bool)
+    outside[3:23, 5:29] = False
+    assert views["weak"][:, outside].abs().sum() == 0 and views["strong"][:, outside].abs().sum() == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_weak_strong_and_mask_share_one_geometry(seed):
+    rng = np.random.default_rng(seed)
+    mask = torch.zeros(45, 61, dtype=torch.uint8)
+    mask[5:30, 10:40] = 1
+    mask[20:44, 35:60] = 2
+    image = (mask * 100).expand(3, -1, -1).contiguous()  # the image is its own mask
+    params = sample_view_params(rng, 45, 61, CROP, (0.5, 2.0), blur_probability=0.0)
+    params = ViewParams(params.scale, params.flip, params.image_offset, params.crop_origin, None, "identity", 1)
+    views = make_views(image, mask, params, CROP)
+    top, bottom, left, right = views["box"].tolist()
+    assert torch.equal(views["weak"], views["strong"])  # identity op: the views coincide
+    inside = torch.zeros(CROP, CROP, dtype=torch.bool)
+    inside[top:bottom, left:right] = True
+    assert torch.equal(views["mask"] != IGNORE_INDEX, inside)
+    # Where all pixels within 2 share a mask label (away from resampling blur), the image shows it.
+    values = unnormalized(views["weak"])[0] / 100
+    labels = views["mask"]
+    core = torch.zeros_like(inside)
+    core[2:-2, 2:-2] = inside[2:-2, 2:-2]
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            core &= torch.roll(labels, (dy, dx), (0, 1)) == labels
+    assert core.any()
+    assert torch.allclose(values[core], labels[core].float(), atol=0.02)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_box_is_where_real_pixels_are(seed):
+    rng = np.random.default_rng(seed)
+    height, width = int(rng.integers(10, 80)), int(rng.integers(10, 80))
+    params = sample_view_params(rng, height, width, CROP, (0.5, 2.0), 0.0)
+    params = ViewParams(params.scale, params.flip, params.image_offset, params.crop_origin, None, "identity", 1)
+    white = torch.full((3, height, width), 255, dtype=torch.uint8)
+    views = make_views(white, None, params, CROP)
+    top, bottom, left, right = crop_box(params, height, width, CROP)
+    real = views["weak"].abs().sum(0) > 0  # outside the box the normalised views are exactly 0
+    assert bottom > top and right > left
+    assert real.nonzero().min(0).values.tolist() == [top, left]
+    assert real.nonzero().max(0).values.tolist() == [bottom - 1, right - 1]
+
+
+@pytest.mark.parametrize("operation", PHOTOMETRIC_OPS)
+def test_every_photometric_operation_keeps_shape_and_type(operation):
+    image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
+    for magnitude in (1, 9):
+        out = photometric(image, operation, magnitude)
+        assert out.shape == image.shape and out.dtype == torch.uint8
+    if operation == "identity":
+        assert torch.equal(photometric(image, operation, 5), image)
+    if operation == "solarize":
+        assert torch.equal(photometric(image, operation, 9)[image >= 231], 255 - image[image >= 231])
+
+
+def test_view_parameters_are_deterministic_per_seed():
+    first = sample_view_params(np.random.default_rng([0, 1]), 100, 120, CROP)
+    again = sample_view_params(np.random.default_rng([0, 1]), 100, 120, CROP)
+    other = sample_view_params(np.random.default_rng([0, 2]), 100, 120, CROP)
+    assert first == again and first != other
+    assert 0.5 <= first.scale <= 2.0 and 1 <= first.magnitude <= 9
