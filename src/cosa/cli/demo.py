@@ -23,6 +23,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="demo", help="output folder (default ./demo)")
     parser.add_argument("--seed", type=int, default=0, help="dataset and training seed")
+    parser.add_argument("--train-images", type=int, default=600, help="synthetic training images (default 600)")
+    parser.add_argument("--val-images", type=int, default=150, help="synthetic validation images (default 150)")
+    parser.add_argument("--image-size", type=int, default=128, help="synthetic image side (default 128)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the demo preset")
     parser.set_defaults(run=run)
 
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     prepare_output(out)
     data = out / "data"
-    generate_synthetic_dataset(data, seed=args.seed)
+    generate_synthetic_dataset(data, seed=args.seed, num_train=args.train_images, num_val=args.val_images,
+                               image_size=args.image_size)
     cfg = load_config("demo", "release", str(data), [f"train.seed={args.seed}", *args.overrides])
     run_training(cfg, out / "run")
     train_minutes = (time.time() - started) / 60
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     train_result = evaluate(model.network, load_split(data, cfg.data.train_split), cfg, model.thresholds, single,
                             progress=True)
     (out / "metrics.json").write_text(json.dumps({"val": result, "train": train_result}, indent=2))
-    prediction_grid(model.network, val, cfg, model.thresholds, device, list(range(GRID_IMAGES))).save(out / "grid.png")
+    prediction_grid(model.network, val, cfg, model.thresholds, device, list(range(min(GRID_IMAGES, len(val.samples))))).save(out / "grid.png")
     minutes = (time.time() - started) / 60
     (out / "report.md").write_text(render_report(cfg, result, train_result, train_minutes, minutes))
     print(format_results(result))

@@ -7,7 +7,7 @@ import sys
 
 from cosa import __version__
 from cosa.cli import data, demo, evaluate, predict, train
-from cosa.errors import CosaError
+from cosa.errors import CosaError, user_message
 
 COMMANDS = (train, evaluate, predict, demo, data)
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except CosaError as error:
-        print(f"cosa: error: {error}", file=sys.stderr)
+        print(f"cosa: error: {user_message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cosa: interrupted", file=sys.stderr)

@@ -41,7 +41,9 @@ def read_image(path: str | Path) -> torch.Tensor:
             rgb = np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise CosaError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except UnidentifiedImageError:
+        raise CosaError(f"{path}: cannot read image (not an image, or a format Pillow does not know)") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise CosaError(f"{path}: cannot read image ({error})") from None
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
@@ -59,7 +61,9 @@ def read_mask(path: str | Path, num_classes: int | None = None) -> torch.Tensor:
             values = np.asarray(image)
     except FileNotFoundError:
         raise CosaError(f"{path}: mask file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except UnidentifiedImageError:
+        raise CosaError(f"{path}: cannot read mask (not an image, or a format Pillow does not know)") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise CosaError(f"{path}: cannot read mask ({error})") from None
     if num_classes is not None:
         bad = (values > num_classes) & (values != IGNORE_INDEX)

@@ -100,14 +100,20 @@ class Trainer:
 
     def fit(self) -> dict | None:
         """Train to ``train.iterations``; returns the final evaluation (None without masks)."""
+        with tqdm(total=self.cfg.train.iterations, initial=self.iteration, desc="train",
+                  disable=not self.dist.is_main, dynamic_ncols=True) as progress:
+            self._iterate(progress)
+        self.runlog.close()
+        if self.dist.is_main and self.last_metrics is not None:
+            (self.run_dir / "final_metrics.json").write_text(json.dumps(self.last_metrics, indent=2))
+        return self.last_metrics
+
+    def _iterate(self, progress: tqdm) -> None:
         cfg = self.cfg.train
-        loader = self._loader()
-        progress = tqdm(total=cfg.iterations, initial=self.iteration, desc="train", disable=not self.dist.is_main,
-                        dynamic_ncols=True)
         sums: dict[str, torch.Tensor] = {}
         count = 0
         started, started_iteration = time.time(), self.iteration
-        for batch in loader:
+        for batch in self._loader():
             self.iteration += 1
             losses = self.train_step(batch)
             for key, value in {"loss": losses.total, **losses.terms}.items():
@@ -123,11 +129,6 @@ class Trainer:
                 self._evaluate()
             if self.iteration % cfg.checkpoint_every == 0 or last:
                 self.save(self.last_checkpoint)
-        progress.close()
-        self.runlog.close()
-        if self.dist.is_main and self.last_metrics is not None:
-            (self.run_dir / "final_metrics.json").write_text(json.dumps(self.last_metrics, indent=2))
-        return self.last_metrics
 
     def train_step(self, batch: dict) -> StepLosses:
         """One optimiser step of the online network, then the EMA update of the assignment network."""

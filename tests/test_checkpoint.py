@@ -1,0 +1,62 @@
+"""Checkpoint files: atomic writes and safe, clear loading."""
+
+import pytest
+import torch
+
+from cosa.engine import checkpoint as checkpoint_module
+from cosa.engine.checkpoint import load_checkpoint, save_checkpoint
+from cosa.errors import CosaError
+
+
+class NotATensor:
+    """Loading a pickle of this class would run code: ``weights_only`` must refuse it."""
+
+
+def test_round_trip(tmp_path):
+    payload = {"iteration": 5, "online": {"w": torch.arange(3.0)}, "metrics": {"miou": 1.5, "none": None}}
+    save_checkpoint(tmp_path / "a.pt", payload)
+    loaded = load_checkpoint(tmp_path / "a.pt")
+    assert loaded["iteration"] == 5 and torch.equal(loaded["online"]["w"], torch.arange(3.0))
+    assert loaded["format"] == "cosa-checkpoint" and loaded["metrics"] == payload["metrics"]
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"iteration": 1})
+
+    def crash(obj, stream):
+        stream.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"iteration": 2})
+    assert load_checkpoint(path)["iteration"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (lambda p: torch.save({"model": {"w": torch.zeros(1)}}, p), "not a cosa checkpoint"),
+        (lambda p: p.write_bytes(b"\x00garbage" * 10), "cannot read checkpoint"),
+        (lambda p: torch.save({"format": "cosa-checkpoint", "x": NotATensor()}, p), "cannot read checkpoint"),
+        (lambda p: torch.save({"format": "cosa-checkpoint", "version": 99}, p), "newer than this cosa"),
+    ],
+)
+def test_wrong_files_are_refused_with_one_line(tmp_path, content, message):
+    path = tmp_path / "wrong.pt"
+    content(path)
+    with pytest.raises(CosaError) as error:
+        load_checkpoint(path)
+    assert message in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"online": {"w": torch.randn(1000)}})
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CosaError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(CosaError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")

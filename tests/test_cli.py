@@ -1,0 +1,182 @@
+"""Every command of the ``cosa`` CLI, and one-line errors for user mistakes."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cosa.cli.main import main
+from cosa.data.io import read_mask
+
+from conftest import TINY_OVERRIDES
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = [line for line in err.splitlines() if "cosa: error: " in line]  # progress bars may precede it
+    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert str(fragment) in lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data, tmp_path_factory):
+    """A tiny run made by ``cosa train``, shared by the commands that need a checkpoint."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--config", "demo", "--data", str(tiny_data), "--out", str(run), *TINY_OVERRIDES]) == 0
+    return run
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("train", "evaluate", "predict", "demo", "data"):
+        assert command in out
+
+
+def test_train_writes_a_run_and_resumes(trained_run, tiny_data, capsys):
+    assert (trained_run / "checkpoints" / "last.pt").is_file() and (trained_run / "config.yaml").is_file()
+    assert (trained_run / "metrics.jsonl").is_file()
+    code, _, err = run_cli(capsys, "train", "--config", "demo", "--data", tiny_data, "--out", trained_run)
+    assert_one_line_error(code, err, trained_run, "--resume")
+    resumed = trained_run.parent / "resumed"
+    shutil.copytree(trained_run, resumed)
+    code, out, _ = run_cli(capsys, "train", "--out", resumed, "--resume", "train.iterations=8")
+    assert code == 0 and "mIoU" in out
+    entries = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert entries[-1]["iteration"] == 8
+
+
+@pytest.mark.parametrize("multi_scale", [False, True])
+def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, capsys, multi_scale):
+    out_json = tmp_path / "metrics.json"
+    argv = ["evaluate", "--checkpoint", trained_run / "checkpoints" / "last.pt", "--data", tiny_data,
+            "--split", "val", "--json", out_json] + (["--ms"] if multi_scale else [])
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and "mIoU" in out and "background" in out
+    result = json.loads(out_json.read_text())
+    for key in ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou"):
+        assert 0 <= result[key] <= 100
+    assert set(result["per_class"]) == {"background", "ball", "block", "tent", "star", "ring", "boat"}
+    protocol = result["protocol"]
+    assert protocol["split"] == "val" and protocol["num_images"] == 8 and protocol["network"] == "assignment"
+    assert protocol["scales"] == ([1.0, 0.5] if multi_scale else [1.0]) and protocol["flip"] == multi_scale
+
+
+def test_evaluate_with_crf_reports_both(trained_run, tiny_data, tmp_path, capsys):
+    pytest.importorskip("pydensecrf.densecrf", reason="the optional crf extra (pydensecrf2) is not installed")
+    out_json = tmp_path / "crf.json"
+    code, _, _ = run_cli(capsys, "evaluate", "--checkpoint", trained_run / "checkpoints" / "last.pt", "--data",
+                         tiny_data, "--crf", "--json", out_json, "--max-images", 3)
+    result = json.loads(out_json.read_text())
+    assert code == 0 and result["protocol"]["crf"] and 0 <= result["crf"]["miou_tag_masked"] <= 100
+
+
+def test_predict_writes_masks_and_cam_pictures(trained_run, tiny_data, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("val_0000.png", "val_0001.png"):
+        shutil.copy(tiny_data / "images" / name, images / name)
+    code, _, _ = run_cli(capsys, "predict", "--checkpoint", trained_run / "checkpoints" / "last.pt", images,
+                         "--out", tmp_path / "out")
+    assert code == 0
+    mask = read_mask(tmp_path / "out" / "val_0000.png")
+    assert tuple(mask.shape) == (64, 64) and int(mask.max()) <= 6
+    assert Image.open(tmp_path / "out" / "val_0000.png").mode == "P"
+    assert (tmp_path / "out" / "val_0001_cam.jpg").is_file()
+
+
+def test_data_synthetic_and_check(tmp_path, capsys):
+    root = tmp_path / "synthetic"
+    code, out, _ = run_cli(capsys, "data", "synthetic", "--out", root, "--train", 6, "--val", 3, "--size", 48)
+    assert code == 0 and (root / "classes.txt").is_file() and len(list((root / "images").iterdir())) == 9
+    code, out, _ = run_cli(capsys, "data", "check", root)
+    assert code == 0 and "0 problem(s)" in out
+    (root / "images" / "train_0001.png").write_bytes(b"broken")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "masks" / "train_0002.png")
+    code, out, _ = run_cli(capsys, "data", "check", root)
+    assert code == 1 and "2 problem(s)" in out and "train_0001.png: cannot read image" in out
+
+
+def test_demo_writes_a_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, printed, _ = run_cli(capsys, "demo", "--out", out, "--train-images", 12, "--val-images", 6,
+                               "--image-size", 64, *TINY_OVERRIDES)
+    assert code == 0 and "mIoU" in printed
+    report = (out / "report.md").read_text()
+    assert "segmentation mIoU, unmasked" in report and "![predictions](grid.png)" in report
+    assert Image.open(out / "grid.png").size[0] > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"val", "train"} and 0 <= metrics["train"]["cpl_miou"] <= 100
+    code, _, _ = run_cli(capsys, "demo", "--out", out, "--train-images", 12, "--val-images", 6,
+                         "--image-size", 64, *TINY_OVERRIDES)
+    assert code == 0  # the demo may run again in its own folder
+
+
+# --- bad input: one line naming the file or key ------------------------------------------------
+
+def copy_dataset(source, target):
+    shutil.copytree(source, target)
+    shutil.rmtree(target / ".cosa", ignore_errors=True)
+    return target
+
+
+def test_corrupt_training_image(tiny_data, tmp_path, capsys):
+    data = copy_dataset(tiny_data, tmp_path / "data")
+    for image in (data / "images").glob("train_*.png"):
+        image.write_bytes(b"\x89PNG broken")
+    code, _, err = run_cli(capsys, "train", "--config", "demo", "--data", data, "--out", tmp_path / "run",
+                           *TINY_OVERRIDES)
+    assert_one_line_error(code, err, "train_", "cannot read image")
+
+
+def test_corrupt_image_in_a_loader_worker(tiny_data, tmp_path, capsys):
+    data = copy_dataset(tiny_data, tmp_path / "data")
+    for image in (data / "images").glob("train_*.png"):
+        image.write_bytes(b"broken")
+    code, _, err = run_cli(capsys, "train", "--config", "demo", "--data", data, "--out", tmp_path / "run",
+                           *TINY_OVERRIDES, "data.num_workers=1")
+    assert_one_line_error(code, err, "train_", "cannot read image")
+
+
+def test_missing_mask_for_the_supervised_recipe(tiny_data, tmp_path, capsys):
+    data = copy_dataset(tiny_data, tmp_path / "data")
+    for mask in (data / "masks").glob("train_*.png"):
+        mask.unlink()
+    code, _, err = run_cli(capsys, "train", "--config", "demo", "--recipe", "supervised", "--data", data,
+                           "--out", tmp_path / "run", *TINY_OVERRIDES)
+    assert_one_line_error(code, err, "has no mask")
+
+
+def test_unknown_class_name(tiny_data, tmp_path, capsys):
+    data = copy_dataset(tiny_data, tmp_path / "data")
+    (data / "train.csv").write_text("image,labels\ntrain_0000.png,ball;unicorn\n")
+    code, _, err = run_cli(capsys, "train", "--config", "demo", "--data", data, "--out", tmp_path / "run",
+                           *TINY_OVERRIDES)
+    assert_one_line_error(code, err, "train.csv:2", "unicorn")
+
+
+def test_wrong_kind_of_checkpoint(tiny_data, tmp_path, capsys):
+    import torch
+
+    path = tmp_path / "model.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, path)
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", path, "--data", tiny_data)
+    assert_one_line_error(code, err, path, "not a cosa checkpoint")
+
+
+def test_unknown_config_key(tiny_data, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run",
+                           "train.iteratons=3")
+    assert_one_line_error(code, err, "train.iteratons")
