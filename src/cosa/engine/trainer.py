@@ -59,6 +59,7 @@ class Trainer:
 
         checkpoint = load_checkpoint(self.last_checkpoint) if resume else None
         self.online = build_network(cfg.model, len(self.class_names), pretrained=checkpoint is None).to(self.device)
+        self.online.train()  # applies model.freeze_batchnorm
         self.assignment = copy.deepcopy(self.online).eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.online, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
