@@ -19,9 +19,10 @@ def main(data: str, run_dir: str) -> None:
     dist = init_distributed(cfg.train.device)
     trainer = Trainer(cfg, run_dir, dist)
     initial = copy.deepcopy(trainer.assignment.state_dict())
-    trainer.fit()
+    metrics = trainer.fit()
     state = {"online": trainer.online.state_dict(), "assignment": trainer.assignment.state_dict(),
-             "initial": initial, "iteration": trainer.iteration}
+             "initial": initial, "iteration": trainer.iteration, "miou": metrics["miou_unmasked"],
+             "cam_miou": metrics["cam_miou"]}
     torch.save(state, Path(run_dir) / f"rank{dist.rank}.pt")
     shutdown()
 

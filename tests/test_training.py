@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cosa.cli.common import load_trained
 from cosa.config import load_config
+from cosa.data.layouts import load_split
 from cosa.engine.checkpoint import load_checkpoint
 from cosa.engine.distributed import DistContext
 from cosa.engine.evaluate import evaluate
@@ -96,3 +98,17 @@ def test_two_process_ddp_ends_with_identical_networks(tiny_data, tmp_path):
     assert states_equal(ranks[0]["assignment"], ranks[1]["assignment"])
     assert ranks[0]["iteration"] == ranks[1]["iteration"] == 6
     assert not states_equal(ranks[0]["assignment"], ranks[0]["initial"])  # it did train
+    # The two processes evaluated half of the images each; one process evaluating all agrees exactly.
+    model = load_trained(tmp_path / "run" / "checkpoints" / "last.pt", torch.device("cpu"))
+    split = load_split(tiny_data, model.cfg.data.val_split)
+    alone = evaluate(model.network, split, model.cfg, model.thresholds, CPU)
+    assert ranks[0]["miou"] == ranks[1]["miou"] == alone["miou_unmasked"]
+    assert ranks[0]["cam_miou"] == alone["cam_miou"]
+
+
+def test_mixed_precision_training_runs(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, "release", "train.amp=bf16", "train.iterations=2", "train.eval_every=2")
+    trainer = Trainer(cfg, tmp_path / "run", CPU)
+    metrics = trainer.fit()
+    assert all(torch.isfinite(p).all() for p in trainer.online.parameters())
+    assert 0 <= metrics["miou_unmasked"] <= 100

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,18 +35,23 @@ def _voc_palette(num_entries: int) -> np.ndarray:
     return palette
 
 
+@contextmanager
+def _reading(path: str | Path, what: str) -> Iterator[None]:
+    """Turn the ways a file can fail to decode into one-line errors naming the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise CosaError(f"{path}: {what} file not found") from None
+    except UnidentifiedImageError:
+        raise CosaError(f"{path}: cannot read {what} (not an image, or a format Pillow does not know)") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise CosaError(f"{path}: cannot read {what} ({error})") from None
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """Read an image as a 3×H×W uint8 RGB tensor, applying its EXIF orientation."""
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            rgb = np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise CosaError(f"{path}: image file not found") from None
-    except UnidentifiedImageError:
-        raise CosaError(f"{path}: cannot read image (not an image, or a format Pillow does not know)") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise CosaError(f"{path}: cannot read image ({error})") from None
+    with _reading(path, "image"), Image.open(path) as image:
+        rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -54,17 +61,10 @@ def read_mask(path: str | Path, num_classes: int | None = None) -> torch.Tensor:
     Palette and grayscale PNGs are read by index value. With ``num_classes`` given, values
     outside 0..C and 255 are an error.
     """
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L", "I", "I;16"):
-                raise CosaError(f"{path}: a mask must be a palette or grayscale PNG, got mode {image.mode}")
-            values = np.asarray(image)
-    except FileNotFoundError:
-        raise CosaError(f"{path}: mask file not found") from None
-    except UnidentifiedImageError:
-        raise CosaError(f"{path}: cannot read mask (not an image, or a format Pillow does not know)") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise CosaError(f"{path}: cannot read mask ({error})") from None
+    with _reading(path, "mask"), Image.open(path) as image:
+        if image.mode not in ("P", "L", "I", "I;16"):
+            raise CosaError(f"{path}: a mask must be a palette or grayscale PNG, got mode {image.mode}")
+        values = np.asarray(image)
     if num_classes is not None:
         bad = (values > num_classes) & (values != IGNORE_INDEX)
         if bad.any():
