@@ -77,16 +77,17 @@ class FeatureStageBackbone(nn.Module):
         return stages[-1], stages[self.aux_index]
 
 
+# Classification heads in a weights file are not part of a feature extractor.
+HEAD_PREFIXES = ("head.", "fc.", "classifier", "_fc.")
+
+
 def _load_file_into(model: nn.Module, spec: str) -> None:
     path = resolve_weights_file(spec)
     if path is None:
         return
-    reference = model.state_dict()
-    state = read_state_dict(path)
-    # Classification heads in the file are not part of a feature extractor.
-    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc.", "classifier", "_fc."))}
-    reference_no_head = {k: v for k, v in reference.items() if not k.startswith(("head.", "fc.", "classifier"))}
-    model.load_state_dict(match_state_dict(state, reference_no_head, str(path)), strict=False)
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(HEAD_PREFIXES)}
+    reference = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
+    model.load_state_dict(match_state_dict(state, reference, str(path)), strict=False)
 
 
 def build_backbone(name: str, pretrained: str, aux_layer: int, output_stride: int) -> nn.Module:
