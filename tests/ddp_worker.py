@@ -13,19 +13,20 @@ from cosa.engine.trainer import Trainer
 from conftest import TINY_OVERRIDES
 
 
-def main(data: str, run_dir: str) -> None:
+def main(data: str, run_dir: str, recipe: str) -> None:
     torch.set_num_threads(1)
-    cfg = load_config("demo", "release", data, [*TINY_OVERRIDES, "train.device=cpu"])
+    cfg = load_config("demo", recipe, data, [*TINY_OVERRIDES, "train.device=cpu"])
     dist = init_distributed(cfg.train.device)
     trainer = Trainer(cfg, run_dir, dist)
     initial = copy.deepcopy(trainer.assignment.state_dict())
     metrics = trainer.fit()
     state = {"online": trainer.online.state_dict(), "assignment": trainer.assignment.state_dict(),
              "initial": initial, "iteration": trainer.iteration, "miou": metrics["miou_unmasked"],
-             "cam_miou": metrics["cam_miou"]}
+             "cam_miou": metrics["cam_miou"], "thresholds": list(trainer.objective.thresholds.values().values()),
+             "buffer": trainer.objective.thresholds.cam.buffer}
     torch.save(state, Path(run_dir) / f"rank{dist.rank}.pt")
     shutdown()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

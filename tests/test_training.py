@@ -48,7 +48,7 @@ def test_a_short_run_of_the_release_recipe_learns(tiny_data, tmp_path):
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("recipe", ["release", "supervised", "cam-only"])
+@pytest.mark.parametrize("recipe", ["release", "paper", "supervised", "cam-only"])
 def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, recipe):
     cfg = tiny_config(tiny_data, recipe)
     straight = Trainer(cfg, tmp_path / "straight", CPU)
@@ -67,6 +67,12 @@ def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, recipe):
     assert states_equal(straight.online.state_dict(), resumed.online.state_dict())
     assert states_equal(straight.assignment.state_dict(), resumed.assignment.state_dict())
     assert straight_metrics == resumed_metrics
+    thresholds = straight.objective.thresholds, resumed.objective.thresholds
+    assert thresholds[0].values() == thresholds[1].values()
+    if recipe == "paper":  # the searched thresholds moved, and their buffers were restored
+        assert thresholds[0].cam_high != pytest.approx(0.7, abs=1e-6)
+        assert torch.equal(thresholds[0].cam.buffer, thresholds[1].cam.buffer)
+        assert thresholds[0].cam.position == thresholds[1].cam.position
     logged = [entry["iteration"] for entry in read_metrics(tmp_path / "resumed") if "train/loss" in entry]
     assert logged == [2, 4, 6]
 
@@ -85,11 +91,12 @@ def test_checkpoints_round_trip(tiny_data, tmp_path):
     assert list((tmp_path / "run" / "tensorboard").iterdir())
 
 
-def test_two_process_ddp_ends_with_identical_networks(tiny_data, tmp_path):
+@pytest.mark.parametrize("recipe", ["release", "paper"])
+def test_two_process_ddp_ends_with_identical_networks(tiny_data, tmp_path, recipe):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(Path(__file__).parent / "ddp_worker.py"), str(tiny_data), str(tmp_path / "run"),
+        str(Path(__file__).parent / "ddp_worker.py"), str(tiny_data), str(tmp_path / "run"), recipe,
     ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -98,6 +105,10 @@ def test_two_process_ddp_ends_with_identical_networks(tiny_data, tmp_path):
     assert states_equal(ranks[0]["assignment"], ranks[1]["assignment"])
     assert ranks[0]["iteration"] == ranks[1]["iteration"] == 6
     assert not states_equal(ranks[0]["assignment"], ranks[0]["initial"])  # it did train
+    assert ranks[0]["thresholds"] == ranks[1]["thresholds"]
+    if recipe == "paper":  # every rank searched on the same gathered buffer
+        assert ranks[0]["thresholds"] != [0.7, 0.25, 0.7, 0.25]
+        assert torch.equal(ranks[0]["buffer"], ranks[1]["buffer"])
     # The two processes evaluated half of the images each; one process evaluating all agrees exactly.
     model = load_trained(tmp_path / "run" / "checkpoints" / "last.pt", torch.device("cpu"))
     split = load_split(tiny_data, model.cfg.data.val_split)

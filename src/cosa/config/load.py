@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cosa.config.schema import AMP_MODES, RECIPE_NAMES, Config
+from cosa.config.schema import AMP_MODES, RAW_MODES, RECIPE_NAMES, Config
 from cosa.errors import CosaError
 
 PRESETS = ("voc", "coco", "demo")
@@ -129,6 +129,18 @@ def validate(cfg: Config) -> None:
     for key in ("cam_thresholds", "aux_cam_thresholds"):
         pair = getattr(cfg.method, key)
         _require(0.0 <= pair.low < pair.high <= 1.0, f"method.{key}", "needs 0 <= low < high <= 1")
+    search = cfg.method.threshold_search
+    _require(search.history >= 1, "method.threshold_search.history", "must be >= 1")
+    _require(search.downscale >= 1, "method.threshold_search.downscale", "must be >= 1")
+    _require(0.0 <= search.momentum < 1.0, "method.threshold_search.momentum", "must be in [0, 1)")
+    _require(search.tolerance > 0 and search.max_em_steps >= 1, "method.threshold_search",
+             "needs tolerance > 0 and max_em_steps >= 1")
+    _require(cfg.method.raw.mode in RAW_MODES, "method.raw.mode", f"must be one of {', '.join(RAW_MODES)}")
+    _require(cfg.method.raw.temperature > 0, "method.raw.temperature", "must be positive")
+    _require(cfg.method.raw.power > 0, "method.raw.power", "must be positive")
+    _require(cfg.method.contrastive.temperature > 0, "method.contrastive.temperature", "must be positive")
+    _require(0.0 <= cfg.method.contrastive.spl_confidence <= 1.0, "method.contrastive.spl_confidence",
+             "must be in [0, 1]")
     _require(0.0 <= cfg.method.background_balance <= 1.0, "method.background_balance", "must be in [0, 1]")
     _require(cfg.method.spl_temperature > 0, "method.spl_temperature", "must be positive")
     _require(cfg.method.loss_warmup_iters >= 0, "method.loss_warmup_iters", "must be >= 0")

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-RECIPE_NAMES = ("release", "cam-only", "supervised")
+RECIPE_NAMES = ("release", "paper", "cam-only", "supervised")
+RAW_MODES = ("all", "confident")
+# Recipes whose segmentation learns from the assignment network's pseudo-labels.
+PSEUDO_LABEL_RECIPES = ("release", "paper")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -56,6 +59,41 @@ class RegularizerConfig:
 
 
 @dataclass
+class ThresholdSearchConfig:
+    """Dynamic threshold search (METHOD.md §7.1)."""
+
+    enabled: bool = False
+    history: int = 100  # the ring buffer holds the last history × (global batch) images
+    downscale: int = 16
+    min_confidence: float = 0.05  # buffer values at or below this are left out of the fit
+    momentum: float = 0.99  # δ ← momentum·δ + (1 − momentum)·δ*
+    tolerance: float = 1e-3
+    max_em_steps: int = 100
+
+
+@dataclass
+class RawConfig:
+    """Reliability-based adaptive weighting of the CPL (METHOD.md §7.2, a reconstruction)."""
+
+    enabled: bool = False
+    # all: every in-box pixel gets a label and a weight; confident: keep the ignore band and
+    # weight the labelled pixels.
+    mode: str = "all"
+    temperature: float = 0.1  # τ_r
+    power: float = 1.0  # β
+
+
+@dataclass
+class ContrastiveConfig:
+    """Contrastive separation in CAMs, L_csc (METHOD.md §7.3, a reconstruction)."""
+
+    enabled: bool = False
+    weight: float = 0.1  # λ_csc
+    temperature: float = 0.1  # τ_c
+    spl_confidence: float = 0.5  # hard SPL: ignore where max Q is below this
+
+
+@dataclass
 class MethodConfig:
     recipe: str = "release"
     ema_momentum: float = 0.9994
@@ -75,6 +113,10 @@ class MethodConfig:
     # `supervised` recipe: weight of the cross-entropy on ground-truth masks.
     supervised_weight: float = 1.0
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    # The paper's three techniques (§7): off in `release`, all on in `paper`.
+    threshold_search: ThresholdSearchConfig = field(default_factory=ThresholdSearchConfig)
+    raw: RawConfig = field(default_factory=RawConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
 
 
 @dataclass
@@ -99,6 +141,8 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 4000
     checkpoint_every: int = 1000
+    # Score the CAM pseudo-labels against the training masks when the split has them (logged).
+    monitor_cpl: bool = True
 
 
 @dataclass

@@ -64,6 +64,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every process's ``tensor`` along dim 0, in rank order (same shape everywhere)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 @torch.no_grad()
 def average_buffers(module: torch.nn.Module, world_size: int) -> None:
     """Average floating-point buffers (BatchNorm statistics) over processes, in one collective.

@@ -21,16 +21,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cosa.config.load import save_config
-from cosa.config.schema import Config
+from cosa.config.schema import PSEUDO_LABEL_RECIPES, Config
 from cosa.data.datasets import StreamSampler, TrainingViews
 from cosa.data.layouts import DatasetSplit, load_split
 from cosa.engine.checkpoint import load_checkpoint, save_checkpoint
-from cosa.engine.distributed import DistContext, all_reduce_sum, average_buffers, barrier
+from cosa.engine.distributed import DistContext, all_gather_cat, all_reduce_sum, average_buffers, barrier
 from cosa.engine.evaluate import evaluate, format_results
+from cosa.engine.monitor import CplMonitor
 from cosa.engine.runlog import RunLog
 from cosa.engine.schedule import build_optimizer, lr_factor, set_learning_rate
 from cosa.errors import CosaError
-from cosa.method.cosa import CoSAObjective, StepLosses
+from cosa.method.cosa import CoSAObjective, StepLosses, inside_box
 from cosa.models.ema import ema_update
 from cosa.models.network import build_network
 
@@ -64,6 +65,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.online, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.objective = CoSAObjective(cfg.method)
+        if dist.distributed:
+            self.objective.thresholds.gather = all_gather_cat
+        self.threshold_history: list[torch.Tensor] = []  # this log interval's per-step thresholds
+        self.monitor = CplMonitor(self.device) if self._monitors_cpl() else None
         self.iteration = 0
         self.best_miou = float("-inf")
         self.last_metrics: dict | None = None
@@ -81,6 +86,10 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         self.runlog = RunLog(self.run_dir, dist.is_main, resume_from=self.iteration if resume else None)
+
+    def _monitors_cpl(self) -> bool:
+        """Read training masks to score the pseudo-labels (monitoring only) when there are masks."""
+        return self.cfg.train.monitor_cpl and self.cfg.method.recipe in PSEUDO_LABEL_RECIPES and self.train_split.has_masks
 
     @property
     def last_checkpoint(self) -> Path:
@@ -144,13 +153,25 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         average_buffers(self.online, self.dist.world_size)
         ema_update(self.assignment, self.online, self.cfg.method.ema_momentum)
+        self._record(batch, losses)
         return losses
+
+    def _record(self, batch: dict, losses: StepLosses) -> None:
+        """Keep this step's thresholds and CPL counts on the device until the next log."""
+        if losses.assigned is None:
+            return
+        thresholds = self.objective.thresholds
+        self.threshold_history.append(torch.stack([thresholds.cam.high, thresholds.cam.low,
+                                                   thresholds.aux.high, thresholds.aux.low]))
+        if self.monitor is not None:
+            inside = inside_box(batch["box"], tuple(batch["mask"].shape[-2:]))
+            self.monitor.update(losses.assigned.cam, losses.cpl, batch["mask"], inside)
 
     def _loader(self) -> DataLoader:
         cfg = self.cfg
         views = TrainingViews(
             self.train_split, cfg.data.crop_size, tuple(cfg.data.scale_range), cfg.data.blur_probability,
-            cfg.train.seed, with_masks=cfg.method.recipe == "supervised",
+            cfg.train.seed, with_masks=cfg.method.recipe == "supervised" or self.monitor is not None,
         )
         sampler = StreamSampler(cfg.train.batch_size, self.dist.rank, self.dist.world_size, self.iteration, cfg.train.iterations)
         return DataLoader(
@@ -167,9 +188,20 @@ class Trainer:
         means = {f"train/{name}": float(value) / count for name, value in zip(names, values.cpu())}
         means["train/lr"] = self.optimizer.param_groups[0]["lr"]
         means["train/seconds_per_step"] = seconds_per_step
-        means.update({f"thresholds/{k}": v for k, v in self.objective.thresholds.state_dict().items()})
+        if self.monitor is not None:
+            means.update(self.monitor.summary(all_reduce_sum))
+        self._write_thresholds()
         self.runlog.write(self.iteration, means)
         progress.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
+
+    def _write_thresholds(self) -> None:
+        """One record per step of the interval (thresholds are logged every step, synced once)."""
+        history = torch.stack(self.threshold_history).tolist() if self.threshold_history else []
+        first = self.iteration - len(history) + 1
+        for offset, values in enumerate(history):
+            self.runlog.write(first + offset, {f"thresholds/{name}": value for name, value in
+                                               zip(("cam_high", "cam_low", "aux_high", "aux_low"), values)})
+        self.threshold_history = []
 
     def _evaluate(self) -> None:
         if self.val_split is None:

@@ -3,29 +3,35 @@
 Each step the assignment network (AN, an EMA of the online network) labels the weak view:
 its CAMs become the CAM pseudo-label (CPL) that trains the online network's (ON's)
 segmentation head, and its segmentation becomes the segmentation pseudo-label (SPL) that trains
-the ON's CAMs — the swapped assignments. The two other recipes share the same network:
-``cam-only`` (classification losses alone) and ``supervised`` (ground-truth masks).
+the ON's CAMs — the swapped assignments. ``paper`` adds the three techniques of §7, each behind
+its own switch: searched thresholds, RAW weights in L_c2s and the contrastive term L_csc. The
+two other recipes share the same network: ``cam-only`` (classification losses alone) and
+``supervised`` (ground-truth masks).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from cosa.config.schema import MethodConfig
+from cosa.config.schema import PSEUDO_LABEL_RECIPES, MethodConfig
 from cosa.data.views import IMAGENET_MEAN, IMAGENET_STD
 from cosa.method.dense_energy import dense_energy_loss
 from cosa.method.losses import (
     cam_to_segmentation_loss,
     classification_loss,
+    contrastive_separation_loss,
+    hard_segmentation_labels,
     segmentation_to_cam_loss,
     supervised_segmentation_loss,
 )
 from cosa.method.pseudo_labels import (
+    Assignments,
     cam_pseudo_labels,
     multiscale_assignments,
+    reliability_weighted_labels,
     resize,
     segmentation_pseudo_labels,
 )
@@ -37,7 +43,7 @@ class StepLosses:
     total: torch.Tensor
     terms: dict[str, torch.Tensor]  # unweighted loss terms, for logging
     cpl: torch.Tensor | None = None  # the step's CPL (B×H×W), for monitoring
-    extras: dict[str, float] = field(default_factory=dict)
+    assigned: Assignments | None = None  # what the AN computed, for monitoring
 
 
 def inside_box(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -63,8 +69,8 @@ class CoSAObjective:
         self.thresholds = CplThresholds.from_config(cfg)
 
     def __call__(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int) -> StepLosses:
-        if self.cfg.recipe == "release":
-            return self.release(online, assignment, batch, iteration)
+        if self.cfg.recipe in PSEUDO_LABEL_RECIPES:
+            return self.swapped_assignments(online, assignment, batch, iteration)
         if self.cfg.recipe == "cam-only":
             return self.cam_only(online, batch)
         if self.cfg.recipe == "supervised":
@@ -75,7 +81,7 @@ class CoSAObjective:
         """0 during the loss warm-up, then 1. Gated terms still run (as released), weighted by 0."""
         return 1.0 if iteration > self.cfg.loss_warmup_iters else 0.0
 
-    def release(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int) -> StepLosses:
+    def swapped_assignments(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int) -> StepLosses:
         cfg, thresholds = self.cfg, self.thresholds
         weak, strong, labels = batch["weak"], batch["strong"], batch["labels"]
         size = tuple(weak.shape[-2:])
@@ -84,9 +90,10 @@ class CoSAObjective:
         assigned = multiscale_assignments(
             assignment, weak, labels, cfg.assignment_scales, cfg.aux_cam_last_scale_only
         )
-        cpl = cam_pseudo_labels(assigned.cam, inside, thresholds.cam_high, thresholds.cam_low, cfg.cpl_released_resampling)
+        thresholds.update(assigned.cam.amax(dim=1), assigned.aux_cam.amax(dim=1))
+        cpl = cam_pseudo_labels(assigned.cam, inside, thresholds.cam.high, thresholds.cam.low, cfg.cpl_released_resampling)
         aux_cpl = cam_pseudo_labels(
-            assigned.aux_cam, inside, thresholds.aux_high, thresholds.aux_low, cfg.cpl_released_resampling
+            assigned.aux_cam, inside, thresholds.aux.high, thresholds.aux.low, cfg.cpl_released_resampling
         )
         spl = segmentation_pseudo_labels(assigned.seg, labels, cfg.spl_temperature)
 
@@ -96,18 +103,38 @@ class CoSAObjective:
         terms = {
             "cls": classification_loss(output.logits.float(), labels),
             "cls_aux": classification_loss(output.aux_logits.float(), labels),
-            "c2s": cam_to_segmentation_loss(seg, cpl, aux_cpl, cfg.background_balance),
+            "c2s": self.cam_to_segmentation(seg, assigned, labels, inside, cpl, aux_cpl),
             "s2c": segmentation_to_cam_loss(output.cam.float(), spl),
             "reg": dense_energy_loss(
                 to_pixel_values(strong), seg.softmax(dim=1), inside.float(), cpl,
                 sigma_rgb=reg.sigma_rgb, sigma_xy=reg.sigma_xy, scale=reg.scale, weight=reg.energy_weight,
             ),
         }
-        gate = self.loss_gate(iteration)
-        total = terms["cls"] + terms["cls_aux"] + gate * (
-            cfg.c2s_weight * terms["c2s"] + cfg.s2c_weight * terms["s2c"] + cfg.reg_weight * terms["reg"]
+        weighted = cfg.c2s_weight * terms["c2s"] + cfg.s2c_weight * terms["s2c"] + cfg.reg_weight * terms["reg"]
+        if cfg.contrastive.enabled:
+            hard_spl = hard_segmentation_labels(spl, tuple(output.cam.shape[-2:]), cfg.contrastive.spl_confidence)
+            terms["csc"] = contrastive_separation_loss(output.cam, hard_spl, labels, cfg.contrastive.temperature)
+            weighted = weighted + cfg.contrastive.weight * terms["csc"]
+        total = terms["cls"] + terms["cls_aux"] + self.loss_gate(iteration) * weighted
+        return StepLosses(total, terms, cpl=cpl, assigned=assigned)
+
+    def cam_to_segmentation(self, seg: torch.Tensor, assigned: Assignments, labels: torch.Tensor,
+                            inside: torch.Tensor, cpl: torch.Tensor, aux_cpl: torch.Tensor) -> torch.Tensor:
+        """L_c2s on the CPLs, or with RAW on reliability-weighted labels of the same CAMs."""
+        cfg = self.cfg
+        if not cfg.raw.enabled:
+            return cam_to_segmentation_loss(seg, cpl, aux_cpl, cfg.background_balance)
+        raw = cfg.raw
+        keep_band = raw.mode == "confident"
+        targets, weights = reliability_weighted_labels(
+            assigned.cam, labels, inside, self.thresholds.cam.high, self.thresholds.cam.low,
+            raw.temperature, raw.power, keep_band,
         )
-        return StepLosses(total, terms, cpl=cpl)
+        aux_targets, aux_weights = reliability_weighted_labels(
+            assigned.aux_cam, labels, inside, self.thresholds.aux.high, self.thresholds.aux.low,
+            raw.temperature, raw.power, keep_band,
+        )
+        return cam_to_segmentation_loss(seg, targets, aux_targets, cfg.background_balance, weights, aux_weights)
 
     def cam_only(self, online: nn.Module, batch: dict) -> StepLosses:
         output = online(batch["strong"])

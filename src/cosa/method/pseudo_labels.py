@@ -3,7 +3,9 @@
 - ``multiscale_assignments`` — METHOD.md §3: CAMs M, M^a and summed segmentation logits Ŝ;
 - ``cam_pseudo_labels`` — §4: the CPL P (fg / bg / ignore by two thresholds) supervising the
   segmentation decoder;
-- ``segmentation_pseudo_labels`` — §5: the SPL Q = softmax(Ŝ'/τ) supervising the CAMs.
+- ``segmentation_pseudo_labels`` — §5: the SPL Q = softmax(Ŝ'/τ) supervising the CAMs;
+- ``reliability_weighted_labels`` — §7.2 (RAW, a reconstruction): a label and a weight for
+  every in-box pixel instead of an ignore band.
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ def multiscale_assignments(
     return Assignments(normalize_cams(cam_sum, labels), normalize_cams(aux_sum, labels), seg_sum, logits)
 
 
-def _label_above(cams: torch.Tensor, threshold: float, released_resampling: bool) -> torch.Tensor:
+def _label_above(cams: torch.Tensor, threshold: float | torch.Tensor, released_resampling: bool) -> torch.Tensor:
     """0 where no CAM exceeds ``threshold``, else 1 + the strongest class."""
-    stacked = torch.cat([torch.full_like(cams[:, :1], threshold), cams], dim=1)
+    stacked = torch.cat([torch.ones_like(cams[:, :1]) * threshold, cams], dim=1)
     if released_resampling:
         size = cams.shape[-2:]
         half = F.interpolate(stacked, size=(size[0] // 2, size[1] // 2), mode="bilinear", align_corners=False)
@@ -94,7 +96,11 @@ def _label_above(cams: torch.Tensor, threshold: float, released_resampling: bool
 
 
 def cam_pseudo_labels(
-    cams: torch.Tensor, inside: torch.Tensor, high: float, low: float, released_resampling: bool = False
+    cams: torch.Tensor,
+    inside: torch.Tensor,
+    high: float | torch.Tensor,
+    low: float | torch.Tensor,
+    released_resampling: bool = False,
 ) -> torch.Tensor:
     """CPL: class where the strongest CAM exceeds ``high``, background below ``low``, else ignore.
 
@@ -106,6 +112,43 @@ def cam_pseudo_labels(
     pseudo[_label_above(cams, low, released_resampling) == 0] = 0
     pseudo[~inside] = IGNORE_INDEX
     return pseudo
+
+
+def reliability_weighted_labels(
+    cams: torch.Tensor,
+    labels: torch.Tensor,
+    inside: torch.Tensor,
+    high: float | torch.Tensor,
+    low: float | torch.Tensor,
+    temperature: float,
+    power: float,
+    keep_ignore_band: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RAW (METHOD.md §7.2, reconstruction): hard labels and reliability weights, both B×H×W.
+
+    Each pixel chooses among background, scored δ_m = (δ_l + δ_h)/2, and the present classes,
+    scored by their CAM. With q = softmax(scores / τ_r) over those K = 1 + #present choices,
+    PPL = exp(entropy(q)) and the weight is ρ^β with ρ = (K/PPL − 1)/(K − 1): 0 where the pixel
+    sits on the threshold, towards 1 where one choice dominates. Outside the crop box the label
+    is ignore and the weight 0; with ``keep_ignore_band`` pixels between δ_l and δ_h stay ignore.
+    """
+    middle = (torch.as_tensor(high) + torch.as_tensor(low)).to(cams) / 2
+    present = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[:, :, None, None] > 0
+    scores = torch.cat([torch.ones_like(cams[:, :1]) * middle, cams], dim=1)
+    scores = scores.masked_fill(~present, float("-inf"))
+    choice = scores.argmax(dim=1)
+    log_q = (scores / temperature).log_softmax(dim=1)
+    entropy = -(log_q.exp() * log_q.masked_fill(~present, 0.0)).sum(dim=1)
+    choices = present.sum(dim=1).to(cams)  # K, B×1×1
+    reliability = ((choices / entropy.exp() - 1) / (choices - 1).clamp(min=1)).clamp(0, 1)
+    reliability = torch.where(choices > 1, reliability, torch.ones_like(reliability))  # no class: sure
+    weights = reliability.pow(power) * inside
+    if keep_ignore_band:
+        strongest = cams.amax(dim=1)
+        band = (strongest >= low) & (strongest <= high)
+        choice = choice.masked_fill(band, IGNORE_INDEX)
+        weights = weights.masked_fill(band, 0.0)
+    return choice.masked_fill(~inside, IGNORE_INDEX), weights
 
 
 def segmentation_pseudo_labels(seg_logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
