@@ -1,11 +1,14 @@
-"""Quality of the recipes on one dataset: train each recipe with several seeds, evaluate, tabulate.
+"""Quality of the recipes and the ablation of the paper's techniques on one dataset.
 
-    python benchmarks/quality.py demo --data DATA --seeds 3 [--recipes release cam-only supervised]
+    python benchmarks/quality.py demo --data DATA --seeds 3 [--variants cam-only release ...]
                                  [--out benchmarks/results/quality-demo.json] [key=value ...]
 
-Every run trains the preset with ``train.seed`` = 0..N-1 on the same data and is evaluated by the
-trainer at its last iteration (assignment network, the preset's eval protocol, validation split).
-Writes a JSON file (runs, summary, machine, versions, command) and prints a Markdown table.
+A variant is a recipe plus overrides (``VARIANTS``): the baselines (cam-only, supervised), the
+released recipe, the released recipe with each of the paper's three techniques alone, and the
+paper recipe (all three). Every run trains the preset with ``train.seed`` = 0..N-1 on the same
+data and is evaluated by the trainer at its last iteration (assignment network, the preset's eval
+protocol, validation split). Writes a JSON file (runs, summary, machine, versions, command) and
+prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -20,9 +23,20 @@ from common import environment
 
 from cosa.cli.train import run_training
 from cosa.config import load_config
-from cosa.config.schema import RECIPE_NAMES
 
-METRICS = ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou")
+VARIANTS = {
+    "cam-only": ("cam-only", []),
+    "release": ("release", []),
+    "release+thresholds": ("release", ["method.threshold_search.enabled=true"]),
+    "release+raw": ("release", ["method.raw.enabled=true"]),
+    "release+contrastive": ("release", ["method.contrastive.enabled=true"]),
+    "paper": ("paper", []),
+    "supervised": ("supervised", []),
+}
+METRICS = ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_precision", "cpl_recall", "coexistence",
+           "coexistence_cam")
+HEADERS = ("mIoU unmasked", "mIoU tag-masked", "CAM mIoU", "CPL precision", "CPL recall", "coexistence (seg)",
+           "coexistence (CAM)")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -30,11 +44,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["| recipe | mIoU unmasked | mIoU tag-masked | CAM mIoU | CPL mIoU | minutes/run |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for recipe, row in summary.items():
-        cells = [f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}" for m in METRICS]
-        lines.append(f"| {recipe} | " + " | ".join(cells) + f" | {row['minutes']:.1f} |")
+    lines = ["| variant | " + " | ".join(HEADERS) + " | minutes/run |", "|---|" + "---:|" * (len(HEADERS) + 1)]
+    for variant, row in summary.items():
+        cells = [f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}" if m in row else "–" for m in METRICS]
+        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {row['minutes']:.1f} |")
     return "\n".join(lines)
 
 
@@ -43,29 +56,33 @@ def main() -> None:
     parser.add_argument("preset")
     parser.add_argument("--data", required=True)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--recipes", nargs="+", default=["cam-only", "release", "supervised"], choices=RECIPE_NAMES)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--runs", default="runs/quality", help="where the runs go")
     parser.add_argument("--out", help="JSON output (default benchmarks/results/quality-PRESET.json)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     out = Path(args.out or f"benchmarks/results/quality-{Path(args.preset).stem}.json")
 
     runs = []
-    for recipe in args.recipes:
+    for variant in args.variants:
+        recipe, variant_overrides = VARIANTS[variant]
         for seed in range(args.seeds):
-            cfg = load_config(args.preset, recipe, args.data, [*args.overrides, f"train.seed={seed}"])
-            run_dir = Path(args.runs) / f"{recipe}-seed{seed}"
+            overrides = [*variant_overrides, *args.overrides, f"train.seed={seed}"]
+            cfg = load_config(args.preset, recipe, args.data, overrides)
+            run_dir = Path(args.runs) / f"{variant}-seed{seed}"
             started = time.time()
             result = run_training(cfg, run_dir)
-            runs.append({"recipe": recipe, "seed": seed, "minutes": (time.time() - started) / 60,
-                         **{m: result[m] for m in METRICS}, "protocol": result["protocol"]})
-            print(f"{recipe} seed {seed}: " + ", ".join(f"{m} {result[m]:.2f}" for m in METRICS), flush=True)
+            scores = {m: result[m] for m in METRICS if m in result}
+            runs.append({"variant": variant, "recipe": recipe, "overrides": variant_overrides, "seed": seed,
+                         "minutes": (time.time() - started) / 60, **scores, "protocol": result["protocol"]})
+            print(f"{variant} seed {seed}: " + ", ".join(f"{m} {v:.2f}" for m, v in scores.items()), flush=True)
 
     summary = {}
-    for recipe in args.recipes:
-        mine = [run for run in runs if run["recipe"] == recipe]
-        summary[recipe] = {m: dict(zip(("mean", "std"), mean_std([run[m] for run in mine]))) for m in METRICS}
-        summary[recipe]["minutes"] = statistics.fmean(run["minutes"] for run in mine)
+    for variant in args.variants:
+        mine = [run for run in runs if run["variant"] == variant]
+        summary[variant] = {m: dict(zip(("mean", "std"), mean_std([run[m] for run in mine])))
+                            for m in METRICS if all(m in run for run in mine)}
+        summary[variant]["minutes"] = statistics.fmean(run["minutes"] for run in mine)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**environment(), "preset": args.preset, "data": args.data, "seeds": args.seeds,
                                "overrides": args.overrides, "summary": summary, "runs": runs}, indent=2))

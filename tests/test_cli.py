@@ -66,8 +66,10 @@ def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, 
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "mIoU" in out and "background" in out
     result = json.loads(out_json.read_text())
-    for key in ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou"):
+    for key in ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou", "coexistence", "coexistence_cam"):
         assert 0 <= result[key] <= 100
+    # recall = correct / valid = precision × labelled / valid
+    assert result["cpl_recall"] == pytest.approx(result["cpl_precision"] * result["cpl_coverage"] / 100)
     assert set(result["per_class"]) == {"background", "ball", "block", "tent", "star", "ring", "boat"}
     protocol = result["protocol"]
     assert protocol["split"] == "val" and protocol["num_images"] == 8 and protocol["network"] == "assignment"
@@ -95,6 +97,18 @@ def test_predict_writes_masks_and_cam_pictures(trained_run, tiny_data, tmp_path,
     assert tuple(mask.shape) == (64, 64) and int(mask.max()) <= 6
     assert Image.open(tmp_path / "out" / "val_0000.png").mode == "P"
     assert (tmp_path / "out" / "val_0001_cam.jpg").is_file()
+
+
+def test_plot_draws_the_training_analysis(trained_run, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "plot", trained_run, "--out", tmp_path / "plots")
+    assert code == 0
+    names = {"thresholds.png", "cpl_confidence.png", "losses.png", "miou.png"}
+    assert {line.split("/")[-1] for line in out.split()} == names
+    for name in names:
+        with Image.open(tmp_path / "plots" / name) as image:
+            assert image.format == "PNG" and image.width > 300
+    code, _, err = run_cli(capsys, "plot", tmp_path)
+    assert_one_line_error(code, err, "not a run directory")
 
 
 def test_data_synthetic_and_check(tmp_path, capsys):

@@ -11,7 +11,7 @@ from cosa.config.schema import MethodConfig, ThresholdSearchConfig
 from cosa.method.cosa import CoSAObjective
 from cosa.method.losses import balanced_segmentation_loss, contrastive_separation_loss, hard_segmentation_labels
 from cosa.method.pseudo_labels import reliability_weighted_labels
-from cosa.method.thresholds import CplThresholds, ThresholdSearch, fit_mixture, mixture_thresholds
+from cosa.method.thresholds import CplThresholds, Histogram, ThresholdSearch, fit_mixture, mixture_thresholds
 
 IGNORE = 255
 
@@ -41,8 +41,8 @@ def sklearn_thresholds(values: np.ndarray) -> tuple[float, float]:
 def test_mixture_thresholds_match_scikit_learn(seed, means, spreads, counts):
     values = known_mixture(seed, means, spreads, counts)
     tensor = torch.from_numpy(values)
-    mixture = fit_mixture(tensor, torch.ones_like(tensor, dtype=torch.bool))
-    low, high, found = mixture_thresholds(tensor, torch.ones_like(tensor, dtype=torch.bool), mixture)
+    histogram = Histogram.of(tensor, torch.ones_like(tensor, dtype=torch.bool))
+    low, high, found = mixture_thresholds(histogram, fit_mixture(histogram))
     expected_low, expected_high = sklearn_thresholds(values)
     assert bool(found)
     assert float(low) == pytest.approx(expected_low, abs=0.01)
@@ -55,7 +55,8 @@ def test_values_outside_the_valid_mask_do_not_count():
     noise = np.random.default_rng(4).uniform(0, 1, 2000).astype(np.float32)
     combined = torch.from_numpy(np.concatenate([values, noise]))
     valid = torch.arange(len(combined)) < len(values)
-    low, high, _ = mixture_thresholds(combined, valid, fit_mixture(combined, valid))
+    histogram = Histogram.of(combined, valid)
+    low, high, _ = mixture_thresholds(histogram, fit_mixture(histogram))
     expected_low, expected_high = sklearn_thresholds(values)
     assert (float(low), float(high)) == pytest.approx((expected_low, expected_high), abs=0.01)
 
@@ -67,8 +68,8 @@ def test_the_search_moves_thresholds_towards_the_fit_by_the_momentum():
     search.update(maps)
     # The buffer starts as U(0, 1) noise for the other 4 of its 2 × 4 images.
     values = search.buffer.flatten()
-    valid = values > search_cfg.min_confidence
-    low, high, _ = mixture_thresholds(values, valid, fit_mixture(values, valid))
+    histogram = Histogram.of(values, values > search_cfg.min_confidence)
+    low, high, _ = mixture_thresholds(histogram, fit_mixture(histogram))
     assert float(search.low) == pytest.approx(0.9 * 0.25 + 0.1 * float(low), abs=1e-6)
     assert float(search.high) == pytest.approx(0.9 * 0.7 + 0.1 * float(high), abs=1e-6)
     assert torch.equal(search.buffer[:4], maps.flatten(1))

@@ -49,6 +49,8 @@ class DatasetSplit:
     split: str
     class_names: tuple[str, ...]
     samples: list[Sample] = field(default_factory=list)
+    # Synthetic data: context id (its pixel value in context/NAME.png) → tied class index 0..C-1.
+    context_classes: dict[int, int] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -156,7 +158,19 @@ def _read_folder(root: Path, split: str, problems: list[str] | None) -> DatasetS
                     context=context if context.is_file() else None,
                 )
             )
-    return DatasetSplit(root, "folder", split, class_names, samples)
+    return DatasetSplit(root, "folder", split, class_names, samples, _read_context_classes(root, index))
+
+
+def _read_context_classes(root: Path, index: dict[str, int]) -> dict[int, int]:
+    """The class-tied contexts the synthetic generator recorded in ``context.json``, if any."""
+    path = root / "context.json"
+    if not path.is_file():
+        return {}
+    try:
+        contexts = json.loads(path.read_text())["contexts"]
+        return {int(entry["id"]): index[entry["class"]] for entry in contexts}
+    except (ValueError, KeyError, TypeError) as error:
+        raise CosaError(f"{path}: not a valid context description ({error!r})") from None
 
 
 # --- VOC and COCO: labels from masks ---------------------------------------------------------

@@ -8,6 +8,10 @@ resized back to the label size. One confusion matrix per prediction kind covers 
 - ``cam`` — CAMs of the true classes, background at ``eval.cam_threshold`` or below;
 - ``cpl`` — the CAM pseudo-label rule (two thresholds, ignore band), scored on the pixels it labels.
 
+On synthetic data with class-tied contexts it also reports the **coexistence score**: the share
+of context pixels (background in the masks) that the segmentation (``coexistence``) or the
+thresholded CAM (``coexistence_cam``) labels as the context's tied class — lower is better.
+
 For the ``cam-only`` recipe the segmentation *is* the thresholded CAM: unmasked with the classes
 the classifier predicts, tag-masked with the true ones.
 """
@@ -62,7 +66,9 @@ def evaluate(
     matrices = {kind: ConfusionMatrix(num_labels) for kind in KINDS}
     if refine:
         matrices.update({"unmasked_crf": ConfusionMatrix(num_labels), "tag_masked_crf": ConfusionMatrix(num_labels)})
-    labelled = torch.zeros(2, dtype=torch.int64)  # CPL: non-ignore pixels, all valid pixels
+    labelled = torch.zeros(3, dtype=torch.int64)  # CPL: correct, labelled, valid pixels
+    contexts = sorted(split.context_classes)
+    context_counts = torch.zeros(len(contexts), 3, dtype=torch.int64)  # segmentation hits, CAM hits, pixels
 
     indices = _shard(split, dist, max_images)
     loader = DataLoader(
@@ -89,7 +95,12 @@ def evaluate(
             for kind, prediction in zip(KINDS, (unmasked, tag_masked, true_cam, cpl)):
                 matrices[kind].update(prediction[0], mask)
             valid = mask != IGNORE_INDEX
-            labelled += torch.tensor([int((cpl[0].cpu() != IGNORE_INDEX)[valid].sum()), int(valid.sum())])
+            cpl_labelled = (cpl[0].cpu() != IGNORE_INDEX) & valid
+            labelled += torch.tensor([int((cpl_labelled & (cpl[0].cpu() == mask)).sum()),
+                                      int(cpl_labelled.sum()), int(valid.sum())])
+            if contexts and batch.get("context") and batch["context"][i] is not None:
+                context_counts += _context_hits(batch["context"][i], mask, unmasked[0].cpu(), true_cam[0].cpu(),
+                                                contexts, split.context_classes)
             if refine:
                 image = batch["image"][i]
                 matrices["unmasked_crf"].update(refine(image, seg[0]).argmax(0), mask)
@@ -98,13 +109,16 @@ def evaluate(
     for matrix in matrices.values():
         matrix.all_reduce()
     labelled = all_reduce_sum(labelled)
+    context_counts = all_reduce_sum(context_counts)
     names = ["background", *split.class_names]
     result = {
         "miou_unmasked": matrices["unmasked"].mean_iou(),
         "miou_tag_masked": matrices["tag_masked"].mean_iou(),
         "cam_miou": matrices["cam"].mean_iou(),
         "cpl_miou": matrices["cpl"].mean_iou(),
-        "cpl_coverage": float(labelled[0] / max(int(labelled[1]), 1) * 100),
+        "cpl_coverage": float(labelled[1] / max(int(labelled[2]), 1) * 100),
+        "cpl_precision": float(labelled[0] / max(int(labelled[1]), 1) * 100),
+        "cpl_recall": float(labelled[0] / max(int(labelled[2]), 1) * 100),
         "pixel_accuracy": matrices["unmasked"].pixel_accuracy(),
         "per_class": matrices["unmasked"].per_class(names),
         "per_class_tag_masked": matrices["tag_masked"].per_class(names),
@@ -124,6 +138,10 @@ def evaluate(
             "crf": bool(refine),
         },
     }
+    if contexts:
+        hits_seg, hits_cam, pixels = context_counts.sum(0).tolist()
+        result["coexistence"] = 100 * hits_seg / max(pixels, 1)
+        result["coexistence_cam"] = 100 * hits_cam / max(pixels, 1)
     if refine:
         result["crf"] = {
             "miou_unmasked": matrices["unmasked_crf"].mean_iou(),
@@ -131,6 +149,18 @@ def evaluate(
             "per_class_tag_masked": matrices["tag_masked_crf"].per_class(names),
         }
     return result
+
+
+def _context_hits(context: torch.Tensor, mask: torch.Tensor, segmentation: torch.Tensor, cam: torch.Tensor,
+                  contexts: list[int], tied: dict[int, int]) -> torch.Tensor:
+    """Per context id: [pixels the segmentation labels as the tied class, same for the CAM, pixels],
+    counting only context pixels that are background in the mask."""
+    rows = []
+    for context_id in contexts:
+        region = (context == context_id) & (mask == 0)
+        label = tied[context_id] + 1
+        rows.append([int((segmentation[region] == label).sum()), int((cam[region] == label).sum()), int(region.sum())])
+    return torch.tensor(rows, dtype=torch.int64)
 
 
 def raise_missing_masks(split: DatasetSplit) -> None:
@@ -159,7 +189,11 @@ def format_results(result: dict) -> str:
     lines.append(
         f"{'mIoU':<16}{result['miou_unmasked']:>10.2f}{result['miou_tag_masked']:>12.2f}{result['cam_miou']:>8.2f}"
     )
-    lines.append(f"CPL mIoU {result['cpl_miou']:.2f} on the {result['cpl_coverage']:.1f}% of pixels it labels")
+    lines.append(f"CPL mIoU {result['cpl_miou']:.2f} on the {result['cpl_coverage']:.1f}% of pixels it labels "
+                 f"(precision {result['cpl_precision']:.1f}%, recall {result['cpl_recall']:.1f}%)")
+    if "coexistence" in result:
+        lines.append(f"coexistence (context pixels labelled as their tied class): segmentation "
+                     f"{result['coexistence']:.1f}%, CAM {result['coexistence_cam']:.1f}%")
     if "crf" in result:
         lines.append(f"with CRF: unmasked {result['crf']['miou_unmasked']:.2f}, tag-masked {result['crf']['miou_tag_masked']:.2f}")
     return "\n".join(lines)

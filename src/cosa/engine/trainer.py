@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+VALIDATION_SCALARS = ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou", "cpl_coverage", "cpl_precision",
+                      "cpl_recall", "coexistence", "coexistence_cam")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -211,7 +215,7 @@ class Trainer:
             max_images=self.cfg.eval.max_images, progress=True,
         )
         self.last_metrics = result
-        scalars = {f"val/{key}": result[key] for key in ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou", "cpl_coverage")}
+        scalars = {f"val/{key}": result[key] for key in VALIDATION_SCALARS if key in result}
         self.runlog.write(self.iteration, scalars)
         if self.dist.is_main:
             tqdm.write(

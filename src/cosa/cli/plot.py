@@ -1,0 +1,29 @@
+"""``cosa plot`` — training-analysis figures of a run (PNG)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cosa.errors import CosaError
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "plot", help="draw a run's thresholds, CPL quality by confidence, losses and mIoU",
+        description="Reads RUN_DIR/metrics.jsonl and writes thresholds.png, cpl_confidence.png (when the "
+                    "training split has masks), losses.png and miou.png.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--out", help="output folder (default RUN_DIR/plots)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cosa.plots import plot_run
+
+    if not (Path(args.run_dir) / "metrics.jsonl").is_file():
+        raise CosaError(f"{args.run_dir}: not a run directory (no metrics.jsonl)")
+    for path in plot_run(args.run_dir, args.out):
+        print(path)
+    return 0
