@@ -9,20 +9,27 @@ paper recipe (all three). Every run trains the preset with ``train.seed`` = 0..N
 data and is evaluated by the trainer at its last iteration (assignment network, the preset's eval
 protocol, validation split). Writes a JSON file (runs, summary, machine, versions, command) and
 prints a Markdown table.
+
+A run whose directory already holds ``final_metrics.json`` and a ``config.yaml`` equal to the
+config it would train is not trained again, so an interrupted benchmark continues where it
+stopped (its recorded minutes are then those of the original run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
 
+import yaml
 from common import environment
 
 from cosa.cli.train import run_training
-from cosa.config import load_config
+from cosa.config import Config, load_config
+from cosa.config.load import config_from_dict
 
 VARIANTS = {
     "cam-only": ("cam-only", []),
@@ -51,6 +58,16 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def finished_run(run_dir: Path, cfg: Config) -> dict | None:
+    """The metrics of a finished run of exactly ``cfg`` in ``run_dir``, if there is one."""
+    metrics, config = run_dir / "final_metrics.json", run_dir / "config.yaml"
+    if not (metrics.is_file() and config.is_file()):
+        return None
+    if config_from_dict(yaml.safe_load(config.read_text()), str(config)) != cfg:
+        return None
+    return json.loads(metrics.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset")
@@ -71,10 +88,14 @@ def main() -> None:
             cfg = load_config(args.preset, recipe, args.data, overrides)
             run_dir = Path(args.runs) / f"{variant}-seed{seed}"
             started = time.time()
-            result = run_training(cfg, run_dir)
+            result = finished_run(run_dir, cfg)
+            if result is None:
+                result = run_training(cfg, run_dir)
+                (run_dir / "minutes").write_text(f"{(time.time() - started) / 60:.3f}\n")
             scores = {m: result[m] for m in METRICS if m in result}
+            minutes = float((run_dir / "minutes").read_text()) if (run_dir / "minutes").is_file() else None
             runs.append({"variant": variant, "recipe": recipe, "overrides": variant_overrides, "seed": seed,
-                         "minutes": (time.time() - started) / 60, **scores, "protocol": result["protocol"]})
+                         "minutes": minutes, **scores, "protocol": result["protocol"]})
             print(f"{variant} seed {seed}: " + ", ".join(f"{m} {v:.2f}" for m, v in scores.items()), flush=True)
 
     summary = {}
@@ -82,7 +103,8 @@ def main() -> None:
         mine = [run for run in runs if run["variant"] == variant]
         summary[variant] = {m: dict(zip(("mean", "std"), mean_std([run[m] for run in mine])))
                             for m in METRICS if all(m in run for run in mine)}
-        summary[variant]["minutes"] = statistics.fmean(run["minutes"] for run in mine)
+        times = [run["minutes"] for run in mine if run["minutes"] is not None]
+        summary[variant]["minutes"] = statistics.fmean(times) if times else math.nan
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**environment(), "preset": args.preset, "data": args.data, "seeds": args.seeds,
                                "overrides": args.overrides, "summary": summary, "runs": runs}, indent=2))
