@@ -15,6 +15,7 @@ from cosa.cli import NETWORKS
 from cosa.errors import CosaError
 from cosa.method.thresholds import CplThresholds
 from cosa.models.network import CoSANet, build_network
+from cosa.models.official import load_official, official_to_cosa
 
 
 def setup_logging(is_main: bool = True) -> None:
@@ -30,11 +31,27 @@ class TrainedModel:
     iteration: int
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """The payload of a cosa checkpoint, or of an official CoSA file converted on the fly.
+
+    Both are read with ``weights_only=True``. A file in neither layout keeps the cosa
+    checkpoint's error, since that is what the commands ask for.
+    """
+    try:
+        return load_checkpoint(path)
+    except CosaError as not_cosa:
+        try:
+            official = load_official(path)
+        except CosaError:
+            raise not_cosa from None
+    return official_to_cosa(official, str(path))
+
+
 def load_trained(path: str | Path, device: torch.device, which: str = "assignment") -> TrainedModel:
-    """A network of a cosa checkpoint, in eval mode on ``device``."""
+    """A network of a cosa checkpoint (or an official CoSA file), in eval mode on ``device``."""
     if which not in NETWORKS:
         raise CosaError(f"--network must be one of {', '.join(NETWORKS)}")
-    payload = load_checkpoint(path)
+    payload = read_checkpoint(path)
     cfg = config_from_dict(payload["config"], f"{path} (config)")
     class_names = tuple(payload["class_names"])
     network = build_network(cfg.model, len(class_names), pretrained=False)

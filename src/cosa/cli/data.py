@@ -1,12 +1,16 @@
-"""``cosa data`` — make the synthetic dataset, or check a dataset."""
+"""``cosa data`` — make the synthetic dataset, check a dataset, or prepare VOC and COCO downloads."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cosa.data.prepare import PrepareReport
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("data", help="dataset tools (synthetic, check)")
+    parser = commands.add_parser("data", help="dataset tools (synthetic, check, prepare-voc, prepare-coco)")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     synthetic = actions.add_parser(
@@ -23,6 +27,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", help="validate a dataset and list every problem")
     check.add_argument("root", help="dataset root")
     check.set_defaults(run=run_check)
+
+    voc = actions.add_parser(
+        "prepare-voc", help="check a VOC 2012 + SBD tree and cache its image labels",
+        description="Say what is missing from ROOT (JPEGImages/, SegmentationClassAug/, "
+                    "ImageSets/Segmentation/{train_aug,val}.txt) and cache the labels of the complete splits. "
+                    "Exit status 1 if anything is missing.",
+    )
+    voc.add_argument("root", help="the VOC2012 folder")
+    voc.set_defaults(run=run_prepare_voc)
+
+    coco = actions.add_parser(
+        "prepare-coco", help="write COCO 2014 semantic masks and lists from the instance annotations",
+        description="Rasterise annotations/instances_{train,val}2014.json into SegmentationClass/{train,val}2014/ "
+                    "(81 labels, crowd 255), write {train,val}.txt and cache the image labels. Needs pycocotools.",
+    )
+    coco.add_argument("root", help="folder holding train2014/ and val2014/")
+    coco.add_argument("--annotations", help="folder of instances_{train,val}2014.json (default ROOT/annotations)")
+    coco.add_argument("--overwrite", action="store_true", help="rewrite masks that already exist")
+    coco.set_defaults(run=run_prepare_coco)
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
@@ -47,3 +70,27 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"problem: {problem}")
     print(f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s)")
     return 1 if report.problems else 0
+
+
+def run_prepare_voc(args: argparse.Namespace) -> int:
+    from cosa.data.prepare import prepare_voc
+
+    return _print_prepare_report(prepare_voc(args.root))
+
+
+def run_prepare_coco(args: argparse.Namespace) -> int:
+    from cosa.data.prepare import prepare_coco
+
+    return _print_prepare_report(prepare_coco(args.root, args.annotations, overwrite=args.overwrite))
+
+
+def _print_prepare_report(report: PrepareReport) -> int:
+    for split in report.splits:
+        line = f"{split.split}: {split.listed} listed, {split.images} images, {split.masks} with masks"
+        if report.layout == "coco":
+            line += f" ({split.written} written, {split.kept} already there)"
+        print(line + (f"; labels cached in {split.cache}" if split.cache else "; not ready"))
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    print(f"{report.root} ({report.layout}): " + ("ready" if report.ready else f"{len(report.problems)} problem(s)"))
+    return 0 if report.ready else 1

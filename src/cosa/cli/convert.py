@@ -1,0 +1,36 @@
+"""``cosa convert-official`` — turn the authors' released weights into a cosa checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "convert-official", help="convert a released CoSA checkpoint",
+        description="Convert an official CoSA file (a dict whose 'model' is the released state dict, METHOD.md "
+                    "§11) into a cosa checkpoint that evaluate, predict and export-pseudo-labels read. "
+                    "Those commands also accept the official file directly.",
+    )
+    parser.add_argument("source", metavar="IN.pth", help="the official checkpoint")
+    parser.add_argument("target", metavar="OUT.pt", help="the cosa checkpoint to write")
+    parser.add_argument("--config", help="preset or YAML file (default: voc for 20 classes, coco for 80)")
+    parser.add_argument("--classes", help="a file of class names, one per line (needed unless 20 or 80 classes)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.size=512")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cosa.data.layouts import read_class_names
+    from cosa.engine.checkpoint import save_checkpoint
+    from cosa.models.official import convert_official
+
+    class_names = read_class_names(Path(args.classes)) if args.classes else None
+    payload = convert_official(args.source, args.config, args.overrides, class_names)
+    save_checkpoint(args.target, payload)
+    cfg = payload["config"]
+    print(f"wrote {args.target}: {len(payload['class_names'])} classes, backbone {cfg['model']['backbone']}, "
+          f"iteration {payload['iteration']}")
+    return 0

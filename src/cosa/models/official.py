@@ -1,0 +1,154 @@
+"""Importing the authors' released CoSA checkpoints (METHOD.md §11).
+
+An official file is a dict whose ``model`` entry is the released network's state dict:
+``encoder.*`` (timm ViT names, plus an unused ``encoder.head.*``), ``classifier.weight``,
+``aux_classifier.weight`` and ``decoder.conv6/7/8.weight`` (LargeFOV without biases).
+:class:`~cosa.models.network.CoSANet` uses the same module names and the same ViT (qkv bias,
+LayerNorm eps 1e-6, the 14×14 positional grid resampled bicubically, align_corners=False, no
+antialias), so converting is checking names and shapes rather than rewriting tensors. What the
+conversion adds is the rest of a cosa checkpoint — config, class names, CPL thresholds — so that
+every command that reads checkpoints reads the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from cosa.config.load import load_config
+from cosa.config.schema import ModelConfig
+from cosa.data.classes import COCO_CLASSES, VOC_CLASSES
+from cosa.engine.checkpoint import CHECKPOINT_FORMAT
+from cosa.errors import CosaError
+from cosa.method.thresholds import CplThresholds
+from cosa.models.network import build_network
+
+PRESET_BY_CLASSES = {20: "voc", 80: "coco"}
+CLASS_NAMES_BY_COUNT = {20: VOC_CLASSES, 80: COCO_CLASSES}
+# The released files are ViT-B/16; the encoder width picks the timm ViT/16, so that models the
+# official code trained on a smaller ViT convert too.
+VIT_BY_WIDTH = {192: "vit_tiny_patch16_224", 384: "vit_small_patch16_224", 768: ModelConfig().backbone}
+# The ViT's ImageNet classification head: saved in the released files, never used by CoSA.
+UNUSED_PREFIX = "encoder.head."
+
+
+def is_official_checkpoint(payload: Any) -> bool:
+    """True for a dict (not a cosa checkpoint) whose ``model`` entry is a state dict with ``encoder.*`` keys."""
+    if not isinstance(payload, dict) or payload.get("format") == CHECKPOINT_FORMAT:
+        return False
+    model = payload.get("model")
+    return isinstance(model, dict) and any(isinstance(key, str) and key.startswith("encoder.") for key in model)
+
+
+def load_official(path: str | Path) -> dict:
+    """The raw contents of an official file, read without unpickling (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CosaError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated files, pickles with code, non-torch files
+        raise CosaError(f"{path}: cannot read checkpoint ({str(error).splitlines()[0][:200]})") from None
+    if not is_official_checkpoint(payload):
+        raise CosaError(f"{path}: not an official CoSA checkpoint (expected a dict whose 'model' entry is a "
+                        "state dict of encoder.*, classifier, aux_classifier and decoder tensors)")
+    return payload
+
+
+def convert_official(
+    path: str | Path,
+    preset: str | None = None,
+    overrides: Sequence[str] = (),
+    class_names: Sequence[str] | None = None,
+) -> dict:
+    """A cosa checkpoint payload (what the trainer writes) from the official file at ``path``.
+
+    The preset follows the class count (20 → ``voc``, 80 → ``coco``) unless ``preset`` is given;
+    ``overrides`` are ``key=value`` config overrides; ``class_names`` are needed for other counts.
+    """
+    return official_to_cosa(load_official(path), str(path), preset, overrides, class_names)
+
+
+def official_to_cosa(
+    payload: dict,
+    source: str,
+    preset: str | None = None,
+    overrides: Sequence[str] = (),
+    class_names: Sequence[str] | None = None,
+) -> dict:
+    """:func:`convert_official` of a file already read by :func:`load_official`."""
+    state = {key: value for key, value in payload["model"].items() if not key.startswith(UNUSED_PREFIX)}
+    num_classes = _num_classes(state, source)
+    preset = preset or _preset(num_classes, source)
+    names = _class_names(num_classes, class_names, source)
+    cfg = load_config(preset, "release", None, [*_backbone_overrides(state), *overrides, "model.pretrained=none"])
+    reference = build_network(cfg.model, num_classes, pretrained=False).state_dict()
+    converted = _match(state, reference, source)
+    return {
+        "config": asdict(cfg),
+        "class_names": list(names),
+        "iteration": _iteration(payload),
+        "online": converted,
+        "assignment": converted,
+        "thresholds": CplThresholds.from_config(cfg.method).state_dict(),
+        "best_miou": float("nan"),
+        "metrics": None,
+    }
+
+
+def _num_classes(state: dict, source: str) -> int:
+    weight = state.get("classifier.weight")
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
+        raise CosaError(f"{source}: no 'classifier.weight' tensor of shape C×D×1×1 in its 'model' state dict")
+    return weight.shape[0]
+
+
+def _preset(num_classes: int, source: str) -> str:
+    if num_classes not in PRESET_BY_CLASSES:
+        raise CosaError(f"{source}: classifier.weight has {num_classes} classes; only 20 (VOC) and 80 (COCO) "
+                        "are known, pass a preset and class names for other models")
+    return PRESET_BY_CLASSES[num_classes]
+
+
+def _class_names(num_classes: int, given: Sequence[str] | None, source: str) -> tuple[str, ...]:
+    if given is not None:
+        if len(given) != num_classes:
+            raise CosaError(f"{source}: classifier.weight has {num_classes} classes but {len(given)} class names "
+                            "were given")
+        return tuple(given)
+    if num_classes not in CLASS_NAMES_BY_COUNT:
+        raise CosaError(f"{source}: classifier.weight has {num_classes} classes; pass their class names")
+    return CLASS_NAMES_BY_COUNT[num_classes]
+
+
+def _backbone_overrides(state: dict) -> list[str]:
+    """``model.backbone`` of the ViT whose width the file's class token has (none when unknown)."""
+    token = state.get("encoder.cls_token")
+    width = token.shape[-1] if isinstance(token, torch.Tensor) and token.ndim == 3 else None
+    return [f"model.backbone={VIT_BY_WIDTH[width]}"] if width in VIT_BY_WIDTH else []
+
+
+def _match(state: dict, reference: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """``state`` in the order and dtypes of ``reference``; every tensor present, of the right shape."""
+    converted = {}
+    for key, expected in reference.items():
+        value = state.get(key)
+        if not isinstance(value, torch.Tensor):
+            raise CosaError(f"{source}: missing tensor '{key}' (the converted network needs it)")
+        if value.shape != expected.shape:
+            raise CosaError(f"{source}: '{key}' has shape {tuple(value.shape)} but the network of its "
+                            f"config needs {tuple(expected.shape)}")
+        converted[key] = value.to(expected.dtype)
+    unexpected = sorted(set(state) - set(reference))
+    if unexpected:
+        raise CosaError(f"{source}: tensor '{unexpected[0]}' has no place in the CoSA network "
+                        f"({len(unexpected)} unexpected in all)")
+    return converted
+
+
+def _iteration(payload: dict) -> int:
+    value = payload.get("iteration", payload.get("iter", 0))
+    return value if isinstance(value, int) else 0
