@@ -96,7 +96,7 @@ def test_predict_writes_masks_and_cam_pictures(trained_run, tiny_data, tmp_path,
     mask = read_mask(tmp_path / "out" / "val_0000.png")
     assert tuple(mask.shape) == (64, 64) and int(mask.max()) <= 6
     assert Image.open(tmp_path / "out" / "val_0000.png").mode == "P"
-    assert (tmp_path / "out" / "val_0001_cam.jpg").is_file()
+    assert (tmp_path / "out" / "val_0001_cam.jpg").is_file() and (tmp_path / "out" / "val_0001_overlay.jpg").is_file()
 
 
 def test_plot_draws_the_training_analysis(trained_run, tmp_path, capsys):

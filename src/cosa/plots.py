@@ -7,10 +7,13 @@
   training masks), with CPL precision and recall;
 - ``losses.png`` — every loss term;
 - ``miou.png`` — the validation metrics.
+
+:func:`run_pngs` renders the same figures in memory, for pages that embed them (``cosa report``).
 """
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,9 +22,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from cosa.engine.monitor import BINS  # noqa: E402
 from cosa.engine.runlog import read_metrics  # noqa: E402
+
+DPI = 110
+# file name, metrics.jsonl key prefix, title, y label, log scale
+LINE_FIGURES = (("thresholds.png", "thresholds/", "CPL thresholds", "threshold", False),
+                ("losses.png", "train/", "training losses", "loss", True),
+                ("miou.png", "val/", "validation", "%", False))
+NOT_LOSSES = ("lr", "seconds_per_step")  # logged under train/ but not loss terms
 
 
 def series(records: list[dict], prefix: str) -> dict[str, tuple[list[int], list[float]]]:
@@ -35,8 +46,8 @@ def series(records: list[dict], prefix: str) -> dict[str, tuple[list[int], list[
     return dict(found)
 
 
-def _line_plot(path: Path, curves: dict[str, tuple[list[int], list[float]]], title: str, ylabel: str,
-               log_scale: bool = False) -> None:
+def _line_figure(curves: dict[str, tuple[list[int], list[float]]], title: str, ylabel: str,
+                 log_scale: bool = False) -> Figure:
     figure, axis = plt.subplots(figsize=(7, 4))
     for name, (iterations, values) in sorted(curves.items()):
         axis.plot(iterations, values, label=name, marker="." if len(values) < 30 else None)
@@ -46,15 +57,15 @@ def _line_plot(path: Path, curves: dict[str, tuple[list[int], list[float]]], tit
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
 
 
-def _confidence_plot(path: Path, records: list[dict]) -> bool:
+def _confidence_figure(records: list[dict]) -> Figure | None:
+    """The Fig. 3 analysis; None when the run logged no CPL bins (no training masks)."""
     right = series(records, "cpl_bins/strongest_class_right_")
     background = series(records, "cpl_bins/background_truth_")
     if not right:
-        return False
+        return None
     iterations = sorted({i for its, _ in right.values() for i in its})
     column = {iteration: c for c, iteration in enumerate(iterations)}
 
@@ -82,27 +93,47 @@ def _confidence_plot(path: Path, records: list[dict]) -> bool:
     axes[2].grid(alpha=0.3)
     axes[2].legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    return figure
+
+
+def run_figures(records: list[dict]) -> dict[str, Figure]:
+    """File name → figure for every figure the records have data for, in ``cosa plot``'s order.
+
+    The caller owns the figures: save them with :func:`png_bytes` (which closes them).
+    """
+    figures = {}
+    for name, prefix, title, ylabel, log_scale in LINE_FIGURES:
+        curves = series(records, prefix)
+        if prefix == "train/":
+            curves = {k: v for k, v in curves.items() if k not in NOT_LOSSES}
+        if curves:
+            figures[name] = _line_figure(curves, title, ylabel, log_scale)
+    confidence = _confidence_figure(records)
+    if confidence is not None:
+        figures["cpl_confidence.png"] = confidence
+    return figures
+
+
+def png_bytes(figure: Figure, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes (what ``savefig`` would write to a file); closes the figure."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
-    return True
+    return buffer.getvalue()
+
+
+def run_pngs(run_dir: str | Path) -> dict[str, bytes]:
+    """The figures of ``run_dir`` as in-memory PNGs (file name → bytes), e.g. to embed in a page."""
+    return {name: png_bytes(figure) for name, figure in run_figures(read_metrics(run_dir)).items()}
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Write the figures of ``run_dir`` into ``out`` (default RUN/plots); returns their paths."""
-    records = read_metrics(run_dir)
+    pngs = run_pngs(run_dir)
     out = Path(out) if out else Path(run_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    figures = (("thresholds.png", "thresholds/", "CPL thresholds", "threshold", False),
-               ("losses.png", "train/", "training losses", "loss", True),
-               ("miou.png", "val/", "validation", "%", False))
-    for name, prefix, title, ylabel, log_scale in figures:
-        curves = series(records, prefix)
-        if prefix == "train/":
-            curves = {k: v for k, v in curves.items() if k not in ("lr", "seconds_per_step")}
-        if curves:
-            _line_plot(out / name, curves, title, ylabel, log_scale)
-            written.append(out / name)
-    if _confidence_plot(out / "cpl_confidence.png", records):
-        written.append(out / "cpl_confidence.png")
+    for name, data in pngs.items():
+        (out / name).write_bytes(data)
+        written.append(out / name)
     return written

@@ -36,6 +36,15 @@ def blend(image: np.ndarray, layer: np.ndarray, alpha: float = 0.5) -> np.ndarra
     return (image.astype(np.float32) * (1 - alpha) + layer.astype(np.float32) * alpha).astype(np.uint8)
 
 
+def overlay(image: np.ndarray, mask: torch.Tensor | np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Mask colours blended over an H×W×3 image where the mask is not background.
+
+    Background keeps the image as it is: blending VOC's black background would only darken it.
+    """
+    values = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    return np.where((values != 0)[..., None], blend(image, colorize(values), alpha), image)
+
+
 def image_grid(rows: list[list[np.ndarray]], titles: list[str], cell: int = 160) -> Image.Image:
     """A grid of equally sized cells with column titles on top."""
     header = 18

@@ -22,7 +22,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--ms", action="store_true",
                         help="the full protocol: the config's eval.scales (1.0, 0.5, 1.5, 0.75, 1.25) + flip; "
                              "without it a single scale, no flip")
-    parser.add_argument("--crf", action="store_true", help="also report with dense CRF (needs cosa[crf])")
+    parser.add_argument("--crf", action="store_true",
+                        help="also report both mIoUs after a dense CRF (needs: pip install 'cosa[crf]')")
+    parser.add_argument("--crf-workers", type=int, metavar="N",
+                        help="processes that run the CRF (default: min(4, CPU cores); 0 or 1: this process); "
+                             "the numbers do not depend on it")
     parser.add_argument("--network", choices=NETWORKS, default="assignment", help="which network (default assignment)")
     parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
     parser.add_argument("--json", help="write the metrics and protocol to this JSON file")
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
             raise CosaError(f"{args.checkpoint}: trained on other classes than those of {root}")
         if not args.ms:
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, scales=[1.0], flip=False))
-        result = evaluate(model.network, split, cfg, model.thresholds, dist, args.max_images, progress=True, crf=args.crf)
+        result = evaluate(model.network, split, cfg, model.thresholds, dist, args.max_images, progress=True,
+                          crf=args.crf, crf_workers=args.crf_workers)
         result["protocol"].update(network=args.network, checkpoint=str(args.checkpoint), iteration=model.iteration)
     finally:
         shutdown()

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from cosa import __version__
-from cosa.cli import convert, data, demo, evaluate, export, plot, predict, train
+from cosa.cli import convert, data, demo, evaluate, export, plot, predict, report, train
 from cosa.errors import CosaError, user_message
 
-COMMANDS = (train, evaluate, predict, export, convert, plot, demo, data)
+COMMANDS = (train, evaluate, predict, export, convert, plot, report, demo, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

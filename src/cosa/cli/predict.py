@@ -1,11 +1,14 @@
-"""``cosa predict`` — masks and CAM pictures for new images."""
+"""``cosa predict`` — masks, overlays, CAM pictures (and logits, VOC server files) for new images."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from contextlib import nullcontext
 from pathlib import Path
 
 from cosa.cli import NETWORKS
+from cosa.config.schema import Config
 from cosa.data import IMAGE_SUFFIXES
 from cosa.errors import CosaError
 
@@ -13,8 +16,10 @@ from cosa.errors import CosaError
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "predict", help="predict masks for images",
-        description="Writes OUT/NAME.png (palette mask, no label information used) and OUT/NAME_cam.jpg "
-                    "(CAMs of the predicted classes over the image).",
+        description="Writes OUT/NAME.png (VOC-palette mask), OUT/NAME_overlay.jpg (mask colours over the image) "
+                    "and OUT/NAME_cam.jpg (CAMs of the present classes: the --tags, else the predicted ones). "
+                    "Defaults follow the checkpoint's evaluation protocol (METHOD.md §9): eval.size, "
+                    "eval.scales, eval.flip; no label information unless --tags is given.",
     )
     parser.add_argument("--checkpoint", required=True, help="a cosa checkpoint")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
@@ -22,6 +27,27 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--network", choices=NETWORKS, default="assignment")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--size", type=int, metavar="N", help="network input size N×N (default: eval.size, 448)")
+    parser.add_argument("--scales", type=float, nargs="+", metavar="S",
+                        help="input scales whose logits are summed (default: eval.scales, 1.0 0.5 1.5 0.75 1.25)")
+    parser.add_argument("--no-flip", action="store_true", help="do not add the flipped images (default: eval.flip)")
+    parser.add_argument("--tags", metavar="FILE",
+                        help="CSV image,labels (labels ';'-separated class names), one row per input: logits of "
+                             "classes absent from an image's tags are masked before the argmax (tag-masked)")
+    parser.add_argument("--crf", action="store_true",
+                        help="dense CRF on the softmax of the logits, with the checkpoint's eval.crf_params "
+                             "(needs: pip install 'cosa[crf]')")
+    parser.add_argument("--crf-workers", type=int, metavar="N",
+                        help="processes that run the CRF (default: min(4, CPU cores); 0 or 1: this process); "
+                             "the masks do not depend on it")
+    parser.add_argument("--save-logits", action="store_true",
+                        help="also write OUT/NAME.npz: seg ((C+1)×H×W summed segmentation logits, before any "
+                             "tag masking) and cam (C×H×W normalised CAMs), float32 at the image size")
+    parser.add_argument("--voc-submission", metavar="DIR",
+                        help="also write DIR/results/VOC2012/Segmentation/comp6_test_cls/NAME.png for the PASCAL "
+                             "VOC evaluation server (upload a tar of DIR/results). comp6, not comp5: comp5 is for "
+                             "methods trained on VOC 2012 data only, and CoSA uses an ImageNet-pre-trained backbone "
+                             "and SBD's extra images (train_aug). Needs a model of the 20 VOC classes")
     parser.set_defaults(run=run)
 
 
@@ -43,39 +69,41 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return images
 
 
+def protocol(cfg: Config, args: argparse.Namespace) -> Config:
+    """The checkpoint's config with the --size, --scales and --no-flip of the command line."""
+    size = cfg.eval.size if args.size is None else args.size
+    scales = cfg.eval.scales if args.scales is None else args.scales
+    if size <= 0 or min(scales) <= 0:
+        raise CosaError("--size and --scales must be positive")
+    if not set(scales) & set(cfg.method.assignment_scales):
+        raise CosaError(f"--scales must include one of the CAM scales {cfg.method.assignment_scales} "
+                        "(method.assignment_scales)")
+    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, size=size, scales=list(scales),
+                                                             flip=cfg.eval.flip and not args.no_flip))
+
+
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from cosa.cli.common import load_trained, setup_logging
-    from cosa.data.datasets import EvaluationImages, collate_evaluation
-    from cosa.data.io import write_mask
-    from cosa.data.layouts import DatasetSplit, Sample
+    from cosa.engine.crf import CrfPool
     from cosa.engine.distributed import resolve_device
-    from cosa.engine.inference import infer, predicted_tags, segmentation_labels
-    from cosa.method.pseudo_labels import resize
-    from cosa.viz import blend, heatmap, save_picture, to_numpy_image
+    from cosa.engine.predict import PredictionWriter, check_voc_classes, predict_images, read_tags
 
     setup_logging()
     device = resolve_device(args.device)
     model = load_trained(args.checkpoint, device, args.network)
+    if args.voc_submission:
+        check_voc_classes(model.class_names, args.checkpoint)
+    cfg = protocol(model.cfg, args)
     images = collect_images(args.inputs)
-    split = DatasetSplit(Path("."), "files", "predict", model.class_names,
-                         [Sample(path.stem, path, ()) for path in images])
-    loader = DataLoader(EvaluationImages(split, model.cfg.eval.size, with_masks=False), batch_size=args.batch_size,
-                        collate_fn=collate_evaluation, num_workers=2)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="predict", unit="batch"):
-            outputs = infer(model.network, batch["input"].to(device), model.cfg.eval.scales, model.cfg.eval.flip,
-                            model.cfg.method.assignment_scales)
-            tags = predicted_tags(outputs.logits)
-            for i, (name, image) in enumerate(zip(batch["name"], batch["image"])):
-                size = tuple(image.shape[-2:])
-                write_mask(out / f"{name}.png", segmentation_labels(resize(outputs.seg[i : i + 1], size))[0])
-                cams = resize(outputs.cam[i : i + 1], size)[0] * tags[i][:, None, None]
-                save_picture(out / f"{name}_cam.jpg", blend(to_numpy_image(image), heatmap(cams.amax(0))))
-    print(f"wrote {len(images)} masks to {out}")
+    tags = read_tags(args.tags, model.class_names, [path.stem for path in images]) if args.tags else None
+    writer = PredictionWriter(args.out, args.save_logits, args.voc_submission)
+    with CrfPool(cfg.eval.crf_params, args.crf_workers) if args.crf else nullcontext() as crf_pool:
+        predictions = predict_images(model.network, model.class_names, images, cfg, device, tags, crf_pool,
+                                     args.batch_size)
+        for prediction in tqdm(predictions, total=len(images), desc="predict", unit="image"):
+            writer.write(prediction)
+    print(f"wrote {len(images)} masks to {args.out}"
+          + (f"; VOC server files under {writer.voc_dir}" if writer.voc_dir else ""))
     return 0

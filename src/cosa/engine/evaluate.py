@@ -27,6 +27,7 @@ from cosa.config.schema import Config
 from cosa.data.datasets import EvaluationImages, collate_evaluation
 from cosa.data.io import IGNORE_INDEX
 from cosa.data.layouts import DatasetSplit
+from cosa.engine.crf import CrfPool
 from cosa.engine.distributed import DistContext, all_reduce_sum
 from cosa.errors import CosaError
 from cosa.engine.inference import cam_labels, infer, mask_absent, predicted_tags, segmentation_labels
@@ -52,8 +53,17 @@ def evaluate(
     max_images: int | None = None,
     progress: bool = False,
     crf: bool = False,
+    crf_workers: int | None = None,
+    return_confusion: bool = False,
 ) -> dict:
-    """Metrics of ``network`` (put in eval mode) on ``split``; every process gets the same dict."""
+    """Metrics of ``network`` (put in eval mode) on ``split``; every process gets the same dict.
+
+    ``crf_workers`` processes run the dense CRF (default :func:`cosa.engine.crf.default_workers`;
+    0 or 1: in this process); the numbers do not depend on it.
+    ``return_confusion`` adds ``confusion``: the unmasked segmentation's confusion matrix (rows
+    ground truth, columns prediction, background first; ints), from which every ``per_class``
+    IoU follows — for pictures of which classes get confused, e.g. ``cosa report``.
+    """
     if not split.has_masks:
         raise_missing_masks(split)
     network.eval()
@@ -61,10 +71,10 @@ def evaluate(
     cam_only = cfg.method.recipe == "cam-only"
     if crf and cam_only:
         crf = False  # the CAM baseline has no segmentation probabilities to refine
-    refine = _crf_refiner(cfg) if crf else None
+    crf_pool = CrfPool(cfg.eval.crf_params, crf_workers) if crf else None
     num_labels = split.num_classes + 1
     matrices = {kind: ConfusionMatrix(num_labels) for kind in KINDS}
-    if refine:
+    if crf_pool:
         matrices.update({"unmasked_crf": ConfusionMatrix(num_labels), "tag_masked_crf": ConfusionMatrix(num_labels)})
     labelled = torch.zeros(3, dtype=torch.int64)  # CPL: correct, labelled, valid pixels
     contexts = sorted(split.context_classes)
@@ -77,34 +87,41 @@ def evaluate(
         num_workers=min(2, cfg.data.num_workers),
         collate_fn=collate_evaluation,
     )
-    for batch in tqdm(loader, desc=f"evaluate {split.split}", disable=not (progress and dist.is_main), leave=False):
-        outputs = infer(network, batch["input"].to(device), cfg.eval.scales, cfg.eval.flip, cfg.method.assignment_scales)
-        for i, mask in enumerate(batch["mask"]):
-            size = tuple(mask.shape)
-            tags = batch["labels"][i : i + 1].to(device)
-            seg = resize(outputs.seg[i : i + 1], size)
-            cams = resize(outputs.cam[i : i + 1], size)
-            true_cam = cam_labels(cams, tags, cfg.eval.cam_threshold)
-            if cam_only:
-                unmasked = cam_labels(cams, predicted_tags(outputs.logits[i : i + 1]), cfg.eval.cam_threshold)
-                tag_masked = true_cam
-            else:
-                unmasked, tag_masked = segmentation_labels(seg), segmentation_labels(seg, tags)
-            inside = torch.ones_like(true_cam, dtype=torch.bool)
-            cpl = cam_pseudo_labels(cams * tags[:, :, None, None], inside, thresholds.cam_high, thresholds.cam_low)
-            for kind, prediction in zip(KINDS, (unmasked, tag_masked, true_cam, cpl)):
-                matrices[kind].update(prediction[0], mask)
-            valid = mask != IGNORE_INDEX
-            cpl_labelled = (cpl[0].cpu() != IGNORE_INDEX) & valid
-            labelled += torch.tensor([int((cpl_labelled & (cpl[0].cpu() == mask)).sum()),
-                                      int(cpl_labelled.sum()), int(valid.sum())])
-            if contexts and batch.get("context") and batch["context"][i] is not None:
-                context_counts += _context_hits(batch["context"][i], mask, unmasked[0].cpu(), true_cam[0].cpu(),
-                                                contexts, split.context_classes)
-            if refine:
-                image = batch["image"][i]
-                matrices["unmasked_crf"].update(refine(image, seg[0]).argmax(0), mask)
-                matrices["tag_masked_crf"].update(refine(image, mask_absent(seg, tags)[0]).argmax(0), mask)
+    try:
+        for batch in tqdm(loader, desc=f"evaluate {split.split}", disable=not (progress and dist.is_main), leave=False):
+            crf_jobs: list[tuple[torch.Tensor, torch.Tensor]] = []
+            outputs = infer(network, batch["input"].to(device), cfg.eval.scales, cfg.eval.flip,
+                            cfg.method.assignment_scales)
+            for i, mask in enumerate(batch["mask"]):
+                size = tuple(mask.shape)
+                tags = batch["labels"][i : i + 1].to(device)
+                seg = resize(outputs.seg[i : i + 1], size)
+                cams = resize(outputs.cam[i : i + 1], size)
+                true_cam = cam_labels(cams, tags, cfg.eval.cam_threshold)
+                if cam_only:
+                    unmasked = cam_labels(cams, predicted_tags(outputs.logits[i : i + 1]), cfg.eval.cam_threshold)
+                    tag_masked = true_cam
+                else:
+                    unmasked, tag_masked = segmentation_labels(seg), segmentation_labels(seg, tags)
+                inside = torch.ones_like(true_cam, dtype=torch.bool)
+                cpl = cam_pseudo_labels(cams * tags[:, :, None, None], inside, thresholds.cam_high, thresholds.cam_low)
+                for kind, prediction in zip(KINDS, (unmasked, tag_masked, true_cam, cpl)):
+                    matrices[kind].update(prediction[0], mask)
+                valid = mask != IGNORE_INDEX
+                cpl_labelled = (cpl[0].cpu() != IGNORE_INDEX) & valid
+                labelled += torch.tensor([int((cpl_labelled & (cpl[0].cpu() == mask)).sum()),
+                                          int(cpl_labelled.sum()), int(valid.sum())])
+                if contexts and batch.get("context") and batch["context"][i] is not None:
+                    context_counts += _context_hits(batch["context"][i], mask, unmasked[0].cpu(), true_cam[0].cpu(),
+                                                    contexts, split.context_classes)
+                if crf_pool:
+                    image = batch["image"][i]
+                    crf_jobs += [(image, seg[0]), (image, mask_absent(seg, tags)[0])]
+            if crf_pool:
+                _update_crf(matrices, crf_pool, crf_jobs, batch["mask"])
+    finally:
+        if crf_pool:
+            crf_pool.close()
 
     for matrix in matrices.values():
         matrix.all_reduce()
@@ -135,14 +152,16 @@ def evaluate(
             "cam_scales": list(cfg.method.assignment_scales),
             "cam_threshold": cfg.eval.cam_threshold,
             "cpl_thresholds": [thresholds.cam_high, thresholds.cam_low],
-            "crf": bool(refine),
+            "crf": bool(crf_pool),
         },
     }
+    if return_confusion:
+        result["confusion"] = matrices["unmasked"].counts.tolist()
     if contexts:
         hits_seg, hits_cam, pixels = context_counts.sum(0).tolist()
         result["coexistence"] = 100 * hits_seg / max(pixels, 1)
         result["coexistence_cam"] = 100 * hits_cam / max(pixels, 1)
-    if refine:
+    if crf_pool:
         result["crf"] = {
             "miou_unmasked": matrices["unmasked_crf"].mean_iou(),
             "miou_tag_masked": matrices["tag_masked_crf"].mean_iou(),
@@ -168,10 +187,13 @@ def raise_missing_masks(split: DatasetSplit) -> None:
     raise CosaError(f"{split.root}: split '{split.split}' cannot be evaluated: image '{missing.name}' has no mask")
 
 
-def _crf_refiner(cfg: Config):
-    from cosa.engine.crf import DenseCRF
-
-    return DenseCRF(cfg.eval.crf_params)
+def _update_crf(matrices: dict[str, ConfusionMatrix], crf_pool: CrfPool,
+                jobs: list[tuple[torch.Tensor, torch.Tensor]], masks: list[torch.Tensor]) -> None:
+    """Score a batch's CRF labels: its images' unmasked and tag-masked logits go to the workers together."""
+    labels = iter(crf_pool.labels(jobs))
+    for mask in masks:
+        for kind in ("unmasked_crf", "tag_masked_crf"):
+            matrices[kind].update(torch.from_numpy(next(labels)), mask)
 
 
 def format_results(result: dict) -> str:

@@ -1,0 +1,35 @@
+"""``cosa report`` — one self-contained HTML page that shows a run at a glance."""
+
+from __future__ import annotations
+
+import argparse
+
+from cosa.errors import CosaError
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "report", help="write one self-contained HTML page showing a run at a glance",
+        description="Writes RUN_DIR/report.html: the run's config, headline and per-class metrics, the confusion "
+                    "matrix of its checkpoint on the validation split, the training and threshold curves and "
+                    "predictions on a few validation images. Images are embedded: the page is a single file. "
+                    "What the run directory lacks is named on the page.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--out", help="the HTML file to write (default RUN_DIR/report.html)")
+    parser.add_argument("--data", help="dataset root (default: the one the run was trained on)")
+    parser.add_argument("--max-images", type=int,
+                        help="evaluate the first N validation images only (default: as the run's own "
+                             "evaluations, eval.max_images)")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="do not evaluate the checkpoint: no confusion matrix and no prediction pictures")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cosa.html_report import write_report
+
+    if args.max_images is not None and args.max_images < 1:
+        raise CosaError("--max-images must be at least 1")
+    print(write_report(args.run_dir, args.out, args.max_images, run_evaluation=not args.no_eval, data=args.data))
+    return 0

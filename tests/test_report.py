@@ -1,0 +1,191 @@
+"""``cosa report``: one self-contained HTML page of a run, and the confusion matrix behind it."""
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+
+from cosa.cli.main import main
+from cosa.data.io import IGNORE_INDEX, read_mask
+
+from conftest import TINY_OVERRIDES
+
+CLASS_NAMES = ("background", "ball", "block", "tent", "star", "ring", "boat")
+VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
+DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_data, tmp_path_factory):
+    """A tiny run made by ``cosa train`` (as in test_cli.py)."""
+    run = tmp_path_factory.mktemp("report") / "run"
+    assert main(["train", "--config", "demo", "--data", str(tiny_data), "--out", str(run), *TINY_OVERRIDES]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def page(run_dir):
+    """The report of ``run_dir`` at its default place, with an evaluation of 4 images."""
+    assert main(["report", str(run_dir), "--max-images", "4"]) == 0
+    return (run_dir / "report.html").read_text(encoding="utf-8")
+
+
+class TagChecker(HTMLParser):
+    """Collects the tags of a page and the places where an end tag does not close the open one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.tags: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag not in VOID_TAGS:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.open or self.open.pop() != tag:
+            self.errors.append(f"</{tag}> at {self.getpos()}")
+
+
+def parse(page: str) -> TagChecker:
+    checker = TagChecker()
+    checker.feed(page)
+    checker.close()
+    return checker
+
+
+def embedded_pngs(page: str) -> list[Image.Image]:
+    images = []
+    for encoded in DATA_URI.findall(page):
+        image = Image.open(io.BytesIO(base64.b64decode(encoded, validate=True)))
+        image.load()
+        images.append(image)
+    return images
+
+
+def test_page_is_self_contained_valid_html(page):
+    checker = parse(page)
+    assert checker.errors == [] and checker.open == []
+    assert {"html", "head", "body", "table", "img", "style"} <= set(checker.tags)
+    assert "script" not in checker.tags and "link" not in checker.tags
+    assert "http://" not in page and "https://" not in page
+    images = embedded_pngs(page)
+    # confusion matrix, 4 training figures (thresholds, losses, validation, CPL confidence), prediction grid
+    assert len(images) == 6 == page.count("<img ")
+    assert all(image.format == "PNG" and image.width > 100 and image.height > 100 for image in images)
+
+
+def test_page_shows_the_run(page, run_dir):
+    assert str(run_dir.resolve()) in page
+    for fragment in ("release", "mobilenetv2_050", "Per class IoU", "Confusion matrix", "tag-masked",
+                     "CPL thresholds over iterations", "Predictions on validation images", "num_images"):
+        assert fragment in page
+    per_class = page.split("Per class IoU", 1)[1].split("</table>", 1)[0]
+    for name in CLASS_NAMES:
+        assert f"<td>{name}</td>" in per_class
+    assert 'class="note"' not in page  # nothing is missing from a complete run
+    assert "checkpoint iteration</th><td>6</td>" in page
+
+
+def test_confusion_matrix_agrees_with_the_ious(run_dir, tiny_data):
+    from cosa.cli.common import load_trained
+    from cosa.data.layouts import load_split
+    from cosa.engine.distributed import DistContext, resolve_device
+    from cosa.engine.evaluate import evaluate
+
+    device = resolve_device("cpu")
+    model = load_trained(run_dir / "checkpoints" / "last.pt", device)
+    split = load_split(tiny_data, "val")
+    result = evaluate(model.network, split, model.cfg, model.thresholds, DistContext(0, 1, 0, device),
+                      max_images=5, return_confusion=True)
+    confusion = result["confusion"]
+    assert len(confusion) == len(CLASS_NAMES) and all(len(row) == len(CLASS_NAMES) for row in confusion)
+    assert all(isinstance(count, int) for row in confusion for count in row)
+    valid = sum(int((read_mask(sample.mask) != IGNORE_INDEX).sum()) for sample in split.samples[:5])
+    assert sum(map(sum, confusion)) == valid
+    for c, name in enumerate(CLASS_NAMES):  # IoU = tp / (ground truth + predicted − tp)
+        row, column = sum(confusion[c]), sum(line[c] for line in confusion)
+        expected = None if row == 0 else round(100 * confusion[c][c] / (row + column - confusion[c][c]), 2)
+        assert result["per_class"][name] == pytest.approx(expected)
+    background = confusion[0][0] / (sum(confusion[0]) + sum(line[0] for line in confusion) - confusion[0][0])
+    assert result["per_class"]["background"] == pytest.approx(round(100 * background, 2))
+    without = evaluate(model.network, split, model.cfg, model.thresholds, DistContext(0, 1, 0, device), max_images=5)
+    assert "confusion" not in without and without == {k: v for k, v in result.items() if k != "confusion"}
+
+
+def test_no_eval_skips_the_evaluation(run_dir, tmp_path, monkeypatch):
+    import cosa.html_report
+
+    def fail(*args, **kwargs):
+        raise AssertionError("--no-eval must not evaluate")
+
+    monkeypatch.setattr(cosa.html_report, "evaluate", fail)
+    monkeypatch.setattr(cosa.html_report, "prediction_grid", fail)
+    out = tmp_path / "sub" / "page.html"
+    assert main(["report", str(run_dir), "--no-eval", "--out", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "evaluation skipped (--no-eval)" in page and "<td>boat</td>" in page
+    assert "checkpoint iteration</th><td>6</td>" in page
+    assert len(embedded_pngs(page)) == 4  # the training figures only
+    assert parse(page).errors == []
+
+
+def test_missing_pieces_are_named_on_the_page(run_dir, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    shutil.copytree(run_dir, partial, ignore=shutil.ignore_patterns("checkpoints", "final_metrics.json", "*.html"))
+    assert main(["report", str(partial)]) == 0
+    page = (partial / "report.html").read_text(encoding="utf-8")
+    for fragment in ("no checkpoint (checkpoints/last.pt or checkpoints/best.pt)", "no final_metrics.json",
+                     "not computed: no checkpoint to evaluate", "no metrics: no final_metrics.json"):
+        assert fragment in page
+    assert len(embedded_pngs(page)) == 4 and parse(page).errors == []
+
+
+def test_unusable_dataset_is_named_on_the_page(run_dir, tmp_path):
+    out = tmp_path / "page.html"
+    assert main(["report", str(run_dir), "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "not computed:" in page and "nowhere: dataset directory not found" in page
+    assert "<td>boat</td>" in page  # the metrics of final_metrics.json are still shown
+
+
+def test_text_from_files_is_escaped(run_dir, tmp_path):
+    odd = tmp_path / "<b>&run"
+    shutil.copytree(run_dir, odd, ignore=shutil.ignore_patterns("checkpoints", "*.html"))
+    assert main(["report", str(odd)]) == 0
+    page = (odd / "report.html").read_text(encoding="utf-8")
+    assert "<b>" not in page and "&lt;b&gt;&amp;run" in page
+
+
+def test_not_a_run_directory(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cosa: error:" in err and "not a run directory" in err
+    assert "Traceback" not in err
+
+
+def chromium_binary() -> str | None:
+    return next((path for path in map(shutil.which, ("chromium", "chromium-browser")) if path), None)
+
+
+def test_page_renders_in_headless_chromium(page, run_dir, tmp_path):
+    browser = chromium_binary()
+    if browser is None:
+        pytest.skip("no chromium or chromium-browser binary on PATH (apt-get install chromium)")
+    screenshot = tmp_path / "page.png"
+    command = [browser, "--headless", "--disable-gpu", "--no-sandbox", "--disable-dev-shm-usage",
+               f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1200,2000",
+               (run_dir / "report.html").resolve().as_uri()]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert screenshot.is_file(), completed.stderr[-2000:]
+    with Image.open(screenshot) as image:
+        assert image.format == "PNG" and image.size == (1200, 2000)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 50  # text, tables and figures, not a blank page
