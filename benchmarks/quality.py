@@ -12,12 +12,16 @@ prints a Markdown table.
 
 A run whose directory already holds ``final_metrics.json`` and a ``config.yaml`` equal to the
 config it would train is not trained again, so an interrupted benchmark continues where it
-stopped (its recorded minutes are then those of the original run).
+stopped (its recorded minutes are then those of the original run). When the two configs differ
+only in the ``eval`` section, the run's last checkpoint is evaluated again under the new protocol
+instead of training again (the trainer's final evaluation is that same checkpoint's).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import math
 import statistics
@@ -27,9 +31,13 @@ from pathlib import Path
 import yaml
 from common import environment
 
+from cosa.cli.common import load_trained
 from cosa.cli.train import run_training
 from cosa.config import Config, load_config
 from cosa.config.load import config_from_dict
+from cosa.data.layouts import load_split
+from cosa.engine.distributed import DistContext, resolve_device
+from cosa.engine.evaluate import evaluate
 
 VARIANTS = {
     "cam-only": ("cam-only", []),
@@ -59,13 +67,24 @@ def markdown(summary: dict) -> str:
 
 
 def finished_run(run_dir: Path, cfg: Config) -> dict | None:
-    """The metrics of a finished run of exactly ``cfg`` in ``run_dir``, if there is one."""
+    """The metrics of a finished run of ``cfg`` in ``run_dir`` (re-evaluated if only ``eval``
+    differs), or None when the run must be trained."""
     metrics, config = run_dir / "final_metrics.json", run_dir / "config.yaml"
     if not (metrics.is_file() and config.is_file()):
         return None
-    if config_from_dict(yaml.safe_load(config.read_text()), str(config)) != cfg:
+    trained = config_from_dict(yaml.safe_load(config.read_text()), str(config))
+    if trained == cfg:
+        return json.loads(metrics.read_text())
+    if dataclasses.replace(trained, eval=cfg.eval) != cfg:
         return None
-    return json.loads(metrics.read_text())
+    cached = run_dir / f"metrics-eval-{hashlib.sha1(repr(cfg.eval).encode()).hexdigest()[:10]}.json"
+    if not cached.is_file():
+        device = resolve_device(cfg.train.device)
+        model = load_trained(run_dir / "checkpoints" / "last.pt", device)
+        result = evaluate(model.network, load_split(cfg.data.root, cfg.data.val_split), cfg, model.thresholds,
+                          DistContext(0, 1, 0, device), max_images=cfg.eval.max_images, progress=True)
+        cached.write_text(json.dumps(result, indent=2))
+    return json.loads(cached.read_text())
 
 
 def main() -> None:
