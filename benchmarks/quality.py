@@ -14,7 +14,8 @@ A run whose directory already holds ``final_metrics.json`` and a ``config.yaml``
 config it would train is not trained again, so an interrupted benchmark continues where it
 stopped (its recorded minutes are then those of the original run). When the two configs differ
 only in the ``eval`` section, the run's last checkpoint is evaluated again under the new protocol
-instead of training again (the trainer's final evaluation is that same checkpoint's).
+instead of training again (the trainer's final evaluation is that same checkpoint's); so is a run
+whose stored metrics predate a column of the table.
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ def finished_run(run_dir: Path, cfg: Config) -> dict | None:
     if not (metrics.is_file() and config.is_file()):
         return None
     trained = config_from_dict(yaml.safe_load(config.read_text()), str(config))
-    if trained == cfg:
-        return json.loads(metrics.read_text())
     if dataclasses.replace(trained, eval=cfg.eval) != cfg:
         return None
+    if trained == cfg:
+        stored = json.loads(metrics.read_text())
+        if all(metric in stored for metric in METRICS):
+            return stored
     cached = run_dir / f"metrics-eval-{hashlib.sha1(repr(cfg.eval).encode()).hexdigest()[:10]}.json"
     if not cached.is_file():
         device = resolve_device(cfg.train.device)
@@ -100,9 +103,10 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/results/quality-{Path(args.preset).stem}.json")
 
     runs = []
-    for variant in args.variants:
-        recipe, variant_overrides = VARIANTS[variant]
-        for seed in range(args.seeds):
+    # Seed-major, so that an interrupted benchmark already holds every variant for the first seeds.
+    for seed in range(args.seeds):
+        for variant in args.variants:
+            recipe, variant_overrides = VARIANTS[variant]
             overrides = [*variant_overrides, *args.overrides, f"train.seed={seed}"]
             cfg = load_config(args.preset, recipe, args.data, overrides)
             run_dir = Path(args.runs) / f"{variant}-seed{seed}"
