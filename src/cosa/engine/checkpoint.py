@@ -37,14 +37,19 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_torch_file(path: str | Path) -> Any:
+    """The contents of a torch file, never unpickled (``weights_only=True``); one-line errors."""
     path = Path(path)
     if not path.is_file():
         raise CosaError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated files, pickles with code, non-torch files
         raise CosaError(f"{path}: cannot read checkpoint ({str(error).splitlines()[0][:200]})") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    payload = read_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CosaError(f"{path}: not a cosa checkpoint (no 'format: {CHECKPOINT_FORMAT}' entry)")
     if payload.get("version", 0) > CHECKPOINT_VERSION:

@@ -21,7 +21,7 @@ import torch
 from cosa.config.load import load_config
 from cosa.config.schema import ModelConfig
 from cosa.data.classes import COCO_CLASSES, VOC_CLASSES
-from cosa.engine.checkpoint import CHECKPOINT_FORMAT
+from cosa.engine.checkpoint import CHECKPOINT_FORMAT, read_torch_file
 from cosa.errors import CosaError
 from cosa.method.thresholds import CplThresholds
 from cosa.models.network import build_network
@@ -45,13 +45,7 @@ def is_official_checkpoint(payload: Any) -> bool:
 
 def load_official(path: str | Path) -> dict:
     """The raw contents of an official file, read without unpickling (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CosaError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated files, pickles with code, non-torch files
-        raise CosaError(f"{path}: cannot read checkpoint ({str(error).splitlines()[0][:200]})") from None
+    payload = read_torch_file(path)
     if not is_official_checkpoint(payload):
         raise CosaError(f"{path}: not an official CoSA checkpoint (expected a dict whose 'model' entry is a "
                         "state dict of encoder.*, classifier, aux_classifier and decoder tensors)")
