@@ -10,6 +10,7 @@ import torch
 
 from cosa.config.load import config_from_dict
 from cosa.config.schema import Config
+from cosa.data.layouts import DatasetSplit
 from cosa.engine.checkpoint import load_checkpoint
 from cosa.cli import NETWORKS
 from cosa.errors import CosaError
@@ -47,11 +48,26 @@ def read_checkpoint(path: str | Path) -> dict:
     return official_to_cosa(official, str(path))
 
 
+def require_same_classes(model: TrainedModel, split: DatasetSplit, checkpoint: str | Path) -> None:
+    """Refuse a dataset whose classes are not the model's: its label k would mean another class."""
+    if split.class_names == model.class_names:
+        return
+    trained, data = len(model.class_names), split.num_classes
+    if trained != data:
+        raise CosaError(f"{checkpoint}: the model has {trained} classes but {split.root} has {data}")
+    pairs = enumerate(zip(model.class_names, split.class_names), start=1)
+    label, ours, theirs = next((index, ours, theirs) for index, (ours, theirs) in pairs if ours != theirs)
+    raise CosaError(f"{checkpoint}: label {label} is '{ours}' for the model but '{theirs}' in {split.root}")
+
+
 def load_trained(path: str | Path, device: torch.device, which: str = "assignment") -> TrainedModel:
     """A network of a cosa checkpoint (or an official CoSA file), in eval mode on ``device``."""
     if which not in NETWORKS:
         raise CosaError(f"--network must be one of {', '.join(NETWORKS)}")
     payload = read_checkpoint(path)
+    missing = [key for key in ("config", "class_names", "iteration", "thresholds", which) if key not in payload]
+    if missing:
+        raise CosaError(f"{path}: checkpoint lacks the entries {', '.join(missing)}")
     cfg = config_from_dict(payload["config"], f"{path} (config)")
     class_names = tuple(payload["class_names"])
     network = build_network(cfg.model, len(class_names), pretrained=False)

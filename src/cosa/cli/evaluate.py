@@ -34,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosa.cli.common import load_trained, setup_logging
+    from cosa.cli.common import load_trained, require_same_classes, setup_logging
     from cosa.data.layouts import load_split
     from cosa.engine.distributed import init_distributed, shutdown
     from cosa.engine.evaluate import evaluate, format_results
@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
         if root is None:
             raise CosaError("no dataset: pass --data ROOT")
         split = load_split(root, args.split)
-        if split.class_names != model.class_names:
-            raise CosaError(f"{args.checkpoint}: trained on other classes than those of {root}")
+        require_same_classes(model, split, args.checkpoint)
         if not args.ms:
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, scales=[1.0], flip=False))
         result = evaluate(model.network, split, cfg, model.thresholds, dist, args.max_images, progress=True,

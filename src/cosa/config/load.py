@@ -32,8 +32,8 @@ def _read_yaml(path: Path) -> DictConfig:
         loaded = OmegaConf.load(path)
     except FileNotFoundError:
         raise CosaError(f"{path}: config file not found") from None
-    except Exception as error:  # YAML syntax errors come in several types
-        raise CosaError(f"{path}: not a valid YAML config ({error})") from None
+    except Exception as error:  # YAML syntax errors come in several types, their messages in several lines
+        raise CosaError(f"{path}: not a valid YAML config ({' '.join(str(error).split())})") from None
     if not isinstance(loaded, DictConfig):
         raise CosaError(f"{path}: a config file must be a mapping of sections")
     return loaded
@@ -118,11 +118,14 @@ def _require(condition: bool, key: str, message: str) -> None:
 def validate(cfg: Config) -> None:
     """Range checks the schema's types cannot express."""
     _require(cfg.data.crop_size >= 16, "data.crop_size", "must be at least 16")
-    low, high = cfg.data.scale_range
-    _require(len(cfg.data.scale_range) == 2 and 0 < low <= high, "data.scale_range", "must be [min, max] with 0 < min <= max")
+    scale_range = cfg.data.scale_range
+    _require(len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[-1], "data.scale_range",
+             "must be [min, max] with 0 < min <= max")
     _require(0.0 <= cfg.data.blur_probability <= 1.0, "data.blur_probability", "must be in [0, 1]")
     _require(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
     _require(cfg.model.output_stride in (8, 16, 32), "model.output_stride", "must be 8, 16 or 32")
+    _require(cfg.model.decoder_channels > 0, "model.decoder_channels", "must be positive")
+    _require(cfg.model.decoder_dilation >= 1, "model.decoder_dilation", "must be >= 1")
     _require(0.0 <= cfg.method.ema_momentum < 1.0, "method.ema_momentum", "must be in [0, 1)")
     _require(len(cfg.method.assignment_scales) > 0 and min(cfg.method.assignment_scales) > 0,
              "method.assignment_scales", "must be a non-empty list of positive scales")
@@ -131,6 +134,7 @@ def validate(cfg: Config) -> None:
         _require(0.0 <= pair.low < pair.high <= 1.0, f"method.{key}", "needs 0 <= low < high <= 1")
     search = cfg.method.threshold_search
     _require(search.history >= 1, "method.threshold_search.history", "must be >= 1")
+    _require(0.0 <= search.min_confidence < 1.0, "method.threshold_search.min_confidence", "must be in [0, 1)")
     _require(search.downscale >= 1, "method.threshold_search.downscale", "must be >= 1")
     _require(0.0 <= search.momentum < 1.0, "method.threshold_search.momentum", "must be in [0, 1)")
     _require(search.tolerance > 0 and search.max_em_steps >= 1, "method.threshold_search",
@@ -145,8 +149,17 @@ def validate(cfg: Config) -> None:
     _require(cfg.method.spl_temperature > 0, "method.spl_temperature", "must be positive")
     _require(cfg.method.loss_warmup_iters >= 0, "method.loss_warmup_iters", "must be >= 0")
     _require(0 < cfg.method.regularizer.scale <= 1, "method.regularizer.scale", "must be in (0, 1]")
+    for key in ("sigma_rgb", "sigma_xy"):
+        _require(getattr(cfg.method.regularizer, key) > 0, f"method.regularizer.{key}", "must be positive")
+    for key in ("c2s_weight", "s2c_weight", "reg_weight", "supervised_weight"):
+        _require(getattr(cfg.method, key) >= 0, f"method.{key}", "must be >= 0")
+    _require(cfg.method.regularizer.energy_weight >= 0, "method.regularizer.energy_weight", "must be >= 0")
+    _require(cfg.method.contrastive.weight >= 0, "method.contrastive.weight", "must be >= 0")
     _require(cfg.optim.lr > 0, "optim.lr", "must be positive")
-    _require(len(cfg.optim.betas) == 2, "optim.betas", "must be two numbers")
+    _require(len(cfg.optim.betas) == 2 and all(0 <= beta < 1 for beta in cfg.optim.betas), "optim.betas",
+             "must be two numbers in [0, 1)")
+    _require(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _require(cfg.optim.head_lr_multiplier > 0, "optim.head_lr_multiplier", "must be positive")
     _require(cfg.optim.warmup_iters >= 0, "optim.warmup_iters", "must be >= 0")
     _require(cfg.train.iterations > 0, "train.iterations", "must be positive")
     _require(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
@@ -159,3 +172,5 @@ def validate(cfg: Config) -> None:
     _require(len(cfg.eval.scales) > 0 and min(cfg.eval.scales) > 0, "eval.scales", "must be positive")
     _require(0.0 <= cfg.eval.cam_threshold <= 1.0, "eval.cam_threshold", "must be in [0, 1]")
     _require(cfg.eval.batch_size > 0, "eval.batch_size", "must be positive")
+    _require(cfg.eval.max_images is None or cfg.eval.max_images > 0, "eval.max_images", "must be positive or null")
+    _require(cfg.eval.crf_params.iterations >= 1, "eval.crf_params.iterations", "must be >= 1")

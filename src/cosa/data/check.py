@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,11 @@ def available_splits(root: Path, layout: str) -> list[str]:
 
 
 def check_dataset(root: str | Path) -> CheckReport:
+    """Read every image and mask of every split, collecting problems instead of stopping at one.
+
+    Problems make ``cosa data check`` exit with status 1; warnings do not: an image without
+    labels is allowed (a background-only image) but may be a forgotten label.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise CosaError(f"{root}: dataset directory not found")
@@ -43,9 +47,6 @@ def check_dataset(root: str | Path) -> CheckReport:
         except CosaError as error:
             report.problems.append(str(error))
             continue
-        for name, count in Counter(sample.name for sample in dataset.samples).items():
-            if count > 1:
-                report.problems.append(f"{root}: split '{split}' lists image '{name}' {count} times")
         readable = 0
         for sample in dataset.samples:
             try:
@@ -75,4 +76,5 @@ def check_dataset(root: str | Path) -> CheckReport:
                     f"classes {[names[i] for i in sorted(in_mask)]}"
                 )
         report.images[split] = readable
+    report.problems = list(dict.fromkeys(report.problems))  # a bad mask is met by the label cache and here
     return report

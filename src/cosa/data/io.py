@@ -14,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cosa.errors import CosaError
 
 IGNORE_INDEX = 255
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def voc_palette(num_entries: int = 256) -> np.ndarray:
@@ -37,34 +38,54 @@ def _voc_palette(num_entries: int) -> np.ndarray:
 
 @contextmanager
 def _reading(path: str | Path, what: str) -> Iterator[None]:
-    """Turn the ways a file can fail to decode into one-line errors naming the file."""
+    """Turn the ways a file can fail to decode into one-line errors naming the file.
+
+    Besides ``OSError`` (truncated data) Pillow raises ``SyntaxError`` and ``ValueError`` for
+    malformed headers, and ``DecompressionBombError`` (not an ``OSError``) when a header claims
+    more than twice ``Image.MAX_IMAGE_PIXELS`` pixels; ``tests/test_properties.py`` fuzzes this.
+    """
     try:
         yield
     except FileNotFoundError:
         raise CosaError(f"{path}: {what} file not found") from None
     except UnidentifiedImageError:
         raise CosaError(f"{path}: cannot read {what} (not an image, or a format Pillow does not know)") from None
-    except (OSError, ValueError, SyntaxError) as error:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise CosaError(f"{path}: cannot read {what} ({error})") from None
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """Read an image as a 3×H×W uint8 RGB tensor, applying its EXIF orientation."""
+    """Read an image as a 3×H×W uint8 RGB tensor, applying its EXIF orientation.
+
+    Grayscale, palette, RGBA (alpha dropped) and CMYK images are converted to RGB; 16-bit
+    grayscale keeps its high byte (Pillow's own conversion would clip it to white).
+    """
     with _reading(path, "image"), Image.open(path) as image:
-        rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        rgb = _rgb_pixels(ImageOps.exif_transpose(image))
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+
+
+def _rgb_pixels(image: Image.Image) -> np.ndarray:
+    if image.mode in _SIXTEEN_BIT_MODES:
+        gray = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
 
 
 def read_mask(path: str | Path, num_classes: int | None = None) -> torch.Tensor:
     """Read a label mask as an H×W uint8 tensor (0 background, 1..C classes, 255 ignore).
 
-    Palette and grayscale PNGs are read by index value. With ``num_classes`` given, values
-    outside 0..C and 255 are an error.
+    Palette and grayscale PNGs are read by index value, in stored pixel order: a mask has no EXIF
+    orientation, so it must match its image as displayed (after the image's EXIF rotation).
+    Values that do not fit 0..255 are an error (never wrapped); with ``num_classes`` given, so
+    are values outside 0..C and 255.
     """
     with _reading(path, "mask"), Image.open(path) as image:
-        if image.mode not in ("P", "L", "I", "I;16"):
+        if image.mode not in ("P", "L", "I", *_SIXTEEN_BIT_MODES):
             raise CosaError(f"{path}: a mask must be a palette or grayscale PNG, got mode {image.mode}")
         values = np.asarray(image)
+    if values.dtype != np.uint8 and (values.min() < 0 or values.max() > IGNORE_INDEX):
+        raise CosaError(f"{path}: mask values {values.min()}..{values.max()} do not fit 0..{IGNORE_INDEX}")
     if num_classes is not None:
         bad = (values > num_classes) & (values != IGNORE_INDEX)
         if bad.any():

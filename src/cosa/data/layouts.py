@@ -17,17 +17,15 @@ code; they are computed once and cached in ``ROOT/.cosa/labels-{split}.json``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from cosa.data import IMAGE_SUFFIXES
 from cosa.data.classes import COCO_CLASSES, VOC_CLASSES
-from cosa.data.io import IGNORE_INDEX
+from cosa.data.io import read_mask
 from cosa.errors import CosaError
 
 log = logging.getLogger(__name__)
@@ -100,11 +98,7 @@ def _report(problems: list[str] | None, message: str) -> None:
 # --- folder ------------------------------------------------------------------------------------
 
 def read_class_names(path: Path) -> tuple[str, ...]:
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as error:
-        raise CosaError(f"{path}: cannot read class list ({error.strerror})") from None
-    names = tuple(line.strip() for line in lines if line.strip())
+    names = tuple(line.strip() for line in _read_text(path, "class list").splitlines() if line.strip())
     if not names:
         raise CosaError(f"{path}: no class names")
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -115,9 +109,29 @@ def read_class_names(path: Path) -> tuple[str, ...]:
     return names
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file (a BOM is dropped); unreadable or undecodable files are one-line errors."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise CosaError(f"{path}: cannot read {what} ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise CosaError(f"{path}: {what} is not UTF-8 text (byte {error.start})") from None
+
+
 def _leaves_root(relative: str) -> bool:
     candidate = Path(relative)
     return candidate.is_absolute() or ".." in candidate.parts
+
+
+def _repeated(seen: dict[str, str], name: str, source: str) -> str | None:
+    """Where ``name`` was listed before (``None`` the first time); records ``source`` for it.
+
+    A split lists each image once: a repeat is a copy-paste slip or two conflicting label sets,
+    and sample names key every per-image output (pseudo-label masks, predictions).
+    """
+    first = seen.setdefault(name, source)
+    return None if first == source else first
 
 
 def _read_folder(root: Path, split: str, problems: list[str] | None) -> DatasetSplit:
@@ -127,38 +141,48 @@ def _read_folder(root: Path, split: str, problems: list[str] | None) -> DatasetS
     if not table.is_file():
         available = sorted(path.stem for path in root.glob("*.csv"))
         raise CosaError(f"{table}: split file not found (splits here: {', '.join(available) or 'none'})")
-    samples = []
-    with open(table, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    samples, seen = [], {}
+    for source, row in _csv_rows(table):
+        image_name = (row["image"] or "").strip()
+        names = [name.strip() for name in (row["labels"] or "").split(";") if name.strip()]
+        unknown = [name for name in names if name not in index]
+        stem = Path(image_name).with_suffix("").as_posix() if Path(image_name).name else ""
+        if None in row:
+            _report(problems, f"{source}: more fields than the header's {len(row) - 1} (separate class names with ';')")
+        elif not stem:
+            _report(problems, f"{source}: empty image name")
+        elif _leaves_root(image_name):
+            _report(problems, f"{source}: image path '{image_name}' leaves the dataset directory")
+        elif unknown:
+            _report(problems, f"{source}: unknown class name(s) {unknown} (not in classes.txt)")
+        elif first := _repeated(seen, stem, source):
+            _report(problems, f"{source}: image '{stem}' is already listed at {first}")
+        else:
+            samples.append(_folder_sample(root, stem, image_name, tuple(sorted({index[name] for name in names}))))
+    return DatasetSplit(root, "folder", split, class_names, samples, _read_context_classes(root, index))
+
+
+def _csv_rows(table: Path) -> list[tuple[str, dict]]:
+    """``(file:line, row)`` of a split CSV; extra columns are kept in the row and ignored."""
+    reader = csv.DictReader(io.StringIO(_read_text(table, "split file"), newline=""))
+    try:
         if not reader.fieldnames or not {"image", "labels"} <= set(reader.fieldnames):
             raise CosaError(f"{table}: header must contain the columns image,labels")
-        for line, row in enumerate(reader, start=2):
-            source = f"{table}:{line}"
-            image_name = (row["image"] or "").strip()
-            names = [name.strip() for name in (row["labels"] or "").split(";") if name.strip()]
-            unknown = [name for name in names if name not in index]
-            if not image_name:
-                _report(problems, f"{source}: empty image name")
-                continue
-            if _leaves_root(image_name):
-                _report(problems, f"{source}: image path '{image_name}' leaves the dataset directory")
-                continue
-            if unknown:
-                _report(problems, f"{source}: unknown class name(s) {unknown} (not in classes.txt)")
-                continue
-            stem = Path(image_name).with_suffix("").as_posix()
-            mask = root / "masks" / f"{stem}.png"
-            context = root / "context" / f"{stem}.png"
-            samples.append(
-                Sample(
-                    name=stem,
-                    image=root / "images" / image_name,
-                    labels=tuple(sorted({index[name] for name in names})),
-                    mask=mask if mask.is_file() else None,
-                    context=context if context.is_file() else None,
-                )
-            )
-    return DatasetSplit(root, "folder", split, class_names, samples, _read_context_classes(root, index))
+        return [(f"{table}:{reader.line_num}", row) for row in reader]
+    except csv.Error as error:
+        raise CosaError(f"{table}:{reader.line_num}: not a valid CSV ({error})") from None
+
+
+def _folder_sample(root: Path, stem: str, image_name: str, labels: tuple[int, ...]) -> Sample:
+    mask = root / "masks" / f"{stem}.png"
+    context = root / "context" / f"{stem}.png"
+    return Sample(
+        name=stem,
+        image=root / "images" / image_name,
+        labels=labels,
+        mask=mask if mask.is_file() else None,
+        context=context if context.is_file() else None,
+    )
 
 
 def _read_context_classes(root: Path, index: dict[str, int]) -> dict[int, int]:
@@ -176,12 +200,8 @@ def _read_context_classes(root: Path, index: dict[str, int]) -> dict[int, int]:
 # --- VOC and COCO: labels from masks ---------------------------------------------------------
 
 def _labels_from_mask(path: Path, num_classes: int) -> tuple[int, ...]:
-    try:
-        with Image.open(path) as image:
-            values = np.unique(np.asarray(image))
-    except (OSError, ValueError) as error:
-        raise CosaError(f"{path}: cannot read mask ({error})") from None
-    return tuple(int(v) - 1 for v in values if 1 <= v <= num_classes and v != IGNORE_INDEX)
+    values = read_mask(path).unique().tolist()
+    return tuple(v - 1 for v in values if 1 <= v <= num_classes)
 
 
 def _labels_or_report(mask: Path | None, num_classes: int, problems: list[str] | None) -> tuple[int, ...]:
@@ -206,7 +226,10 @@ def _cached_labels(
                 return [tuple(labels) for labels in stored["labels"]]
         except (ValueError, KeyError):
             log.warning("%s: ignoring an unreadable label cache", cache)
+    reported = len(problems or ())
     labels = [_labels_or_report(mask, num_classes, problems) for mask in masks]
+    if len(problems or ()) > reported:
+        return labels  # not cached: the unreadable masks' labels would stay empty once they are fixed
     try:
         cache.parent.mkdir(exist_ok=True)
         cache.write_text(json.dumps({"masks": key, "labels": [list(item) for item in labels]}))
@@ -215,12 +238,25 @@ def _cached_labels(
     return labels
 
 
-def _read_list(path: Path) -> list[str]:
-    names = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            # SBD-style lists hold "/JPEGImages/x.jpg /SegmentationClassAug/x.png".
-            names.append(Path(line.split()[0]).stem)
+def _read_list(path: Path, problems: list[str] | None = None) -> list[str]:
+    """The image names of a split list, one per line.
+
+    SBD-style lines hold "/JPEGImages/x.jpg /SegmentationClassAug/x.png": only the first entry's
+    stem is used, so a listed name always resolves inside the image and mask folders. Entries
+    with ``..`` are refused all the same, as signs of a list made for another tree.
+    """
+    names, seen = [], {}
+    for number, line in enumerate(_read_text(path, "split list").splitlines(), start=1):
+        if not line.strip():
+            continue
+        entry, source = line.split()[0], f"{path}:{number}"
+        name = Path(entry).stem
+        if ".." in Path(entry).parts:
+            _report(problems, f"{source}: image path '{entry}' leaves the dataset directory")
+        elif first := _repeated(seen, name, source):
+            _report(problems, f"{source}: image '{name}' is already listed at {first}")
+        else:
+            names.append(name)
     return names
 
 
@@ -248,7 +284,8 @@ def _read_voc(root: Path, split: str, problems: list[str] | None) -> DatasetSpli
     if listing is None:
         raise CosaError(f"{candidates[1]}: split list '{split}' not found (looked in ImageSets/Segmentation{{,Aug}}/ and {root})")
     mask_dirs = [root / "SegmentationClassAug", root / "SegmentationClass"]
-    return _build_split(root, "voc", split, VOC_CLASSES, _read_list(listing), root / "JPEGImages", mask_dirs, problems)
+    names = _read_list(listing, problems)
+    return _build_split(root, "voc", split, VOC_CLASSES, names, root / "JPEGImages", mask_dirs, problems)
 
 
 def _read_coco(root: Path, split: str, problems: list[str] | None) -> DatasetSplit:
@@ -259,7 +296,7 @@ def _read_coco(root: Path, split: str, problems: list[str] | None) -> DatasetSpl
     mask_dir = root / "SegmentationClass" / year_dir
     listing = next((p for p in (root / f"{split}.txt", root / "ImageSets" / f"{split}.txt") if p.is_file()), None)
     if listing is not None:
-        names = _read_list(listing)
+        names = _read_list(listing, problems)
     elif split in ("train", "val"):
         source = mask_dir if mask_dir.is_dir() else image_dir
         names = sorted(path.stem for path in source.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
