@@ -165,8 +165,9 @@ class Trainer:
         if losses.assigned is None:
             return
         thresholds = self.objective.thresholds
-        self.threshold_history.append(torch.stack([thresholds.cam.high, thresholds.cam.low,
-                                                   thresholds.aux.high, thresholds.aux.low]))
+        if thresholds.searching:
+            self.threshold_history.append(torch.stack([thresholds.cam.high, thresholds.cam.low,
+                                                       thresholds.aux.high, thresholds.aux.low]))
         if self.monitor is not None:
             inside = inside_box(batch["box"], tuple(batch["mask"].shape[-2:]))
             self.monitor.update(losses.assigned.cam, losses.cpl, batch["mask"], inside)
@@ -194,12 +195,15 @@ class Trainer:
         means["train/seconds_per_step"] = seconds_per_step
         if self.monitor is not None:
             means.update(self.monitor.summary(all_reduce_sum))
-        self._write_thresholds()
+        if self.objective.thresholds.searching:
+            self._write_thresholds()
+        elif self.cfg.method.recipe in PSEUDO_LABEL_RECIPES:
+            means.update({f"thresholds/{name}": value for name, value in self.objective.thresholds.values().items()})
         self.runlog.write(self.iteration, means)
         progress.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
 
     def _write_thresholds(self) -> None:
-        """One record per step of the interval (thresholds are logged every step, synced once)."""
+        """One record per step of the interval: searched thresholds are logged every step, synced once."""
         history = torch.stack(self.threshold_history).tolist() if self.threshold_history else []
         first = self.iteration - len(history) + 1
         for offset, values in enumerate(history):
