@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image
 
-from cosa.cli.common import load_trained, read_checkpoint
+from cosa.cli.common import load_trained, read_checkpoint, require_same_classes
 from cosa.config.load import config_from_dict
 from cosa.config.schema import Config
 from cosa.data.layouts import load_split
@@ -162,8 +162,7 @@ def _evaluate_checkpoint(checkpoint: Path, max_images: int | None, data: str | N
     if root is None:
         raise CosaError("the run's config names no dataset; pass --data ROOT")
     split = load_split(root, cfg.data.val_split)
-    if split.class_names != model.class_names:
-        raise CosaError(f"{checkpoint}: trained on other classes than those of {root}")
+    require_same_classes(model, split, checkpoint)
     evaluation = Evaluation(model.iteration, cfg, class_names=["background", *model.class_names])
     grid = prediction_grid(model.network, split, cfg, model.thresholds, device,
                            list(range(min(GRID_IMAGES, len(split.samples)))))

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from cosa.cli.common import load_trained, setup_logging
+    from cosa.cli.common import load_trained, require_same_classes, setup_logging
     from cosa.data.layouts import load_split
     from cosa.engine.distributed import resolve_device
     from cosa.engine.export import export_pseudo_labels
@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if root is None:
         raise CosaError("no dataset: pass --data ROOT")
     split = load_split(root, args.split or model.cfg.data.train_split)
-    if split.class_names != model.class_names:
-        raise CosaError(f"{args.checkpoint}: trained on other classes than those of {root}")
+    require_same_classes(model, split, args.checkpoint)
     out = Path(args.out)
     result = export_pseudo_labels(model.network, split, model.cfg, model.thresholds, out, device, args.max_images,
                                   progress=True)
