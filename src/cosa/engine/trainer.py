@@ -31,7 +31,7 @@ from cosa.engine.monitor import CplMonitor
 from cosa.engine.runlog import RunLog
 from cosa.engine.schedule import build_optimizer, lr_factor, set_learning_rate
 from cosa.errors import CosaError
-from cosa.method.cosa import CoSAObjective, StepLosses, inside_box
+from cosa.method.cosa import CoSAObjective, StepLosses
 from cosa.models.ema import ema_update
 from cosa.models.network import build_network
 
@@ -169,8 +169,7 @@ class Trainer:
             self.threshold_history.append(torch.stack([thresholds.cam.high, thresholds.cam.low,
                                                        thresholds.aux.high, thresholds.aux.low]))
         if self.monitor is not None:
-            inside = inside_box(batch["box"], tuple(batch["mask"].shape[-2:]))
-            self.monitor.update(losses.assigned.cam, losses.cpl, batch["mask"], inside)
+            self.monitor.update(losses.assigned.cam, losses.cpl, batch["mask"], losses.inside)
 
     def _loader(self) -> DataLoader:
         cfg = self.cfg

@@ -44,6 +44,7 @@ class StepLosses:
     terms: dict[str, torch.Tensor]  # unweighted loss terms, for logging
     cpl: torch.Tensor | None = None  # the step's CPL (B×H×W), for monitoring
     assigned: Assignments | None = None  # what the AN computed, for monitoring
+    inside: torch.Tensor | None = None  # the crop boxes (B×H×W bool), for monitoring
 
 
 def inside_box(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -116,7 +117,7 @@ class CoSAObjective:
             terms["csc"] = contrastive_separation_loss(output.cam, hard_spl, labels, cfg.contrastive.temperature)
             weighted = weighted + cfg.contrastive.weight * terms["csc"]
         total = terms["cls"] + terms["cls_aux"] + self.loss_gate(iteration) * weighted
-        return StepLosses(total, terms, cpl=cpl, assigned=assigned)
+        return StepLosses(total, terms, cpl=cpl, assigned=assigned, inside=inside)
 
     def cam_to_segmentation(self, seg: torch.Tensor, assigned: Assignments, labels: torch.Tensor,
                             inside: torch.Tensor, cpl: torch.Tensor, aux_cpl: torch.Tensor) -> torch.Tensor:
