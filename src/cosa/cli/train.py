@@ -20,6 +20,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--recipe", choices=RECIPE_NAMES, help="training recipe (default: the config's, release)")
     parser.add_argument("--out", help="run directory (default runs/CONFIG-RECIPE)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic kernels only: bit-identical CPU runs for a seed (train.deterministic=true)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.iterations=100")
     parser.set_defaults(run=run)
 
@@ -27,6 +29,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
     from cosa.config import load_config
 
+    if args.deterministic:
+        args.overrides = [*args.overrides, "train.deterministic=true"]
     if args.resume:
         if not args.out:
             raise CosaError("--resume needs --out RUN_DIR (the run to continue)")

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cosa.config.schema import AMP_MODES, RAW_MODES, RECIPE_NAMES, Config
+from cosa.config.schema import AMP_MODES, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES, Config
 from cosa.errors import CosaError
 
 PRESETS = ("voc", "coco", "demo")
@@ -164,6 +164,7 @@ def validate(cfg: Config) -> None:
     _require(cfg.train.iterations > 0, "train.iterations", "must be positive")
     _require(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
     _require(cfg.train.amp in AMP_MODES, "train.amp", f"must be one of {', '.join(AMP_MODES)}")
+    _require(cfg.train.nonfinite in NONFINITE_MODES, "train.nonfinite", f"must be one of {', '.join(NONFINITE_MODES)}")
     _require(cfg.train.device == "auto" or cfg.train.device.split(":")[0] in ("cpu", "cuda"),
              "train.device", "must be auto, cpu or cuda[:N]")
     for key in ("log_every", "eval_every", "checkpoint_every"):

@@ -14,6 +14,7 @@ RAW_MODES = ("all", "confident")
 # Recipes whose segmentation learns from the assignment network's pseudo-labels.
 PSEUDO_LABEL_RECIPES = ("release", "paper")
 AMP_MODES = ("none", "bf16", "fp16")
+NONFINITE_MODES = ("stop", "skip")
 
 
 @dataclass
@@ -143,6 +144,11 @@ class TrainConfig:
     checkpoint_every: int = 1000
     # Score the CAM pseudo-labels against the training masks when the split has them (logged).
     monitor_cpl: bool = True
+    # A step with a non-finite loss or gradient never reaches the networks: ``stop`` saves the
+    # state before it with its batch (RUN/nonfinite/) and ends the run; ``skip`` drops the step.
+    nonfinite: str = "stop"
+    # Deterministic kernels only (torch.use_deterministic_algorithms): bit-identical runs per seed.
+    deterministic: bool = False
 
 
 @dataclass

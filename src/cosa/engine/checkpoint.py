@@ -37,6 +37,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def remove_partial_writes(directory: str | Path) -> None:
+    """Delete the temporary files of checkpoint writes that a crash interrupted."""
+    for partial in Path(directory).glob(".*.tmp"):
+        partial.unlink(missing_ok=True)
+
+
 def read_torch_file(path: str | Path) -> Any:
     """The contents of a torch file, never unpickled (``weights_only=True``); one-line errors."""
     path = Path(path)

@@ -21,11 +21,11 @@ class RunLog:
             self._truncate_after(resume_from)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_from + 1 if resume_from else None)
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_from + 1 if resume_from is not None else None)
 
     def _truncate_after(self, iteration: int) -> None:
         """Drop entries a crashed run wrote after the checkpoint we resume from."""
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["iteration"] <= iteration]
+        kept = [json.dumps(record) for record in _records(self.path) if record["iteration"] <= iteration]
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, iteration: int, values: dict[str, float]) -> None:
@@ -44,6 +44,16 @@ class RunLog:
             self.writer.close()
 
 
+def _records(path: Path) -> list[dict]:
+    """The complete records of a log; a process killed mid-write leaves a partial last line."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return _records(Path(run_dir) / "metrics.jsonl")

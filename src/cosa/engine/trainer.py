@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import asdict
@@ -24,7 +25,7 @@ from cosa.config.load import save_config
 from cosa.config.schema import PSEUDO_LABEL_RECIPES, Config
 from cosa.data.datasets import StreamSampler, TrainingViews
 from cosa.data.layouts import DatasetSplit, load_split
-from cosa.engine.checkpoint import load_checkpoint, save_checkpoint
+from cosa.engine.checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from cosa.engine.distributed import DistContext, all_gather_cat, all_reduce_sum, average_buffers, barrier
 from cosa.engine.evaluate import evaluate, format_results
 from cosa.engine.monitor import CplMonitor
@@ -34,6 +35,7 @@ from cosa.errors import CosaError
 from cosa.method.cosa import CoSAObjective, StepLosses
 from cosa.models.ema import ema_update
 from cosa.models.network import build_network
+from cosa.profiling import section, timed
 
 log = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -43,10 +45,19 @@ VALIDATION_SCALARS = ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou"
                       "cpl_recall", "coexistence", "coexistence_cam")
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed every generator; ``deterministic`` also asks torch for deterministic kernels only.
+
+    CUDA has no deterministic kernel for some backward passes (bilinear upsampling among them):
+    torch then warns and names the operation instead of failing, so GPU runs may still differ.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
 
 
 class Trainer:
@@ -55,14 +66,14 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.dist = dist
         self.device = dist.device
-        seed_everything(cfg.train.seed)
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
         if cfg.data.root is None:
             raise CosaError("no dataset: pass --data ROOT (or set data.root)")
         self.train_split = load_split(cfg.data.root, cfg.data.train_split)
         self.val_split = self._validation_split()
         self.class_names = self.train_split.class_names
 
-        checkpoint = load_checkpoint(self.last_checkpoint) if resume else None
+        checkpoint = self._resume_point() if resume else None
         self.online = build_network(cfg.model, len(self.class_names), pretrained=checkpoint is None).to(self.device)
         self.online.train()  # applies model.freeze_batchnorm
         self.assignment = copy.deepcopy(self.online).eval().requires_grad_(False)
@@ -74,6 +85,7 @@ class Trainer:
         self.threshold_history: list[torch.Tensor] = []  # this log interval's per-step thresholds
         self.monitor = CplMonitor(self.device) if self._monitors_cpl() else None
         self.iteration = 0
+        self.skipped_steps = 0
         self.best_miou = float("-inf")
         self.last_metrics: dict | None = None
         if checkpoint is not None:
@@ -98,6 +110,15 @@ class Trainer:
     @property
     def last_checkpoint(self) -> Path:
         return self.run_dir / "checkpoints" / "last.pt"
+
+    def _resume_point(self) -> dict | None:
+        """The last checkpoint; None (start over) when the run was stopped before writing one."""
+        if self.dist.is_main:
+            remove_partial_writes(self.last_checkpoint.parent)
+        if not self.last_checkpoint.exists():
+            log.warning("%s: no checkpoint yet; training starts from the beginning", self.run_dir)
+            return None
+        return load_checkpoint(self.last_checkpoint)
 
     def _validation_split(self) -> DatasetSplit | None:
         try:
@@ -145,20 +166,67 @@ class Trainer:
                 self.save(self.last_checkpoint)
 
     def train_step(self, batch: dict) -> StepLosses:
-        """One optimiser step of the online network, then the EMA update of the assignment network."""
+        """One optimiser step of the online network, then the EMA update of the assignment network.
+
+        A step whose loss or gradients are not finite changes neither network (``train.nonfinite``).
+        """
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
         set_learning_rate(self.optimizer, lr_factor(self.iteration - 1, self.cfg.train.iterations, self.cfg.optim))
         amp = self.cfg.train.amp
-        with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16), enabled=amp != "none"):
+        # The forward pass updates BatchNorm statistics; a faulty step must not keep them.
+        statistics = [buffer.clone() for buffer in self.online.buffers()]
+        with section("objective"), torch.autocast(self.device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16),
+                                                  enabled=amp != "none"):
             losses = self.objective(self.model, self.assignment, batch, self.iteration)
-        self.scaler.scale(losses.total).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        average_buffers(self.online, self.dist.world_size)
-        ema_update(self.assignment, self.online, self.cfg.method.ema_momentum)
+        with section("backward"):
+            self.scaler.scale(losses.total).backward()
+        faults = timed("nonfinite_check", self._nonfinite, losses)
+        if faults:
+            self.optimizer.zero_grad(set_to_none=True)
+            torch._foreach_copy_(list(self.online.buffers()), statistics)
+            self._handle_nonfinite(batch, losses, faults)
+            return losses
+        with section("optimizer"):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        with section("ema"):
+            average_buffers(self.online, self.dist.world_size)
+            ema_update(self.assignment, self.online, self.cfg.method.ema_momentum)
         self._record(batch, losses)
         return losses
+
+    def _nonfinite(self, losses: StepLosses) -> list[str]:
+        """Names of the non-finite loss terms (and ``gradients``) on any process: the step's one host sync.
+
+        With fp16 the gradient scaler already skips steps with overflowing gradients, as it should.
+        """
+        names = [*losses.terms, "total"]
+        values = [*(term.detach().float() for term in losses.terms.values()), losses.total.detach().float()]
+        if not self.scaler.is_enabled():
+            grads = [p.grad for p in self.online.parameters() if p.grad is not None]
+            names.append("gradients")
+            values.append(torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device))
+        flags = all_reduce_sum((~torch.isfinite(torch.stack(values))).float())
+        return [name for name, flag in zip(names, flags.tolist()) if flag]
+
+    def _handle_nonfinite(self, batch: dict, losses: StepLosses, faults: list[str]) -> None:
+        values = ", ".join(f"{name}={float(losses.terms[name].detach()):g}" for name in faults if name in losses.terms)
+        what = f"step {self.iteration}: non-finite {', '.join(faults)}" + (f" ({values})" if values else "")
+        if self.cfg.train.nonfinite == "skip":
+            self.skipped_steps += 1
+            log.warning("%s; step skipped, networks unchanged (%d skipped so far)", what, self.skipped_steps)
+            return
+        # The networks, optimiser and thresholds are still those before the step: with the batch,
+        # this file replays it (load it like last.pt).
+        path = self.run_dir / "nonfinite" / f"step{self.iteration}.pt"
+        self.iteration -= 1
+        payload = {**self.checkpoint_payload(), "batch": {key: value.cpu() for key, value in batch.items()}}
+        if self.dist.is_main:
+            save_checkpoint(path, payload)
+        barrier()
+        raise CosaError(f"{what}; saved the state before it and its batch to {path} "
+                        f"(train.nonfinite=skip skips such steps)")
 
     def _record(self, batch: dict, losses: StepLosses) -> None:
         """Keep this step's thresholds and CPL counts on the device until the next log."""
@@ -192,6 +260,8 @@ class Trainer:
         means = {f"train/{name}": float(value) / count for name, value in zip(names, values.cpu())}
         means["train/lr"] = self.optimizer.param_groups[0]["lr"]
         means["train/seconds_per_step"] = seconds_per_step
+        if self.skipped_steps:
+            means["train/skipped_steps"] = self.skipped_steps
         if self.monitor is not None:
             means.update(self.monitor.summary(all_reduce_sum))
         if self.objective.thresholds.searching:
@@ -238,6 +308,7 @@ class Trainer:
             "assignment": self.assignment.state_dict(),
             "thresholds": self.objective.thresholds.state_dict(),
             "best_miou": self.best_miou,
+            "skipped_steps": self.skipped_steps,
             "metrics": self.last_metrics,
         }
         if full:
@@ -266,6 +337,7 @@ class Trainer:
         self.objective.thresholds.load_state_dict(checkpoint["thresholds"])
         self.iteration = int(checkpoint["iteration"])
         self.best_miou = float(checkpoint["best_miou"])
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
         self.last_metrics = checkpoint.get("metrics")
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if checkpoint["rng"]["cuda"] and torch.cuda.is_available():

@@ -36,6 +36,7 @@ from cosa.method.pseudo_labels import (
     segmentation_pseudo_labels,
 )
 from cosa.method.thresholds import CplThresholds
+from cosa.profiling import section, timed
 
 
 @dataclass
@@ -88,33 +89,39 @@ class CoSAObjective:
         size = tuple(weak.shape[-2:])
         inside = inside_box(batch["box"], size)
 
-        assigned = multiscale_assignments(
-            assignment, weak, labels, cfg.assignment_scales, cfg.aux_cam_last_scale_only
-        )
-        thresholds.update(assigned.cam.amax(dim=1), assigned.aux_cam.amax(dim=1))
-        cpl = cam_pseudo_labels(assigned.cam, inside, thresholds.cam.high, thresholds.cam.low, cfg.cpl_released_resampling)
-        aux_cpl = cam_pseudo_labels(
-            assigned.aux_cam, inside, thresholds.aux.high, thresholds.aux.low, cfg.cpl_released_resampling
-        )
-        spl = segmentation_pseudo_labels(assigned.seg, labels, cfg.spl_temperature)
+        with section("assignment_pass"):
+            assigned = multiscale_assignments(
+                assignment, weak, labels, cfg.assignment_scales, cfg.aux_cam_last_scale_only
+            )
+        timed("thresholds", thresholds.update, assigned.cam.amax(dim=1), assigned.aux_cam.amax(dim=1))
+        with section("pseudo_labels"):
+            cpl = cam_pseudo_labels(
+                assigned.cam, inside, thresholds.cam.high, thresholds.cam.low, cfg.cpl_released_resampling
+            )
+            aux_cpl = cam_pseudo_labels(
+                assigned.aux_cam, inside, thresholds.aux.high, thresholds.aux.low, cfg.cpl_released_resampling
+            )
+            spl = segmentation_pseudo_labels(assigned.seg, labels, cfg.spl_temperature)
 
-        output = online(strong)
-        seg = resize(output.seg, size).float()
+        with section("online_forward"):
+            output = online(strong)
+            seg = resize(output.seg, size).float()
         reg = cfg.regularizer
         terms = {
-            "cls": classification_loss(output.logits.float(), labels),
-            "cls_aux": classification_loss(output.aux_logits.float(), labels),
-            "c2s": self.cam_to_segmentation(seg, assigned, labels, inside, cpl, aux_cpl),
-            "s2c": segmentation_to_cam_loss(output.cam.float(), spl),
-            "reg": dense_energy_loss(
-                to_pixel_values(strong), seg.softmax(dim=1), inside.float(), cpl,
+            "cls": timed("loss/cls", classification_loss, output.logits.float(), labels),
+            "cls_aux": timed("loss/cls_aux", classification_loss, output.aux_logits.float(), labels),
+            "c2s": timed("loss/c2s", self.cam_to_segmentation, seg, assigned, labels, inside, cpl, aux_cpl),
+            "s2c": timed("loss/s2c", segmentation_to_cam_loss, output.cam.float(), spl),
+            "reg": timed(
+                "loss/reg", dense_energy_loss, to_pixel_values(strong), seg.softmax(dim=1), inside.float(), cpl,
                 sigma_rgb=reg.sigma_rgb, sigma_xy=reg.sigma_xy, scale=reg.scale, weight=reg.energy_weight,
             ),
         }
         weighted = cfg.c2s_weight * terms["c2s"] + cfg.s2c_weight * terms["s2c"] + cfg.reg_weight * terms["reg"]
         if cfg.contrastive.enabled:
-            hard_spl = hard_segmentation_labels(spl, tuple(output.cam.shape[-2:]), cfg.contrastive.spl_confidence)
-            terms["csc"] = contrastive_separation_loss(output.cam, hard_spl, labels, cfg.contrastive.temperature)
+            with section("loss/csc"):
+                hard_spl = hard_segmentation_labels(spl, tuple(output.cam.shape[-2:]), cfg.contrastive.spl_confidence)
+                terms["csc"] = contrastive_separation_loss(output.cam, hard_spl, labels, cfg.contrastive.temperature)
             weighted = weighted + cfg.contrastive.weight * terms["csc"]
         total = terms["cls"] + terms["cls_aux"] + self.loss_gate(iteration) * weighted
         return StepLosses(total, terms, cpl=cpl, assigned=assigned, inside=inside)

@@ -1,0 +1,197 @@
+"""Numerical faults, kill -9 at any moment, determinism and distributed failures (issue: reliability)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import cosa.method.cosa as objective_module
+from cosa.config import load_config
+from cosa.engine.checkpoint import load_checkpoint
+from cosa.engine.distributed import DistContext
+from cosa.engine.runlog import read_metrics
+from cosa.engine.trainer import Trainer
+from cosa.errors import CosaError
+
+from conftest import TINY_OVERRIDES
+
+CPU = DistContext(0, 1, 0, torch.device("cpu"))
+TESTS = Path(__file__).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+# Checkpoints at 2, 4, 6 (last.pt); evaluations at 3 and 6 (best.pt when better).
+KILL_OVERRIDES = [*TINY_OVERRIDES, "train.checkpoint_every=2", "train.device=cpu"]
+
+
+def states_equal(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def all_finite(state: dict) -> bool:
+    return all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
+
+
+def poison_at(monkeypatch, iteration: int, gradient_only: bool = False) -> None:
+    """Make L_s2c non-finite at ``iteration`` (or, with ``gradient_only``, finite with a NaN gradient)."""
+    original, calls = objective_module.segmentation_to_cam_loss, []
+
+    class NanGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, value):
+            return value.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    def poisoned(*args, **kwargs):
+        calls.append(None)
+        loss = original(*args, **kwargs)
+        if len(calls) != iteration:
+            return loss
+        return NanGradient.apply(loss) if gradient_only else loss * float("nan")
+    monkeypatch.setattr(objective_module, "segmentation_to_cam_loss", poisoned)
+
+
+def record_states(monkeypatch) -> list[tuple[dict, dict]]:
+    """(online, assignment) state dicts after every step."""
+    states, original = [], Trainer.train_step
+
+    def train_step(self, batch):
+        losses = original(self, batch)
+        states.append(({k: v.clone() for k, v in self.online.state_dict().items()},
+                       {k: v.clone() for k, v in self.assignment.state_dict().items()}))
+        return losses
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    return states
+
+
+def tiny_config(data, *extra):
+    return load_config("demo", "release", str(data), [*TINY_OVERRIDES, *extra])
+
+
+# --- numerical faults -------------------------------------------------------------------------
+
+def test_a_nonfinite_loss_stops_the_run_naming_step_and_term_and_saves_the_state_before_it(
+        tiny_data, tmp_path, monkeypatch):
+    poison_at(monkeypatch, 4)
+    trainer = Trainer(tiny_config(tiny_data), tmp_path / "run", CPU)
+    with pytest.raises(CosaError, match=r"step 4: non-finite s2c, total, gradients \(s2c=nan\)") as error:
+        trainer.fit()
+    saved = tmp_path / "run" / "nonfinite" / "step4.pt"
+    assert str(saved) in str(error.value) and "\n" not in str(error.value)
+    payload = load_checkpoint(saved)
+    assert payload["iteration"] == 3 and set(payload["batch"]) >= {"weak", "strong", "labels", "box"}
+    assert all_finite(trainer.online.state_dict()) and all_finite(trainer.assignment.state_dict())
+    assert states_equal(payload["online"], trainer.online.state_dict())
+    assert states_equal(payload["assignment"], trainer.assignment.state_dict())
+
+
+@pytest.mark.parametrize("gradient_only", [False, True], ids=["loss", "gradient"])
+def test_skip_mode_drops_the_faulty_step_and_leaves_both_networks_unchanged(
+        tiny_data, tmp_path, monkeypatch, gradient_only):
+    poison_at(monkeypatch, 4, gradient_only)
+    states = record_states(monkeypatch)
+    trainer = Trainer(tiny_config(tiny_data, "train.nonfinite=skip"), tmp_path / "run", CPU)
+    trainer.fit()
+    assert trainer.iteration == 6 and trainer.skipped_steps == 1
+    assert states_equal(states[2][0], states[3][0]) and states_equal(states[2][1], states[3][1])
+    assert not states_equal(states[3][1], states[4][1])  # training went on after the skipped step
+    assert all_finite(trainer.online.state_dict()) and all_finite(trainer.assignment.state_dict())
+    logged = [entry["train/skipped_steps"] for entry in read_metrics(tmp_path / "run") if "train/skipped_steps" in entry]
+    assert logged == [1, 1]  # at the log steps 4 and 6
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["skipped_steps"] == 1
+
+
+def test_a_gradient_fault_in_stop_mode_is_named(tiny_data, tmp_path, monkeypatch):
+    poison_at(monkeypatch, 3, gradient_only=True)
+    with pytest.raises(CosaError, match=r"step 3: non-finite gradients;"):
+        Trainer(tiny_config(tiny_data), tmp_path / "run", CPU).fit()
+
+
+# --- kill -9 and resume -----------------------------------------------------------------------
+
+def cosa_train(run_dir: Path, data: Path, point: str = "none", resume: bool = False) -> subprocess.Popen:
+    arguments = ["train", "--out", str(run_dir), "--deterministic"]
+    arguments += ["--resume"] if resume else ["--config", "demo", "--data", str(data), *KILL_OVERRIDES]
+    return subprocess.Popen([sys.executable, str(TESTS / "kill_worker.py"), point, *arguments], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    completed = finish(cosa_train(run_dir, tiny_data))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return run_dir
+
+
+def outcome(run_dir: Path) -> tuple[dict, dict]:
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    return json.loads((run_dir / "final_metrics.json").read_text()), last
+
+
+KILL_POINTS = [
+    "step:1",  # before the first checkpoint: resuming starts over
+    "checkpoint-replace:1",  # the first last.pt complete but not yet renamed into place
+    "ema:3",  # iteration 3's optimiser step applied, its EMA update not
+    "evaluation",  # inside the evaluation at iteration 3
+    "checkpoint-write:2",  # half of best.pt written at iteration 3
+    "checkpoint-write:3",  # half of last.pt written at iteration 4
+    "external",  # SIGKILL from outside once iteration 2 is logged
+]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_9_then_resume_finishes_like_an_uninterrupted_run(tiny_data, tmp_path, uninterrupted, point):
+    run_dir = tmp_path / "run"
+    if point == "external":
+        process = cosa_train(run_dir, tiny_data)
+        deadline = time.time() + 120
+        while not any(entry.get("iteration", 0) >= 2 for entry in safe_metrics(run_dir)) and time.time() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    else:
+        process = cosa_train(run_dir, tiny_data, point)
+    killed = finish(process)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (run_dir / "final_metrics.json").exists()
+    if (run_dir / "checkpoints" / "last.pt").exists():  # what a kill leaves is always loadable
+        assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["iteration"] in (2, 4)
+
+    resumed = finish(cosa_train(run_dir, tiny_data, resume=True))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (metrics, last), (expected_metrics, expected_last) = outcome(run_dir), outcome(uninterrupted)
+    assert metrics == expected_metrics
+    assert states_equal(last["online"], expected_last["online"])
+    assert states_equal(last["assignment"], expected_last["assignment"])
+    assert last["optimizer"]["state"].keys() == expected_last["optimizer"]["state"].keys()
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # partial writes were cleaned up
+    logged = [entry["iteration"] for entry in read_metrics(run_dir) if "train/loss" in entry]
+    assert logged == [2, 4, 6]
+
+
+def safe_metrics(run_dir: Path) -> list[dict]:
+    return read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+
+
+# --- determinism --------------------------------------------------------------------------------
+
+def test_deterministic_cpu_runs_are_bit_identical(tiny_data, tmp_path, uninterrupted):
+    completed = finish(cosa_train(tmp_path / "again", tiny_data))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (metrics, last), (expected_metrics, expected_last) = outcome(tmp_path / "again"), outcome(uninterrupted)
+    assert metrics == expected_metrics
+    assert states_equal(last["online"], expected_last["online"])
+    assert states_equal(last["assignment"], expected_last["assignment"])
+    assert last["config"]["train"]["deterministic"] is True
