@@ -13,9 +13,11 @@ import torch
 
 import cosa.method.cosa as objective_module
 from cosa.config import load_config
+from cosa.data.datasets import StreamSampler
 from cosa.engine.checkpoint import load_checkpoint
 from cosa.engine.distributed import DistContext
 from cosa.engine.runlog import read_metrics
+from cosa.engine.schedule import lr_factor
 from cosa.engine.trainer import Trainer
 from cosa.errors import CosaError
 
@@ -119,7 +121,7 @@ def test_a_gradient_fault_in_stop_mode_is_named(tiny_data, tmp_path, monkeypatch
 def cosa_train(run_dir: Path, data: Path, point: str = "none", resume: bool = False) -> subprocess.Popen:
     arguments = ["train", "--out", str(run_dir), "--deterministic"]
     arguments += ["--resume"] if resume else ["--config", "demo", "--data", str(data), *KILL_OVERRIDES]
-    return subprocess.Popen([sys.executable, str(TESTS / "kill_worker.py"), point, *arguments], env=ENV,
+    return subprocess.Popen([sys.executable, str(TESTS / "fault_worker.py"), point, *arguments], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -195,3 +197,49 @@ def test_deterministic_cpu_runs_are_bit_identical(tiny_data, tmp_path, uninterru
     assert states_equal(last["online"], expected_last["online"])
     assert states_equal(last["assignment"], expected_last["assignment"])
     assert last["config"]["train"]["deterministic"] is True
+
+
+# --- distributed failures -----------------------------------------------------------------------
+
+def torchrun(point: str, run_dir: Path, data: Path, processes: int = 2, timeout: float = 300):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               str(TESTS / "fault_worker.py"), point, "train", "--config", "demo", "--data", str(data),
+               "--out", str(run_dir), *KILL_OVERRIDES]
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def test_an_exception_on_one_rank_ends_every_rank_within_seconds(tiny_data, tmp_path):
+    completed = torchrun("raise:4:1", tmp_path / "run", tiny_data)
+    ended = time.time()
+    assert completed.returncode != 0
+    assert "injected failure on rank 1 at iteration 4" in completed.stderr
+    raised = float(completed.stderr.split("raising at ")[1].split()[0])
+    assert ended - raised < 30, f"the other rank took {ended - raised:.0f} s to stop"
+
+
+def test_resuming_with_another_process_count_keeps_the_global_batch_and_schedule(tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    killed = torchrun("step:4", run_dir, tiny_data)  # both ranks die as iteration 4 starts
+    assert killed.returncode != 0
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["iteration"] == 2
+
+    resumed = finish(cosa_train(run_dir, tiny_data, resume=True))  # one process now
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert final["iteration"] == 6 and final["config"]["train"]["batch_size"] == 4
+    logged = {entry["iteration"]: entry for entry in read_metrics(run_dir) if "train/loss" in entry}
+    assert sorted(logged) == [2, 4, 6]
+    # The learning rate follows the one schedule across the change of process count.
+    cfg = load_config(str(run_dir / "config.yaml"), None, None, [])
+    for iteration, entry in logged.items():
+        assert entry["train/lr"] == pytest.approx(cfg.optim.lr * lr_factor(iteration - 1, 6, cfg.optim))
+
+
+def test_every_process_count_reads_the_same_global_batches():
+    def global_batches(world_size: int, start: int) -> list[list[int]]:
+        shares = [list(StreamSampler(8, rank, world_size, start, 5)) for rank in range(world_size)]
+        per = 8 // world_size
+        return [sum((share[step * per:(step + 1) * per] for share in shares), []) for step in range(5 - start)]
+
+    assert global_batches(1, 2) == global_batches(2, 2) == global_batches(4, 2) == global_batches(8, 2)
+    assert global_batches(1, 0)[2:] == global_batches(2, 2)

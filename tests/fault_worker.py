@@ -1,17 +1,19 @@
-"""Run by test_faults.py: ``cosa train`` that SIGKILLs itself at a chosen point (a real kill -9).
+"""Run by test_faults.py: ``cosa train`` that fails at a chosen point (also under torchrun).
 
-    python kill_worker.py POINT cosa-train-arguments...
+    python fault_worker.py POINT cosa-train-arguments...
 
-POINT is ``step:N`` (as iteration N starts), ``ema:N`` (iteration N's optimiser step is applied,
+Most points SIGKILL the process (a real kill -9): ``step:N`` (as iteration N starts), ``ema:N`` (iteration N's optimiser step is applied,
 its EMA update is not), ``evaluation`` (inside the first evaluation), ``checkpoint-write:K`` (half
 of the K-th checkpoint file written), ``checkpoint-replace:K`` (the K-th file written, not yet
-renamed) or ``none``.
+renamed). ``raise:N:R`` raises an exception on rank R as iteration N starts, after printing the
+time to stderr. ``none`` trains normally.
 """
 
 import io
 import os
 import signal
 import sys
+import time
 
 import cosa.engine.checkpoint as checkpoint_module
 import cosa.engine.trainer as trainer_module
@@ -28,6 +30,17 @@ def kill_at_step(iteration: int) -> None:
     def train_step(self, batch):
         if self.iteration == iteration:
             die()
+        return original(self, batch)
+    trainer_module.Trainer.train_step = train_step
+
+
+def raise_at_step(iteration: int, rank: int) -> None:
+    original = trainer_module.Trainer.train_step
+
+    def train_step(self, batch):
+        if self.iteration == iteration and self.dist.rank == rank:
+            print(f"raising at {time.time()}", file=sys.stderr, flush=True)
+            raise RuntimeError(f"injected failure on rank {rank} at iteration {iteration}")
         return original(self, batch)
     trainer_module.Trainer.train_step = train_step
 
@@ -73,6 +86,9 @@ def install(point: str) -> None:
     kind, _, number = point.partition(":")
     if kind == "step":
         kill_at_step(int(number))
+    elif kind == "raise":
+        iteration, rank = number.split(":")
+        raise_at_step(int(iteration), int(rank))
     elif kind == "ema":
         kill_in_ema_update(int(number))
     elif kind == "evaluation":
