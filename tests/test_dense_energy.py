@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from cosa.data.io import IGNORE_INDEX
 from cosa.method.dense_energy import bilateral_features, bilateral_filter, dense_energy_loss
+from cosa.method.permutohedral import calibrated_permutohedral_filter, permutohedral_filter
 
 
 def pair_kernel(image: torch.Tensor, sigma_rgb: float, sigma_xy: float) -> torch.Tensor:
@@ -201,3 +202,73 @@ def test_fp32_under_autocast_and_no_gradient_for_other_inputs():
     loss.backward()
     assert leaf.grad.dtype == torch.bfloat16
     assert image.grad is None
+
+
+# --- the permutohedral lattice (the O(N) approximation) --------------------------------------
+
+def photo_features(tiny_data, index: int, sigma_xy: float = 50.0 * 64 / 224):
+    """Bilateral features of a real 64×64 image of the synthetic dataset (textures, edges)."""
+    from cosa.data.io import read_image
+
+    path = sorted((tiny_data / "images").iterdir())[index]
+    return bilateral_features(read_image(path).double(), 15.0, sigma_xy)
+
+
+def relative_error(approximate: torch.Tensor, exact: torch.Tensor) -> float:
+    return float((approximate - exact).norm() / exact.norm())
+
+
+def test_the_lattice_kernel_is_a_unit_gaussian_up_to_its_cut_tails():
+    points = torch.cat([torch.zeros(1, 5), torch.randn(20_000, 5, generator=torch.Generator().manual_seed(0)) * 1.5])
+    impulse = torch.zeros(len(points), 1, dtype=torch.float64)
+    impulse[0] = 1
+    response = permutohedral_filter(points.double(), impulse)[1:, 0]
+    squared_distance = points[1:].double().square().sum(1)
+    near = response > 1e-4
+    # log response = log c − d²/(2s²): the fitted width s is the kernel's, 1, within 10%.
+    design = torch.stack([torch.ones(int(near.sum()), dtype=torch.float64), -squared_distance[near] / 2], 1)
+    log_scale, inverse_variance = torch.linalg.lstsq(design, response[near].log()[:, None]).solution[:, 0]
+    assert inverse_variance.item() == pytest.approx(1.0, abs=0.1)
+    assert 0.6 < log_scale.exp().item() < 1.0
+
+
+@pytest.mark.parametrize("index", [0, 5, 11])
+def test_the_calibrated_lattice_is_within_12_percent_of_the_exact_filter_on_real_images(tiny_data, index):
+    features = photo_features(tiny_data, index)
+    values = torch.rand(len(features), 21, generator=torch.Generator().manual_seed(index), dtype=torch.float64)
+    values = values.softmax(dim=1)
+    exact = bilateral_filter(features, values)
+    uncalibrated = permutohedral_filter(features, values)
+    assert 0.3 < float(uncalibrated.sum() / exact.sum()) < 0.8  # the lattice's cut tails (module docstring)
+    assert relative_error(calibrated_permutohedral_filter(features, values), exact) < 0.12
+
+
+def test_the_dense_energy_with_the_lattice_is_close_to_the_exact_one(tiny_data):
+    from cosa.data.io import read_image
+
+    image = torch.stack([read_image(path).double() for path in sorted((tiny_data / "images").iterdir())[:2]])
+    probs = torch.randn(2, 4, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64).softmax(1)
+    roi = torch.ones(2, 64, 64, dtype=torch.float64)
+    pseudo_label = torch.full((2, 64, 64), IGNORE_INDEX)
+    results = {}
+    for method in ("exact", "lattice"):
+        leaf = probs.clone().requires_grad_()
+        loss = dense_energy_loss(image, leaf, roi, pseudo_label, scale=1.0, sigma_xy=15.0, weight=1.0, method=method)
+        loss.backward()
+        results[method] = (loss.item(), leaf.grad.flatten())
+    (exact_loss, exact_grad), (lattice_loss, lattice_grad) = results["exact"], results["lattice"]
+    assert lattice_loss == pytest.approx(exact_loss, rel=0.12)
+    assert F.cosine_similarity(lattice_grad, exact_grad, dim=0) > 0.98
+
+
+def test_auto_filters_exactly_up_to_the_limit_and_with_the_lattice_above(monkeypatch):
+    import cosa.method.dense_energy as module
+
+    features = torch.randn(100, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    values = torch.rand(100, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    exact, lattice = module.bilateral_filter(features, values), calibrated_permutohedral_filter(features, values)
+    monkeypatch.setattr(module, "EXACT_MAX_PIXELS", 100)
+    torch.testing.assert_close(module.gaussian_filter(features, values, "auto"), exact)
+    monkeypatch.setattr(module, "EXACT_MAX_PIXELS", 99)
+    torch.testing.assert_close(module.gaussian_filter(features, values, "auto"), lattice)
+    assert not torch.equal(exact, lattice)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cosa.config.schema import AMP_MODES, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES, Config
+from cosa.config.schema import AMP_MODES, DENSE_FILTERS, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES, Config
 from cosa.errors import CosaError
 
 PRESETS = ("voc", "coco", "demo")
@@ -153,6 +153,8 @@ def validate(cfg: Config) -> None:
         _require(getattr(cfg.method.regularizer, key) > 0, f"method.regularizer.{key}", "must be positive")
     for key in ("c2s_weight", "s2c_weight", "reg_weight", "supervised_weight"):
         _require(getattr(cfg.method, key) >= 0, f"method.{key}", "must be >= 0")
+    _require(cfg.method.regularizer.filter in DENSE_FILTERS, "method.regularizer.filter",
+             f"must be one of {', '.join(DENSE_FILTERS)}")
     _require(cfg.method.regularizer.energy_weight >= 0, "method.regularizer.energy_weight", "must be >= 0")
     _require(cfg.method.contrastive.weight >= 0, "method.contrastive.weight", "must be >= 0")
     _require(cfg.optim.lr > 0, "optim.lr", "must be positive")

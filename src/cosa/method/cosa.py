@@ -115,6 +115,7 @@ class CoSAObjective:
             "reg": timed(
                 "loss/reg", dense_energy_loss, to_pixel_values(strong), seg.softmax(dim=1), inside.float(), cpl,
                 sigma_rgb=reg.sigma_rgb, sigma_xy=reg.sigma_xy, scale=reg.scale, weight=reg.energy_weight,
+                method=reg.filter,
             ),
         }
         weighted = cfg.c2s_weight * terms["c2s"] + cfg.s2c_weight * terms["s2c"] + cfg.reg_weight * terms["reg"]

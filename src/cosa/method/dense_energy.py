@@ -12,10 +12,12 @@ every pixel of the image, j = i included. The gate G(i) = max(0, R(i) − max_k 
 where P(i) = 255, restricts the energy to pixels the segmentation is unsure about or the CAM
 pseudo-label ignores.
 
-The released code evaluates K with a compiled permutohedral lattice. Here K is evaluated exactly in
-PyTorch: the pixels are embedded as f = [p/σ_xy, I/σ_rgb], so K(i,j) = exp(−½‖f_i − f_j‖²), and the
-filter Σ_j K(i,j) v(j) is computed tile by tile, so memory stays bounded while the work is
-O((HW)²) per image (halved by K's symmetry).
+The released code evaluates K with a compiled permutohedral lattice. Here the pixels are embedded
+as f = [p/σ_xy, I/σ_rgb], so K(i,j) = exp(−½‖f_i − f_j‖²), and the filter Σ_j K(i,j) v(j) is either
+evaluated exactly, tile by tile, so memory stays bounded while the work is O((HW)²) per image
+(halved by K's symmetry), or approximated in O(HW) by a permutohedral lattice in plain PyTorch
+(:mod:`cosa.method.permutohedral`), rescaled per image to the exact filter on a sample of pixels.
+``filter="auto"`` takes the exact filter up to ``EXACT_MAX_PIXELS`` pixels and the lattice above.
 
 The gradient is the released one, not the exact derivative of L_reg: with
 AS_k(i) = G(i) · Σ_j K(i,j) R(j) s_k(j), it is ∂L/∂s_k(i) = −2λ · AS_k(i) · R(i) / B. The gate is held
@@ -31,12 +33,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cosa.data.io import IGNORE_INDEX
+from cosa.method.permutohedral import calibrated_permutohedral_filter
 
 # Side of the square tiles of K evaluated at once. On a CPU a 512×512 fp32 tile (1 MiB) stays in
 # cache across the tile's few passes (2–3× faster than long row strips, measured); on an
 # accelerator a 4096×4096 tile (64 MiB) keeps the number of kernel launches small.
 CPU_TILE = 512
 ACCELERATOR_TILE = 4096
+# Above this many pixels (at the loss's resolution) "auto" uses the lattice: the exact filter's
+# O(N²) work reaches a ViT-S network's own at about 128² (CPU, benchmarks/speed.py).
+EXACT_MAX_PIXELS = 128 * 128
 # exp(−87) ≈ 1.6e-38 is the smallest kernel value kept: still a normal fp32 number.
 EXPONENT_FLOOR = -87.0
 
@@ -88,6 +94,13 @@ def bilateral_filter(features: Tensor, values: Tensor, chunk_size: int | None = 
     return out
 
 
+def gaussian_filter(features: Tensor, values: Tensor, method: str = "auto", chunk_size: int | None = None) -> Tensor:
+    """Σ_j exp(−½‖f_i − f_j‖²) · values(j): ``exact``, ``lattice`` or ``auto`` (by the pixel count)."""
+    if method == "lattice" or (method == "auto" and features.shape[0] > EXACT_MAX_PIXELS):
+        return calibrated_permutohedral_filter(features, values)
+    return bilateral_filter(features, values, chunk_size)
+
+
 def _downscale(tensor: Tensor, scale: float, mode: str) -> Tensor:
     if mode == "bilinear":
         return F.interpolate(tensor, scale_factor=scale, mode=mode, align_corners=False, recompute_scale_factor=True)
@@ -109,6 +122,7 @@ class _DenseEnergy(torch.autograd.Function):
         unlabeled: Tensor,
         sigma_rgb: float,
         sigma_xy: float,
+        method: str,
         chunk_size: int | None,
     ) -> Tensor:
         batch = probs.shape[0]
@@ -120,7 +134,7 @@ class _DenseEnergy(torch.autograd.Function):
         for b in range(batch):
             features = bilateral_features(image[b], sigma_rgb, sigma_xy)
             values = masked[b].flatten(1).T
-            filtered[b] = bilateral_filter(features, values, chunk_size).T.reshape(probs.shape[1:])
+            filtered[b] = gaussian_filter(features, values, method, chunk_size).T.reshape(probs.shape[1:])
         weighted = filtered * gate.unsqueeze(1)  # AS
         ctx.save_for_backward(weighted, roi)
         ctx.batch = batch
@@ -130,7 +144,7 @@ class _DenseEnergy(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):
         weighted, roi = ctx.saved_tensors
         grad_probs = -2 * grad_output * weighted * roi.unsqueeze(1) / ctx.batch
-        return grad_probs, None, None, None, None, None, None
+        return grad_probs, None, None, None, None, None, None, None
 
 
 def dense_energy_loss(
@@ -143,6 +157,7 @@ def dense_energy_loss(
     sigma_xy: float = 100.0,
     scale: float = 0.5,
     weight: float = 1e-7,
+    method: str = "auto",
     chunk_size: int | None = None,
 ) -> Tensor:
     """L_reg for a batch; 0-dim tensor on the inputs' device.
@@ -156,6 +171,7 @@ def dense_energy_loss(
         sigma_xy: spatial bandwidth in pixels at the input resolution (scaled with ``scale``).
         scale: downscaling factor applied to everything before the energy is evaluated.
         weight: λ, the energy's weight.
+        method: how the Gaussian filter is evaluated: ``exact``, ``lattice`` or ``auto``.
         chunk_size: side of the square tiles of the kernel evaluated at once (default: 512 on a
             CPU, 4096 on an accelerator; a tile takes chunk_size² · 4 bytes in fp32).
     """
@@ -168,6 +184,6 @@ def dense_energy_loss(
         small_label = _downscale(pseudo_label.unsqueeze(1).to(dtype), scale, "nearest").squeeze(1)
         unlabeled = small_label == IGNORE_INDEX
         energy = _DenseEnergy.apply(
-            small_probs, small_image, small_roi, unlabeled, sigma_rgb, sigma_xy * scale, chunk_size
+            small_probs, small_image, small_roi, unlabeled, sigma_rgb, sigma_xy * scale, method, chunk_size
         )
     return weight * energy
