@@ -166,6 +166,8 @@ def validate(cfg: Config) -> None:
     _require(cfg.train.iterations > 0, "train.iterations", "must be positive")
     _require(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
     _require(cfg.train.amp in AMP_MODES, "train.amp", f"must be one of {', '.join(AMP_MODES)}")
+    _require(cfg.train.assignment_amp in ("same", *AMP_MODES), "train.assignment_amp",
+             f"must be one of same, {', '.join(AMP_MODES)}")
     _require(cfg.train.nonfinite in NONFINITE_MODES, "train.nonfinite", f"must be one of {', '.join(NONFINITE_MODES)}")
     _require(cfg.train.device == "auto" or cfg.train.device.split(":")[0] in ("cpu", "cuda"),
              "train.device", "must be auto, cpu or cuda[:N]")

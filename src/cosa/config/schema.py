@@ -142,7 +142,14 @@ class TrainConfig:
     # Images per optimiser step over all processes; each of N processes takes batch_size / N.
     batch_size: int = 4
     seed: int = 0
+    # Autocast for the online network's forward and losses (none, bf16, fp16), and separately for
+    # the assignment network's no-grad pass ("same": as ``amp``). docs/benchmarks.md measures them.
     amp: str = "none"
+    assignment_amp: str = "same"
+    # Channels-last memory layout for the networks and image batches (helps some CNNs on GPU).
+    channels_last: bool = False
+    # torch.compile the backbones of both networks (in place; the first steps compile).
+    compile: bool = False
     device: str = "auto"
     log_every: int = 50
     eval_every: int = 4000

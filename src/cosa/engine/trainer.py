@@ -35,10 +35,10 @@ from cosa.errors import CosaError
 from cosa.method.cosa import CoSAObjective, StepLosses
 from cosa.models.ema import ema_update
 from cosa.models.network import build_network
+from cosa.precision import autocast
 from cosa.profiling import section, timed
 
 log = logging.getLogger(__name__)
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 VALIDATION_SCALARS = ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou", "cpl_coverage", "cpl_precision",
@@ -75,11 +75,13 @@ class Trainer:
 
         checkpoint = self._resume_point() if resume else None
         self.online = build_network(cfg.model, len(self.class_names), pretrained=checkpoint is None).to(self.device)
+        if cfg.train.channels_last:
+            self.online.to(memory_format=torch.channels_last)
         self.online.train()  # applies model.freeze_batchnorm
         self.assignment = copy.deepcopy(self.online).eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.online, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
-        self.objective = CoSAObjective(cfg.method)
+        self.objective = CoSAObjective(cfg.method, cfg.train.assignment_amp)
         if dist.distributed:
             self.objective.thresholds.gather = all_gather_cat
         self.threshold_history: list[torch.Tensor] = []  # this log interval's per-step thresholds
@@ -90,6 +92,10 @@ class Trainer:
         self.last_metrics: dict | None = None
         if checkpoint is not None:
             self._restore(checkpoint)
+        if cfg.train.compile:
+            # In place (nn.Module.compile), so parameter names and checkpoints stay the same.
+            self.online.encoder.compile()
+            self.assignment.encoder.compile()
         self.model = self.online
         if dist.distributed:
             self.model = DistributedDataParallel(
@@ -172,11 +178,12 @@ class Trainer:
         """
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
         set_learning_rate(self.optimizer, lr_factor(self.iteration - 1, self.cfg.train.iterations, self.cfg.optim))
-        amp = self.cfg.train.amp
+        if self.cfg.train.channels_last:
+            batch = {key: value.contiguous(memory_format=torch.channels_last) if value.dim() == 4 else value
+                     for key, value in batch.items()}
         # The forward pass updates BatchNorm statistics; a faulty step must not keep them.
         statistics = [buffer.clone() for buffer in self.online.buffers()]
-        with section("objective"), torch.autocast(self.device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16),
-                                                  enabled=amp != "none"):
+        with section("objective"), autocast(self.device.type, self.cfg.train.amp):
             losses = self.objective(self.model, self.assignment, batch, self.iteration)
         with section("backward"):
             self.scaler.scale(losses.total).backward()

@@ -36,6 +36,7 @@ from cosa.method.pseudo_labels import (
     segmentation_pseudo_labels,
 )
 from cosa.method.thresholds import CplThresholds
+from cosa.precision import autocast
 from cosa.profiling import section, timed
 
 
@@ -66,8 +67,9 @@ def to_pixel_values(images: torch.Tensor) -> torch.Tensor:
 class CoSAObjective:
     """Computes one step's losses for the configured recipe."""
 
-    def __init__(self, cfg: MethodConfig) -> None:
+    def __init__(self, cfg: MethodConfig, assignment_amp: str = "same") -> None:
         self.cfg = cfg
+        self.assignment_amp = assignment_amp  # the AN pass's autocast; "same" inherits the step's
         self.thresholds = CplThresholds.from_config(cfg)
 
     def __call__(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int) -> StepLosses:
@@ -89,7 +91,7 @@ class CoSAObjective:
         size = tuple(weak.shape[-2:])
         inside = inside_box(batch["box"], size)
 
-        with section("assignment_pass"):
+        with section("assignment_pass"), autocast(weak.device.type, self.assignment_amp):
             assigned = multiscale_assignments(
                 assignment, weak, labels, cfg.assignment_scales, cfg.aux_cam_last_scale_only
             )
