@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from cosa.data.io import IGNORE_INDEX
-from cosa.method.dense_energy import bilateral_features, bilateral_filter, dense_energy_loss
-from cosa.method.permutohedral import calibrated_permutohedral_filter, permutohedral_filter
+from cosa.method.dense_energy import bilateral_features, bilateral_filter, calibrated_lattice_filter, dense_energy_loss
+from cosa.method.permutohedral import permutohedral_filter
 
 
 def pair_kernel(image: torch.Tensor, sigma_rgb: float, sigma_xy: float) -> torch.Tensor:
@@ -240,7 +240,7 @@ def test_the_calibrated_lattice_is_within_12_percent_of_the_exact_filter_on_real
     exact = bilateral_filter(features, values)
     uncalibrated = permutohedral_filter(features, values)
     assert 0.3 < float(uncalibrated.sum() / exact.sum()) < 0.8  # the lattice's cut tails (module docstring)
-    assert relative_error(calibrated_permutohedral_filter(features, values), exact) < 0.12
+    assert relative_error(calibrated_lattice_filter(features, values), exact) < 0.12
 
 
 def test_the_dense_energy_with_the_lattice_is_close_to_the_exact_one(tiny_data):
@@ -266,7 +266,7 @@ def test_auto_filters_exactly_up_to_the_limit_and_with_the_lattice_above(monkeyp
 
     features = torch.randn(100, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     values = torch.rand(100, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    exact, lattice = module.bilateral_filter(features, values), calibrated_permutohedral_filter(features, values)
+    exact, lattice = module.bilateral_filter(features, values), calibrated_lattice_filter(features, values)
     monkeypatch.setattr(module, "EXACT_MAX_PIXELS", 100)
     torch.testing.assert_close(module.gaussian_filter(features, values, "auto"), exact)
     monkeypatch.setattr(module, "EXACT_MAX_PIXELS", 99)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cosa.data.io import IGNORE_INDEX
-from cosa.method.permutohedral import calibrated_permutohedral_filter
+from cosa.method.permutohedral import permutohedral_filter
 
 # Side of the square tiles of K evaluated at once. On a CPU a 512×512 fp32 tile (1 MiB) stays in
 # cache across the tile's few passes (2–3× faster than long row strips, measured); on an
@@ -43,6 +43,8 @@ ACCELERATOR_TILE = 4096
 # Above this many pixels (at the loss's resolution) "auto" uses the lattice: the exact filter's
 # O(N²) work reaches a ViT-S network's own at about 128² (CPU, benchmarks/speed.py).
 EXACT_MAX_PIXELS = 128 * 128
+# Pixels on which the exact filter calibrates the lattice's scale (docs/method.md).
+CALIBRATION_SAMPLES = 256
 # exp(−87) ≈ 1.6e-38 is the smallest kernel value kept: still a normal fp32 number.
 EXPONENT_FLOOR = -87.0
 
@@ -61,6 +63,27 @@ def bilateral_features(image: Tensor, sigma_rgb: float, sigma_xy: float) -> Tens
     return features - features.mean(dim=0)
 
 
+def _exponent_factors(features: Tensor) -> tuple[Tensor, Tensor]:
+    """N×(D+2) ``rows`` and (D+2)×N ``cols`` with rows[i] · cols[:, j] = −½‖f_i − f_j‖².
+
+    −½‖a − b‖² = a·b − ½|a|² − ½|b|²: with the norm terms appended to the features, one matrix
+    product gives the kernel's exponent, without separate broadcast passes over a tile.
+    """
+    half_sq_norm = 0.5 * features.square().sum(dim=1, keepdim=True)
+    ones = torch.ones_like(half_sq_norm)
+    rows = torch.cat([features, -half_sq_norm, ones], dim=1)
+    cols = torch.cat([features, ones, -half_sq_norm], dim=1).T.contiguous()
+    return rows, cols
+
+
+def _kernel_tile(rows: Tensor, cols: Tensor) -> Tensor:
+    tile = rows @ cols
+    # The exponent is ≤ 0 exactly: the upper clamp removes rounding that would push K(i, i)
+    # above 1. The lower one keeps exp out of the subnormal range, where it is an order of
+    # magnitude slower on CPUs; it changes K only where K < 2e-38.
+    return tile.clamp_(min=EXPONENT_FLOOR, max=0).exp_()
+
+
 def bilateral_filter(features: Tensor, values: Tensor, chunk_size: int | None = None) -> Tensor:
     """Exact Gaussian filter out(i) = Σ_j exp(−½‖f_i − f_j‖²) · values(j), over all pairs i, j.
 
@@ -70,12 +93,7 @@ def bilateral_filter(features: Tensor, values: Tensor, chunk_size: int | None = 
     num_pixels = features.shape[0]
     if chunk_size is None:
         chunk_size = CPU_TILE if features.device.type == "cpu" else ACCELERATOR_TILE
-    # −½‖a − b‖² = a·b − ½|a|² − ½|b|²: append the norm terms to the features so that one matrix
-    # product gives the kernel's exponent, without separate broadcast passes over the tile.
-    half_sq_norm = 0.5 * features.square().sum(dim=1, keepdim=True)
-    ones = torch.ones_like(half_sq_norm)
-    rows = torch.cat([features, -half_sq_norm, ones], dim=1)
-    cols = torch.cat([features, ones, -half_sq_norm], dim=1).T.contiguous()
+    rows, cols = _exponent_factors(features)
     out = torch.zeros_like(values)
     for i in range(0, num_pixels, chunk_size):
         block_i = slice(i, i + chunk_size)
@@ -83,21 +101,30 @@ def bilateral_filter(features: Tensor, values: Tensor, chunk_size: int | None = 
         # tile K[I, J] filters both rows I (with values J) and, transposed, rows J (with values I).
         for j in range(i, num_pixels, chunk_size):
             block_j = slice(j, j + chunk_size)
-            tile = rows[block_i] @ cols[:, block_j]
-            # The exponent is ≤ 0 exactly: the upper clamp removes rounding that would push
-            # K(i, i) above 1. The lower one keeps exp out of the subnormal range, where it is an
-            # order of magnitude slower on CPUs; it changes K only where K < 2e-38.
-            tile.clamp_(min=EXPONENT_FLOOR, max=0).exp_()
+            tile = _kernel_tile(rows[block_i], cols[:, block_j])
             out[block_i].addmm_(tile, values[block_j])
             if j != i:
                 out[block_j].addmm_(tile.T, values[block_i])
     return out
 
 
+def calibrated_lattice_filter(features: Tensor, values: Tensor, samples: int = CALIBRATION_SAMPLES) -> Tensor:
+    """The permutohedral lattice's filter, rescaled to the exact filter's total over ``samples`` rows.
+
+    The rows are evenly spaced (every image region is represented, and no random state is used);
+    the exact filter on them costs ``samples``·N kernel values.
+    """
+    approximate = permutohedral_filter(features, values)
+    sample = torch.linspace(0, len(features) - 1, min(samples, len(features)), device=features.device).long()
+    rows, cols = _exponent_factors(features)
+    exact = _kernel_tile(rows[sample], cols) @ values
+    return approximate * (exact.sum() / approximate[sample].sum().clamp_min(torch.finfo(values.dtype).tiny))
+
+
 def gaussian_filter(features: Tensor, values: Tensor, method: str = "auto", chunk_size: int | None = None) -> Tensor:
     """Σ_j exp(−½‖f_i − f_j‖²) · values(j): ``exact``, ``lattice`` or ``auto`` (by the pixel count)."""
     if method == "lattice" or (method == "auto" and features.shape[0] > EXACT_MAX_PIXELS):
-        return calibrated_permutohedral_filter(features, values)
+        return calibrated_lattice_filter(features, values)
     return bilateral_filter(features, values, chunk_size)
 
 

@@ -9,9 +9,8 @@ table is a sorted tensor of packed integer keys (``torch.unique``, looked up wit
 ``torch.searchsorted``).
 
 The lattice's response is a Gaussian of the right width whose tails are cut short, so its sums
-come out at about half the exact ones, by a factor that depends on the image. ``calibrated`` rescales
-each call's output by the exact filter's sum over a sample of rows; what remains is an
-error of about 8–9% (relative L2 norm) on natural images, measured in tests/test_dense_energy.py.
+come out at about half the exact ones, by a factor that depends on the image;
+:func:`cosa.method.dense_energy.calibrated_lattice_filter` rescales them (docs/method.md).
 """
 
 from __future__ import annotations
@@ -117,16 +116,3 @@ def permutohedral_filter(features: Tensor, values: Tensor) -> Tensor:
     sliced = lattice[table.inverse].view(num_points, d + 1, -1)
     # densecrf's slicing constant, which brings the blurred lattice towards the Gaussian's scale.
     return (sliced * weights[:, :, None]).sum(1) / (1.0 + 2.0 ** -d)
-
-
-def calibrated_permutohedral_filter(features: Tensor, values: Tensor, samples: int = 256) -> Tensor:
-    """:func:`permutohedral_filter` rescaled to the exact filter's total over ``samples`` rows.
-
-    The rows are evenly spaced (every image region is represented, and no random state is used);
-    the exact filter on them costs ``samples``·N kernel values.
-    """
-    approximate = permutohedral_filter(features, values)
-    rows = torch.linspace(0, features.shape[0] - 1, min(samples, features.shape[0]), device=features.device).long()
-    exact = torch.exp(-0.5 * torch.cdist(features[rows], features).square_()) @ values
-    scale = exact.sum() / approximate[rows].sum().clamp_min(torch.finfo(values.dtype).tiny)
-    return approximate * scale

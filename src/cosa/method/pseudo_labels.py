@@ -61,6 +61,7 @@ def multiscale_assignments(
     batch, _, height, width = images.shape
     size = (height, width)
     cam_scales = scales if cam_scales is None else cam_scales
+    last_cam_scale = [scale for scale in scales if scale in cam_scales][-1]
     copies = 2 if flip else 1
 
     def merge(tensor: torch.Tensor, reduce) -> torch.Tensor:
@@ -79,19 +80,23 @@ def multiscale_assignments(
         seg_sum = seg if seg_sum is None else seg_sum + seg
         if scale in cam_scales:
             cam = merge(output.cam, torch.maximum).relu()
-            aux = merge(output.aux_cam, torch.maximum).relu()
             cam_sum = cam if cam_sum is None else cam_sum + cam
-            aux_sum = aux if aux_sum is None or aux_last_scale_only else aux_sum + aux
+            if not aux_last_scale_only or scale == last_cam_scale:  # others would be discarded: not upsampled
+                aux = merge(output.aux_cam, torch.maximum).relu()
+                aux_sum = aux if aux_sum is None else aux_sum + aux
     return Assignments(normalize_cams(cam_sum, labels), normalize_cams(aux_sum, labels), seg_sum, logits)
 
 
-def _label_above(cams: torch.Tensor, threshold: float | torch.Tensor, released_resampling: bool) -> torch.Tensor:
-    """0 where no CAM exceeds ``threshold``, else 1 + the strongest class."""
+def _label_above(cams: torch.Tensor, threshold: float | torch.Tensor, released_resampling: bool,
+                 size: tuple[int, int]) -> torch.Tensor:
+    """0 where no CAM exceeds ``threshold``, else 1 + the strongest class.
+
+    With ``released_resampling`` the ``cams`` come already halved (:func:`cam_pseudo_labels`);
+    the threshold channel, a constant, is the same at any resolution.
+    """
     stacked = torch.cat([torch.ones_like(cams[:, :1]) * threshold, cams], dim=1)
     if released_resampling:
-        size = cams.shape[-2:]
-        half = F.interpolate(stacked, size=(size[0] // 2, size[1] // 2), mode="bilinear", align_corners=False)
-        stacked = resize(half.softmax(dim=1), size)
+        stacked = resize(stacked.softmax(dim=1), size)
     return stacked.argmax(dim=1)
 
 
@@ -107,9 +112,12 @@ def cam_pseudo_labels(
     ``cams`` are normalised with absent classes at 0; ``inside`` (B×H×W bool) marks the crop box;
     everything outside it is ignore.
     """
-    confident = _label_above(cams, high, released_resampling)
+    size = tuple(cams.shape[-2:])
+    if released_resampling:  # halved once for both thresholds
+        cams = F.interpolate(cams, size=(size[0] // 2, size[1] // 2), mode="bilinear", align_corners=False)
+    confident = _label_above(cams, high, released_resampling, size)
     pseudo = torch.where(confident > 0, confident, torch.full_like(confident, IGNORE_INDEX))
-    pseudo[_label_above(cams, low, released_resampling) == 0] = 0
+    pseudo[_label_above(cams, low, released_resampling, size) == 0] = 0
     pseudo[~inside] = IGNORE_INDEX
     return pseudo
 
