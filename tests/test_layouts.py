@@ -94,6 +94,11 @@ def test_voc_layout_takes_labels_from_masks_and_caches_them(tmp_path):
     cache = json.loads((root / ".cosa" / "labels-train_aug.json").read_text())
     assert cache["labels"] == [[0], [14]]
     assert load_split(root, "val").samples[0].name == "2007_000039"
+    # An edited mask is noticed: its labels are recomputed, not taken from the cache.
+    edited = np.zeros((16, 20), np.uint8)
+    edited[2:5, 2:5] = 7  # car
+    write_mask(root / "SegmentationClassAug" / "2007_000039.png", edited)
+    assert [s.labels for s in load_split(root, "train_aug").samples] == [(0,), (6,)]
 
 
 def test_coco_layout(tmp_path):

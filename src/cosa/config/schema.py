@@ -59,7 +59,7 @@ class RegularizerConfig:
     scale: float = 0.5
     energy_weight: float = 1e-7
     # How Σ_j K(i,j)·v(j) is evaluated: ``exact`` (O(N²) in the pixels N at ``scale``), ``lattice``
-    # (a calibrated permutohedral lattice, O(N), ~8% error) or ``auto``: exact up to 128² pixels,
+    # (a calibrated permutohedral lattice, O(N), ~8% error) or ``auto``: exact up to 64² pixels,
     # where it is cheap (the demo's 48²), the lattice above (VOC's 224²). docs/method.md.
     filter: str = "auto"
 

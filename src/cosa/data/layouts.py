@@ -214,11 +214,22 @@ def _labels_or_report(mask: Path | None, num_classes: int, problems: list[str] |
         return ()
 
 
+def _mask_identity(root: Path, mask: Path | None) -> list | None:
+    """What the label cache remembers of a mask: its name, and its size and time to notice edits."""
+    if mask is None:
+        return None
+    try:
+        stat = mask.stat()
+    except OSError:
+        return [str(mask.relative_to(root))]  # unreadable: reported when its labels are computed
+    return [str(mask.relative_to(root)), stat.st_size, stat.st_mtime_ns]
+
+
 def _cached_labels(
     root: Path, split: str, masks: list[Path | None], num_classes: int, problems: list[str] | None
 ) -> list[tuple[int, ...]]:
     cache = root / ".cosa" / f"labels-{split}.json"
-    key = [str(mask.relative_to(root)) if mask else None for mask in masks]
+    key = [_mask_identity(root, mask) for mask in masks]
     if cache.is_file():
         try:
             stored = json.loads(cache.read_text())

@@ -40,9 +40,10 @@ from cosa.method.permutohedral import permutohedral_filter
 # accelerator a 4096×4096 tile (64 MiB) keeps the number of kernel launches small.
 CPU_TILE = 512
 ACCELERATOR_TILE = 4096
-# Above this many pixels (at the loss's resolution) "auto" uses the lattice: the exact filter's
-# O(N²) work reaches a ViT-S network's own at about 128² (CPU, benchmarks/speed.py).
-EXACT_MAX_PIXELS = 128 * 128
+# Above this many pixels (at the loss's resolution) "auto" uses the lattice. Up to 64² (a crop
+# of 128) the exact filter, free of approximation error, costs at most ~0.1 s per image on a CPU;
+# at 112² (crop 224) it already took 28% of a ViT-Ti step (docs/benchmarks.md).
+EXACT_MAX_PIXELS = 64 * 64
 # Pixels on which the exact filter calibrates the lattice's scale (docs/method.md).
 CALIBRATION_SAMPLES = 256
 # exp(−87) ≈ 1.6e-38 is the smallest kernel value kept: still a normal fp32 number.
