@@ -1,6 +1,7 @@
 """Numerical faults, kill -9 at any moment, determinism and distributed failures (issue: reliability)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -107,6 +108,8 @@ def test_skip_mode_drops_the_faulty_step_and_leaves_both_networks_unchanged(
     assert all_finite(trainer.online.state_dict()) and all_finite(trainer.assignment.state_dict())
     logged = [entry["train/skipped_steps"] for entry in read_metrics(tmp_path / "run") if "train/skipped_steps" in entry]
     assert logged == [1, 1]  # at the log steps 4 and 6
+    losses = [entry["train/loss"] for entry in read_metrics(tmp_path / "run") if "train/loss" in entry]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)  # the NaN step is not averaged in
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["skipped_steps"] == 1
 
 

@@ -157,9 +157,10 @@ class Trainer:
         for batch in self._loader():
             self.iteration += 1
             losses = self.train_step(batch)
-            for key, value in {"loss": losses.total, **losses.terms}.items():
-                sums[key] = sums.get(key, 0.0) + value.detach()
-            count += 1
+            if not losses.skipped:  # a skipped step's non-finite losses would poison the means
+                for key, value in {"loss": losses.total, **losses.terms}.items():
+                    sums[key] = sums.get(key, 0.0) + value.detach()
+                count += 1
             progress.update()
             last = self.iteration == cfg.iterations
             if self.iteration % cfg.log_every == 0 or last:
@@ -192,6 +193,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             torch._foreach_copy_(list(self.online.buffers()), statistics)
             self._handle_nonfinite(batch, losses, faults)
+            losses.skipped = True
             return losses
         with section("optimizer"):
             self.scaler.step(self.optimizer)
@@ -262,9 +264,11 @@ class Trainer:
 
     def _log_training(self, sums: dict[str, torch.Tensor], count: int, seconds_per_step: float, progress: tqdm) -> None:
         names = list(sums)
-        values = torch.stack([torch.as_tensor(sums[name], dtype=torch.float32, device=self.device) for name in names])
-        values = all_reduce_sum(values) / self.dist.world_size
-        means = {f"train/{name}": float(value) / count for name, value in zip(names, values.cpu())}
+        means = {}
+        if names:  # every step of the interval may have been skipped (on every process alike)
+            values = torch.stack([torch.as_tensor(sums[n], dtype=torch.float32, device=self.device) for n in names])
+            values = all_reduce_sum(values) / self.dist.world_size
+            means = {f"train/{name}": float(value) / count for name, value in zip(names, values.cpu())}
         means["train/lr"] = self.optimizer.param_groups[0]["lr"]
         means["train/seconds_per_step"] = seconds_per_step
         if self.skipped_steps:
@@ -276,7 +280,8 @@ class Trainer:
         elif self.cfg.method.recipe in PSEUDO_LABEL_RECIPES:
             means.update({f"thresholds/{name}": value for name, value in self.objective.thresholds.values().items()})
         self.runlog.write(self.iteration, means)
-        progress.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
+        if "train/loss" in means:
+            progress.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
 
     def _write_thresholds(self) -> None:
         """One record per step of the interval: searched thresholds are logged every step, synced once."""

@@ -47,6 +47,7 @@ class StepLosses:
     cpl: torch.Tensor | None = None  # the step's CPL (B×H×W), for monitoring
     assigned: Assignments | None = None  # what the AN computed, for monitoring
     inside: torch.Tensor | None = None  # the crop boxes (B×H×W bool), for monitoring
+    skipped: bool = False  # set by the trainer when the step was dropped (train.nonfinite=skip)
 
 
 def inside_box(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
