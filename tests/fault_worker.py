@@ -2,11 +2,12 @@
 
     python fault_worker.py POINT cosa-train-arguments...
 
-Most points SIGKILL the process (a real kill -9): ``step:N`` (as iteration N starts), ``ema:N`` (iteration N's optimiser step is applied,
-its EMA update is not), ``evaluation`` (inside the first evaluation), ``checkpoint-write:K`` (half
-of the K-th checkpoint file written), ``checkpoint-replace:K`` (the K-th file written, not yet
-renamed). ``raise:N:R`` raises an exception on rank R as iteration N starts, after printing the
-time to stderr. ``none`` trains normally.
+Most points SIGKILL the process (a real kill -9): ``step:N`` (as iteration N starts), ``ema:N``
+(iteration N's optimiser step is applied, its EMA update is not), ``evaluation`` (inside the first
+evaluation), ``checkpoint-write:K`` (half of the K-th checkpoint file written) and
+``checkpoint-replace:K`` (the K-th file written, not yet renamed). ``raise:N:R`` raises an
+exception on rank R as iteration N starts, after printing the time to stderr. ``none`` trains
+normally.
 """
 
 import io

@@ -20,6 +20,7 @@ import math
 import torch
 from torch import Tensor
 
+
 def _elevate(features: Tensor) -> Tensor:
     """N×d features → N×(d+1) points on the hyperplane Σx = 0, scaled to the lattice's spacing."""
     num_points, d = features.shape
