@@ -229,8 +229,8 @@ class Trainer:
         # The networks, optimiser and thresholds are still those before the step: with the batch,
         # this file replays it (load it like last.pt).
         path = self.run_dir / "nonfinite" / f"step{self.iteration}.pt"
-        self.iteration -= 1
-        payload = {**self.checkpoint_payload(), "batch": {key: value.cpu() for key, value in batch.items()}}
+        payload = {**self.checkpoint_payload(), "iteration": self.iteration - 1,
+                   "batch": {key: value.cpu() for key, value in batch.items()}}
         if self.dist.is_main:
             save_checkpoint(path, payload)
         barrier()
