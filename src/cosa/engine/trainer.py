@@ -206,7 +206,7 @@ class Trainer:
         return losses
 
     def _nonfinite(self, losses: StepLosses) -> list[str]:
-        """Names of the non-finite loss terms (and ``gradients``) on any process: the step's one host sync.
+        """Names of the non-finite loss terms (and ``gradients``) on any process; costs one host sync.
 
         With fp16 the gradient scaler already skips steps with overflowing gradients, as it should.
         """
