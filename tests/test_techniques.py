@@ -9,7 +9,12 @@ from sklearn.mixture import GaussianMixture
 
 from cosa.config.schema import MethodConfig, ThresholdSearchConfig
 from cosa.method.cosa import CoSAObjective
-from cosa.method.losses import balanced_segmentation_loss, contrastive_separation_loss, hard_segmentation_labels
+from cosa.method.losses import (
+    balanced_segmentation_loss,
+    contrastive_separation_loss,
+    hard_segmentation_labels,
+    prototype_separation_loss,
+)
 from cosa.method.pseudo_labels import reliability_weighted_labels
 from cosa.method.thresholds import CplThresholds, Histogram, ThresholdSearch, fit_mixture, mixture_thresholds
 
@@ -163,6 +168,54 @@ def test_contrastive_separation_uses_present_classes_and_survives_missing_backgr
     loss = contrastive_separation_loss(cam, spl, labels, 0.1)
     loss.backward()
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6) and torch.isfinite(cam.grad).all()
+
+
+def test_prototype_separation_at_a_hand_computed_point():
+    # Features on the unit circle: background pixels at 0° and 90° (prototype at 45°), one class
+    # pixel at 180° (its own prototype). Its similarities: 1 to p_c and −cos 45° to p_0.
+    angles = torch.tensor([0.0, math.pi / 2, math.pi])
+    features = torch.stack([angles.cos(), angles.sin()]).view(1, 2, 1, 3)
+    spl = torch.tensor([[[0, 0, 1]]])
+    loss = prototype_separation_loss(features, spl, torch.ones(1, 1), temperature=0.1)
+    expected = -math.log(math.exp(10) / (math.exp(10) + math.exp(-10 * math.cos(math.pi / 4))))
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+
+
+def test_prototype_separation_falls_as_class_features_leave_the_background():
+    # Background features near e1; the class's turn from e1 (indistinguishable) to e0 (orthogonal).
+    generator = torch.Generator().manual_seed(0)
+    spl = torch.zeros(1, 6, 6, dtype=torch.long)
+    spl[0, 1:4, 1:4] = 1
+    spl[0, 5, 5] = IGNORE
+    noise = 0.05 * torch.randn(1, 8, 6, 6, generator=generator)
+    e0, e1 = torch.eye(8)[0].view(1, 8, 1, 1), torch.eye(8)[1].view(1, 8, 1, 1)
+    is_class = (spl == 1).float()[:, None]
+    values = []
+    for angle in (0.0, 0.3, 0.8, math.pi / 2):
+        turned = math.cos(angle) * e1 + math.sin(angle) * e0
+        features = noise + is_class * turned + (1 - is_class) * e1
+        values.append(float(prototype_separation_loss(features, spl, torch.ones(1, 1), 0.1)))
+    assert values[0] == pytest.approx(math.log(2), abs=0.05)
+    assert values == sorted(values, reverse=True) and values[-1] < 0.01
+
+
+def test_prototype_separation_uses_present_classes_and_needs_background():
+    features = torch.randn(2, 4, 3, 3, requires_grad=True)
+    spl = torch.ones(2, 3, 3, dtype=torch.long)  # image 0: class 1 only, no background
+    spl[1, 0] = 0
+    spl[1, 1:] = 2
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # image 1's class 2 is not a tag
+    loss = prototype_separation_loss(features, spl, labels, 0.1)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6) and torch.isfinite(features.grad).all()
+
+
+def test_contrastive_term_has_its_own_warm_up():
+    cfg = MethodConfig(recipe="release", loss_warmup_iters=5)
+    cfg.contrastive.warmup_iters = 20
+    objective = CoSAObjective(cfg)
+    assert objective.loss_gate(6) == 1.0 and objective.loss_gate(6, cfg.contrastive.warmup_iters) == 0.0
+    assert objective.loss_gate(21, cfg.contrastive.warmup_iters) == 1.0
 
 
 def test_hard_spl_ignores_unsure_pixels_and_takes_the_cam_grid():

@@ -14,7 +14,9 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cosa.config.schema import AMP_MODES, DENSE_FILTERS, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES, Config
+from cosa.config.schema import (
+    AMP_MODES, CONTRASTIVE_SPACES, DENSE_FILTERS, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES, Config,
+)
 from cosa.errors import CosaError
 
 PRESETS = ("voc", "coco", "demo")
@@ -142,6 +144,8 @@ def validate(cfg: Config) -> None:
     _require(cfg.method.raw.mode in RAW_MODES, "method.raw.mode", f"must be one of {', '.join(RAW_MODES)}")
     _require(cfg.method.raw.temperature > 0, "method.raw.temperature", "must be positive")
     _require(cfg.method.raw.power > 0, "method.raw.power", "must be positive")
+    _require(cfg.method.contrastive.space in CONTRASTIVE_SPACES, "method.contrastive.space",
+             f"must be one of {', '.join(CONTRASTIVE_SPACES)}")
     _require(cfg.method.contrastive.temperature > 0, "method.contrastive.temperature", "must be positive")
     _require(0.0 <= cfg.method.contrastive.spl_confidence <= 1.0, "method.contrastive.spl_confidence",
              "must be in [0, 1]")
@@ -157,6 +161,8 @@ def validate(cfg: Config) -> None:
              f"must be one of {', '.join(DENSE_FILTERS)}")
     _require(cfg.method.regularizer.energy_weight >= 0, "method.regularizer.energy_weight", "must be >= 0")
     _require(cfg.method.contrastive.weight >= 0, "method.contrastive.weight", "must be >= 0")
+    _require(cfg.method.contrastive.warmup_iters is None or cfg.method.contrastive.warmup_iters >= 0,
+             "method.contrastive.warmup_iters", "must be >= 0 (or null: method.loss_warmup_iters)")
     _require(cfg.optim.lr > 0, "optim.lr", "must be positive")
     _require(len(cfg.optim.betas) == 2 and all(0 <= beta < 1 for beta in cfg.optim.betas), "optim.betas",
              "must be two numbers in [0, 1)")

@@ -16,6 +16,7 @@ PSEUDO_LABEL_RECIPES = ("release", "paper")
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_MODES = ("stop", "skip")
 DENSE_FILTERS = ("auto", "exact", "lattice")
+CONTRASTIVE_SPACES = ("cam", "feature")
 
 
 @dataclass
@@ -94,9 +95,15 @@ class ContrastiveConfig:
     """Contrastive separation in CAMs, L_csc (METHOD.md §7.3, a reconstruction)."""
 
     enabled: bool = False
+    # cam: each class CAM contrasted against its hardest background pixels (METHOD.md §7.3);
+    # feature: pixel features pulled to their SPL class prototype, pushed from the background's.
+    space: str = "cam"
     weight: float = 0.1  # λ_csc
     temperature: float = 0.1  # τ_c
     spl_confidence: float = 0.5  # hard SPL: ignore where max Q is below this
+    # L_csc is off (weight 0) up to this iteration; None: the other pseudo-label losses' warm-up,
+    # method.loss_warmup_iters. A later start lets the SPL it learns from settle first.
+    warmup_iters: Optional[int] = None
 
 
 @dataclass

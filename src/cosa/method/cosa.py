@@ -24,6 +24,7 @@ from cosa.method.losses import (
     classification_loss,
     contrastive_separation_loss,
     hard_segmentation_labels,
+    prototype_separation_loss,
     segmentation_to_cam_loss,
     supervised_segmentation_loss,
 )
@@ -36,6 +37,7 @@ from cosa.method.pseudo_labels import (
     segmentation_pseudo_labels,
 )
 from cosa.method.thresholds import CplThresholds
+from cosa.models.network import NetworkOutput
 from cosa.precision import autocast
 from cosa.profiling import section, timed
 
@@ -82,9 +84,9 @@ class CoSAObjective:
             return self.supervised(online, batch)
         raise ValueError(f"unknown recipe {self.cfg.recipe!r}")
 
-    def loss_gate(self, iteration: int) -> float:
+    def loss_gate(self, iteration: int, warmup_iters: int | None = None) -> float:
         """0 during the loss warm-up, then 1. Gated terms still run (as released), weighted by 0."""
-        return 1.0 if iteration > self.cfg.loss_warmup_iters else 0.0
+        return 1.0 if iteration > (self.cfg.loss_warmup_iters if warmup_iters is None else warmup_iters) else 0.0
 
     def swapped_assignments(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int) -> StepLosses:
         cfg, thresholds = self.cfg, self.thresholds
@@ -124,11 +126,20 @@ class CoSAObjective:
         weighted = cfg.c2s_weight * terms["c2s"] + cfg.s2c_weight * terms["s2c"] + cfg.reg_weight * terms["reg"]
         if cfg.contrastive.enabled:
             with section("loss/csc"):
-                hard_spl = hard_segmentation_labels(spl, tuple(output.cam.shape[-2:]), cfg.contrastive.spl_confidence)
-                terms["csc"] = contrastive_separation_loss(output.cam, hard_spl, labels, cfg.contrastive.temperature)
-            weighted = weighted + cfg.contrastive.weight * terms["csc"]
+                terms["csc"] = self.contrastive_separation(output, spl, labels)
         total = terms["cls"] + terms["cls_aux"] + self.loss_gate(iteration) * weighted
+        if cfg.contrastive.enabled:
+            gate = self.loss_gate(iteration, cfg.contrastive.warmup_iters)
+            total = total + gate * cfg.contrastive.weight * terms["csc"]
         return StepLosses(total, terms, cpl=cpl, assigned=assigned, inside=inside)
+
+    def contrastive_separation(self, output: NetworkOutput, spl: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """L_csc on the ON's CAMs or, with ``space=feature``, on its features, from the hard SPL."""
+        csc = self.cfg.contrastive
+        hard_spl = hard_segmentation_labels(spl, tuple(output.cam.shape[-2:]), csc.spl_confidence)
+        if csc.space == "feature":
+            return prototype_separation_loss(output.features, hard_spl, labels, csc.temperature)
+        return contrastive_separation_loss(output.cam, hard_spl, labels, csc.temperature)
 
     def cam_to_segmentation(self, seg: torch.Tensor, assigned: Assignments, labels: torch.Tensor,
                             inside: torch.Tensor, cpl: torch.Tensor, aux_cpl: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,35 @@ def contrastive_separation_loss(
     return (per_pixel * foreground).sum() / pairs.clamp(min=1)
 
 
+def prototype_separation_loss(
+    features: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """The feature-space L_csc (METHOD.md §7.3's alternative, a reconstruction).
+
+    ``features`` are the ON's final features F (B×D×h×w), ``hard_spl`` the AN's hard SPL at h×w.
+    Per image, the SPL regions of each present class and of the background give prototypes: the
+    normalised mean of their L2-normalised features, detached (targets, like the SPL itself).
+    Each pixel i of class c is pulled to its class prototype p_c and pushed from the background
+    prototype p_0 of its image: −log(e^{f_i·p_c/τ} / (e^{f_i·p_c/τ} + e^{f_i·p_0/τ})). The mean
+    runs over all (class, pixel) pairs of the batch; 0 when there are none, and an image without
+    background pixels contributes nothing.
+    """
+    batch, _, height, width = features.shape
+    classes = labels.shape[1]
+    unit = F.normalize(features.float().flatten(2), dim=1)  # B×D×N
+    target = hard_spl.flatten(1)  # B×N
+    members = F.one_hot(target.clamp(max=classes), classes + 1).transpose(1, 2).float()  # B×(C+1)×N
+    members = members * (target != IGNORE_INDEX)[:, None, :]
+    prototypes = F.normalize(torch.einsum("bkn,bdn->bkd", members, unit.detach()), dim=2)  # zero where empty
+    similarity = torch.einsum("bkd,bdn->bkn", prototypes, unit) / temperature  # B×(C+1)×N
+    present = labels > 0
+    has_background = members[:, 0].sum(1) > 0  # B
+    foreground = members[:, 1:].bool() & present[:, :, None] & has_background[:, None, None]  # B×C×N
+    per_pixel = F.softplus(similarity[:, :1] - similarity[:, 1:])  # −log(e^{s_c} / (e^{s_c} + e^{s_0}))
+    pairs = foreground.sum()
+    return (per_pixel * foreground).sum() / pairs.clamp(min=1)
+
+
 def supervised_segmentation_loss(seg_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on ground-truth masks, mean over labelled pixels (the ``supervised`` upper bound)."""
     ce = F.cross_entropy(seg_logits, masks, ignore_index=IGNORE_INDEX, reduction="sum")

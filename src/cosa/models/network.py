@@ -22,6 +22,7 @@ class NetworkOutput:
     logits: torch.Tensor  # B×C classification logits z = W · GMP(F)
     aux_logits: torch.Tensor  # B×C z^a
     seg: torch.Tensor  # B×(C+1)×h×w segmentation logits
+    features: torch.Tensor | None = None  # B×D×h×w final feature map F (feature-space L_csc)
 
 
 class LargeFOV(nn.Module):
@@ -60,6 +61,7 @@ class CoSANet(nn.Module):
             logits=self.classifier(features.amax(dim=(2, 3), keepdim=True)).flatten(1),
             aux_logits=self.aux_classifier(aux_features.amax(dim=(2, 3), keepdim=True)).flatten(1),
             seg=self.decoder(features),
+            features=features,
         )
 
     def train(self, mode: bool = True) -> "CoSANet":
