@@ -17,6 +17,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_MODES = ("stop", "skip")
 DENSE_FILTERS = ("auto", "exact", "lattice")
 CONTRASTIVE_SPACES = ("cam", "feature")
+SPL_RESIZE_MODES = ("nearest", "area")
 
 
 @dataclass
@@ -101,6 +102,11 @@ class ContrastiveConfig:
     weight: float = 0.1  # λ_csc
     temperature: float = 0.1  # τ_c
     spl_confidence: float = 0.5  # hard SPL: ignore where max Q is below this
+    # How the hard SPL reaches the CAM grid: nearest (one pixel per cell) or area (Q averaged
+    # over each cell first).
+    spl_resize: str = "nearest"
+    # cam space: divide by the CAM's maximum as a constant, so no gradient lowers the peak.
+    detach_max: bool = False
     # L_csc is off (weight 0) up to this iteration; None: the other pseudo-label losses' warm-up,
     # method.loss_warmup_iters. A later start lets the SPL it learns from settle first.
     warmup_iters: Optional[int] = None

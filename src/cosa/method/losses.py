@@ -55,15 +55,25 @@ def segmentation_to_cam_loss(cam_logits: torch.Tensor, spl: torch.Tensor) -> tor
     return F.binary_cross_entropy_with_logits(cam_logits.relu(), targets)
 
 
-def hard_segmentation_labels(spl: torch.Tensor, size: tuple[int, int], confidence: float) -> torch.Tensor:
-    """The SPL made hard for L_csc: argmax of Q, ignore where max Q < ``confidence``, at ``size``."""
+def hard_segmentation_labels(
+    spl: torch.Tensor, size: tuple[int, int], confidence: float, resize_mode: str = "nearest"
+) -> torch.Tensor:
+    """The SPL made hard for L_csc: argmax of Q, ignore where max Q < ``confidence``, at ``size``.
+
+    ``nearest`` makes the labels hard at full resolution and samples one pixel per cell of the
+    coarser grid; ``area`` first averages Q over each cell, so a cell takes the class that holds
+    most of it and is ignored when none holds more than ``confidence`` of it.
+    """
+    if resize_mode == "area":
+        spl = F.adaptive_avg_pool2d(spl, size)
     best, label = spl.max(dim=1)
     label = label.masked_fill(best < confidence, IGNORE_INDEX)
     return F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
 def contrastive_separation_loss(
-    cam_logits: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float
+    cam_logits: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float,
+    detach_max: bool = False,
 ) -> torch.Tensor:
     """L_csc (METHOD.md §7.3, reconstruction): push each present class's CAM off the background.
 
@@ -75,7 +85,8 @@ def contrastive_separation_loss(
     """
     batch, classes, height, width = cam_logits.shape
     activation = cam_logits.float().relu().flatten(2)
-    normalized = activation / (activation.amax(dim=2, keepdim=True) + 1e-5)
+    peak = activation.amax(dim=2, keepdim=True)
+    normalized = activation / ((peak.detach() if detach_max else peak) + 1e-5)
     scores = normalized / temperature  # B×C×N
     target = hard_spl.flatten(1)[:, None, :]  # B×1×N
     class_ids = torch.arange(1, classes + 1, device=cam_logits.device)[None, :, None]
