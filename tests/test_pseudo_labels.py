@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cosa.data.io import IGNORE_INDEX
@@ -70,6 +71,22 @@ def test_multiscale_assignments_undo_the_flip_and_sum_scales():
     assert torch.allclose(out.seg[0, 0], 2 * ramp[0, 0])  # summed over the flip pair
     two_scales = multiscale_assignments(ColumnNetwork(), ramp, torch.ones(1, 1), scales=[1.0, 0.5])
     assert torch.allclose(two_scales.seg[0, 0, 0, 3:5], 4 * ramp[0, 0, 0, 3:5], atol=0.6)
+
+
+def test_segmentation_merge_equals_upsampling_each_flip_first():
+    # The pair is summed before the one upsampling; upsampling each copy and un-flipping it
+    # first (the method's order) must give the same logits, at sizes that do not divide evenly.
+    images = torch.rand(2, 3, 13, 11)
+    net = ColumnNetwork()
+    out = multiscale_assignments(net, images, None, scales=[1.0, 0.6])
+    expected = 0
+    for scale in (1.0, 0.6):
+        scaled = images if scale == 1.0 else F.interpolate(images, size=(int(13 * scale), int(11 * scale)),
+                                                           mode="bilinear", align_corners=False)
+        seg = F.interpolate(net(torch.cat([scaled, scaled.flip(-1)])).seg, size=(13, 11), mode="bilinear",
+                            align_corners=False)
+        expected = expected + seg[:2] + seg[2:].flip(-1)
+    assert torch.allclose(out.seg, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_aux_cam_of_the_last_scale_only_reproduces_the_released_behaviour():

@@ -107,6 +107,10 @@ class ContrastiveConfig:
     spl_resize: str = "nearest"
     # cam space: divide by the CAM's maximum as a constant, so no gradient lowers the peak.
     detach_max: bool = False
+    # cam space: the class pixels' scores as constants, so the loss only pushes the background down.
+    detach_positives: bool = False
+    # feature space: also pull background pixels to their prototype, away from the classes'.
+    background_pull: bool = False
     # L_csc is off (weight 0) up to this iteration; None: the other pseudo-label losses' warm-up,
     # method.loss_warmup_iters. A later start lets the SPL it learns from settle first.
     warmup_iters: Optional[int] = None

@@ -73,7 +73,7 @@ def hard_segmentation_labels(
 
 def contrastive_separation_loss(
     cam_logits: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float,
-    detach_max: bool = False,
+    detach_max: bool = False, detach_positives: bool = False,
 ) -> torch.Tensor:
     """L_csc (METHOD.md §7.3, reconstruction): push each present class's CAM off the background.
 
@@ -99,13 +99,15 @@ def contrastive_separation_loss(
     hardest = scores.masked_fill(~background, _EXCLUDED).sort(dim=2, descending=True).values
     within_k = torch.arange(hardest.shape[2], device=hardest.device)[None, None, :] < k[:, :, None]
     negatives = hardest.masked_fill(~within_k, _EXCLUDED).logsumexp(dim=2, keepdim=True)
-    per_pixel = torch.logaddexp(scores, negatives) - scores  # −log(e^s / (e^s + Σ_N e^n))
+    anchors = scores.detach() if detach_positives else scores  # detached: only the background is pushed
+    per_pixel = torch.logaddexp(anchors, negatives) - anchors  # −log(e^s / (e^s + Σ_N e^n))
     pairs = foreground.sum()
     return (per_pixel * foreground).sum() / pairs.clamp(min=1)
 
 
 def prototype_separation_loss(
-    features: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float
+    features: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float,
+    background_pull: bool = False,
 ) -> torch.Tensor:
     """The feature-space L_csc (METHOD.md §7.3's alternative, a reconstruction).
 
@@ -130,7 +132,15 @@ def prototype_separation_loss(
     foreground = members[:, 1:].bool() & present[:, :, None] & has_background[:, None, None]  # B×C×N
     per_pixel = F.softplus(similarity[:, :1] - similarity[:, 1:])  # −log(e^{s_c} / (e^{s_c} + e^{s_0}))
     pairs = foreground.sum()
-    return (per_pixel * foreground).sum() / pairs.clamp(min=1)
+    loss = (per_pixel * foreground).sum() / pairs.clamp(min=1)
+    if not background_pull:
+        return loss
+    # Background pixels pulled to p_0 and pushed from the prototypes of the image's present classes.
+    rivals = present & (members[:, 1:].sum(2) > 0)  # B×C: present classes with SPL pixels
+    pushed = similarity[:, 1:].masked_fill(~rivals[:, :, None], _EXCLUDED)
+    per_background = torch.logaddexp(similarity[:, 0], pushed.logsumexp(dim=1)) - similarity[:, 0]
+    background = members[:, 0].bool() & rivals.any(dim=1)[:, None]
+    return loss + (per_background * background).sum() / background.sum().clamp(min=1)
 
 
 def supervised_segmentation_loss(seg_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ def multiscale_assignments(
     """Run ``network`` on ``images`` at each scale (with its flip) and merge (METHOD.md §3).
 
     CAMs: upsample, un-flip, max over the flip pair, ReLU, sum over ``cam_scales`` (default: all
-    scales), normalise. Segmentation: upsample, un-flip, sum over flips and scales. With
+    scales), normalise. Segmentation: un-flip, sum over the flip pair, upsample, sum over scales. With
     ``aux_last_scale_only`` the auxiliary CAM comes from the last scale alone, as released.
     """
     batch, _, height, width = images.shape
@@ -68,6 +68,12 @@ def multiscale_assignments(
         tensor = resize(tensor.float(), size)
         return reduce(tensor[:batch], tensor[batch:].flip(-1)) if flip else tensor
 
+    def merge_sum(tensor: torch.Tensor) -> torch.Tensor:
+        # Bilinear resizing is linear and commutes with the flip, so the pair is summed first
+        # and resized once: the same values up to rounding, half the full-resolution work.
+        tensor = tensor.float()
+        return resize(tensor[:batch] + tensor[batch:].flip(-1) if flip else tensor, size)
+
     cam_sum = aux_sum = seg_sum = logits = None
     for scale in scales:
         scaled = images if scale == 1.0 else F.interpolate(
@@ -76,7 +82,7 @@ def multiscale_assignments(
         output = network(torch.cat([scaled, scaled.flip(-1)]) if flip else scaled)
         if logits is None:
             logits = output.logits.float().view(copies, batch, -1).mean(0)
-        seg = merge(output.seg, torch.add)
+        seg = merge_sum(output.seg)
         seg_sum = seg if seg_sum is None else seg_sum + seg
         if scale in cam_scales:
             cam = merge(output.cam, torch.maximum).relu()
