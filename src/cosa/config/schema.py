@@ -18,6 +18,7 @@ NONFINITE_MODES = ("stop", "skip")
 DENSE_FILTERS = ("auto", "exact", "lattice")
 CONTRASTIVE_SPACES = ("cam", "feature")
 SPL_RESIZE_MODES = ("nearest", "area")
+CAM_NORMALIZERS = ("max", "detached_max", "sigmoid")
 
 
 @dataclass
@@ -105,8 +106,9 @@ class ContrastiveConfig:
     # How the hard SPL reaches the CAM grid: nearest (one pixel per cell) or area (Q averaged
     # over each cell first).
     spl_resize: str = "nearest"
-    # cam space: divide by the CAM's maximum as a constant, so no gradient lowers the peak.
-    detach_max: bool = False
+    # cam space: M̂ = ReLU(A)/max ReLU(A) (max), the same with the maximum as a constant
+    # (detached_max), or σ(A) (sigmoid: bounded gradients where a class map is weak).
+    normalizer: str = "max"
     # cam space: the class pixels' scores as constants, so the loss only pushes the background down.
     detach_positives: bool = False
     # feature space: also pull background pixels to their prototype, away from the classes'.

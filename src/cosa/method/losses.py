@@ -73,7 +73,7 @@ def hard_segmentation_labels(
 
 def contrastive_separation_loss(
     cam_logits: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float,
-    detach_max: bool = False, detach_positives: bool = False,
+    normalizer: str = "max", detach_positives: bool = False,
 ) -> torch.Tensor:
     """L_csc (METHOD.md §7.3, reconstruction): push each present class's CAM off the background.
 
@@ -84,9 +84,13 @@ def contrastive_separation_loss(
     runs over all (class, pixel) pairs of the batch; 0 when there are none.
     """
     batch, classes, height, width = cam_logits.shape
-    activation = cam_logits.float().relu().flatten(2)
-    peak = activation.amax(dim=2, keepdim=True)
-    normalized = activation / ((peak.detach() if detach_max else peak) + 1e-5)
+    logits = cam_logits.float().flatten(2)
+    if normalizer == "sigmoid":
+        normalized = logits.sigmoid()
+    else:
+        activation = logits.relu()
+        peak = activation.amax(dim=2, keepdim=True)
+        normalized = activation / ((peak.detach() if normalizer == "detached_max" else peak) + 1e-5)
     scores = normalized / temperature  # B×C×N
     target = hard_spl.flatten(1)[:, None, :]  # B×1×N
     class_ids = torch.arange(1, classes + 1, device=cam_logits.device)[None, :, None]
