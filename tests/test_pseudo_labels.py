@@ -12,6 +12,7 @@ from cosa.method.pseudo_labels import (
     multiscale_assignments,
     normalize_cams,
     segmentation_pseudo_labels,
+    tag_channels,
 )
 from cosa.models.network import NetworkOutput
 
@@ -104,3 +105,40 @@ def test_inside_box_marks_the_crop_box():
     masks = inside_box(boxes, (4, 4))
     assert masks[0].nonzero().tolist() == [[1, 0], [1, 1], [2, 0], [2, 1]]
     assert masks[1].sum() == 8 and masks[1][:, 2:].all()
+
+
+class RandomHeads(nn.Module):
+    """Fixed random 1×1 heads: CAMs of 5 classes, their auxiliary CAMs and 6 segmentation logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.cam, self.aux, self.seg = nn.Conv2d(3, 5, 1), nn.Conv2d(3, 5, 1), nn.Conv2d(3, 6, 1)
+
+    def forward(self, images):
+        small = F.avg_pool2d(images, 4)
+        cam = self.cam(small)
+        return NetworkOutput(cam=cam, aux_cam=self.aux(small), logits=cam.mean((2, 3)),
+                             aux_logits=cam.mean((2, 3)), seg=self.seg(small))
+
+
+@pytest.mark.parametrize("released_resampling", [True, False])
+def test_tag_channels_alone_give_the_same_cams_and_pseudo_labels(released_resampling):
+    """What the training step does with the most tags of its batch (``max_tags``)."""
+    images = torch.randn(3, 3, 32, 40)
+    labels = torch.tensor([[0.0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1]])
+    channels = tag_channels(labels, 2)
+    assert channels[0].tolist() == [1, 3] and channels[2, 1] == 4 and channels[1, 0] == 0  # ascending, tags kept
+    with torch.no_grad():
+        full = multiscale_assignments(RandomHeads(), images, labels, [1.0, 0.5, 1.5])
+        compact = multiscale_assignments(RandomHeads(), images, labels, [1.0, 0.5, 1.5], channels=channels)
+    # Resizing fewer channels may vectorise differently: equal up to the last bit or so.
+    assert torch.allclose(full.cam, compact.cam, rtol=0, atol=1e-6)
+    assert torch.allclose(full.aux_cam, compact.aux_cam, rtol=0, atol=1e-6) and torch.equal(full.seg, compact.seg)
+    inside = torch.ones(3, 32, 40, dtype=torch.bool)
+    inside[:, :4] = False
+    for high, low in ((0.7, 0.25), (0.5, 0.1)):
+        expected = cam_pseudo_labels(full.cam, inside, high, low, released_resampling)
+        got = cam_pseudo_labels(full.cam, inside, high, low, released_resampling, channels)
+        assert (expected != got).sum() <= 2  # rounding (another softmax sum order) may flip a near-tie
+        assert set(expected.unique().tolist()) > {0, IGNORE_INDEX}

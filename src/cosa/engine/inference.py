@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cosa.method.pseudo_labels import MASKED_LOGIT, Assignments, multiscale_assignments
+from cosa.method.pseudo_labels import MASKED_LOGIT, Assignments, channel_argmax, multiscale_assignments
 
 
 def infer(
@@ -27,7 +27,7 @@ def mask_absent(seg_logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
 
 def segmentation_labels(seg_logits: torch.Tensor, tags: torch.Tensor | None = None) -> torch.Tensor:
     """Argmax of the segmentation logits, tag-masked when ``tags`` is given."""
-    return (seg_logits if tags is None else mask_absent(seg_logits, tags)).argmax(dim=1)
+    return channel_argmax(seg_logits if tags is None else mask_absent(seg_logits, tags))
 
 
 def cam_labels(cams: torch.Tensor, tags: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -177,6 +177,7 @@ class Trainer:
 
         A step whose loss or gradients are not finite changes neither network (``train.nonfinite``).
         """
+        max_tags = int(batch["labels"].sum(dim=1).max())  # read on the host, before the copy
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
         set_learning_rate(self.optimizer, lr_factor(self.iteration - 1, self.cfg.train.iterations, self.cfg.optim))
         if self.cfg.train.channels_last:
@@ -185,7 +186,7 @@ class Trainer:
         # The forward pass updates BatchNorm statistics; a faulty step must not keep them.
         statistics = [buffer.clone() for buffer in self.online.buffers()]
         with section("objective"), autocast(self.device.type, self.cfg.train.amp):
-            losses = self.objective(self.model, self.assignment, batch, self.iteration)
+            losses = self.objective(self.model, self.assignment, batch, self.iteration, max_tags)
         with section("backward"):
             self.scaler.scale(losses.total).backward()
         faults = timed("nonfinite_check", self._nonfinite, losses)

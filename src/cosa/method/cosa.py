@@ -35,6 +35,7 @@ from cosa.method.pseudo_labels import (
     reliability_weighted_labels,
     resize,
     segmentation_pseudo_labels,
+    tag_channels,
 )
 from cosa.method.thresholds import CplThresholds
 from cosa.models.network import NetworkOutput
@@ -75,9 +76,12 @@ class CoSAObjective:
         self.assignment_amp = assignment_amp  # the AN pass's autocast; "same" inherits the step's
         self.thresholds = CplThresholds.from_config(cfg)
 
-    def __call__(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int) -> StepLosses:
+    def __call__(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int,
+                 max_tags: int | None = None) -> StepLosses:
+        """``max_tags``: the most tags of any image in the batch, if known on the host; the
+        pseudo-labels then resample only the CAM channels that can be tags (the same result)."""
         if self.cfg.recipe in PSEUDO_LABEL_RECIPES:
-            return self.swapped_assignments(online, assignment, batch, iteration)
+            return self.swapped_assignments(online, assignment, batch, iteration, max_tags)
         if self.cfg.recipe == "cam-only":
             return self.cam_only(online, batch)
         if self.cfg.recipe == "supervised":
@@ -88,23 +92,28 @@ class CoSAObjective:
         """0 during the loss warm-up, then 1. Gated terms still run (as released), weighted by 0."""
         return 1.0 if iteration > (self.cfg.loss_warmup_iters if warmup_iters is None else warmup_iters) else 0.0
 
-    def swapped_assignments(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int) -> StepLosses:
+    def swapped_assignments(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int,
+                            max_tags: int | None = None) -> StepLosses:
         cfg, thresholds = self.cfg, self.thresholds
         weak, strong, labels = batch["weak"], batch["strong"], batch["labels"]
         size = tuple(weak.shape[-2:])
         inside = inside_box(batch["box"], size)
+        channels = None
+        if max_tags is not None and max_tags < labels.shape[1]:
+            channels = tag_channels(labels, max(max_tags, 1))
 
         with section("assignment_pass"), autocast(weak.device.type, self.assignment_amp):
             assigned = multiscale_assignments(
-                assignment, weak, labels, cfg.assignment_scales, cfg.aux_cam_last_scale_only
+                assignment, weak, labels, cfg.assignment_scales, cfg.aux_cam_last_scale_only, channels=channels
             )
         timed("thresholds", thresholds.update, assigned.cam.amax(dim=1), assigned.aux_cam.amax(dim=1))
         with section("pseudo_labels"):
             cpl = cam_pseudo_labels(
-                assigned.cam, inside, thresholds.cam.high, thresholds.cam.low, cfg.cpl_released_resampling
+                assigned.cam, inside, thresholds.cam.high, thresholds.cam.low, cfg.cpl_released_resampling, channels
             )
             aux_cpl = cam_pseudo_labels(
-                assigned.aux_cam, inside, thresholds.aux.high, thresholds.aux.low, cfg.cpl_released_resampling
+                assigned.aux_cam, inside, thresholds.aux.high, thresholds.aux.low, cfg.cpl_released_resampling,
+                channels,
             )
             spl = segmentation_pseudo_labels(assigned.seg, labels, cfg.spl_temperature)
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,12 @@ class Assignments:
     aux_cam: torch.Tensor  # M^a
     seg: torch.Tensor  # Ŝ: B×(C+1)×H×W, logits summed over scales and flips
     logits: torch.Tensor  # B×C classification logits at the first scale (mean over the flip pair)
+
+
+def channel_argmax(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor.argmax(dim=1)``, the same indices (the first maximum on ties), but through
+    ``max``: on a CPU argmax across the channels of a large map is 2–7× slower."""
+    return tensor.max(dim=1).indices
 
 
 def resize(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -51,20 +58,30 @@ def multiscale_assignments(
     aux_last_scale_only: bool = False,
     flip: bool = True,
     cam_scales: list[float] | None = None,
+    channels: torch.Tensor | None = None,
 ) -> Assignments:
     """Run ``network`` on ``images`` at each scale (with its flip) and merge (METHOD.md §3).
 
     CAMs: upsample, un-flip, max over the flip pair, ReLU, sum over ``cam_scales`` (default: all
     scales), normalise. Segmentation: un-flip, sum over the flip pair, upsample, sum over scales. With
     ``aux_last_scale_only`` the auxiliary CAM comes from the last scale alone, as released.
+
+    With ``labels`` and ``channels`` (B×K, from :func:`tag_channels`) only those CAM channels are
+    merged at full resolution; the others, absent classes that the normalisation would zero, are
+    0. Every channel is computed on its own, so the result is the same up to rounding (resizing
+    fewer channels may vectorise differently).
     """
     batch, _, height, width = images.shape
+    if channels is not None:
+        flipped_channels = channels.repeat(2 if flip else 1, 1)
     size = (height, width)
     cam_scales = scales if cam_scales is None else cam_scales
     last_cam_scale = [scale for scale in scales if scale in cam_scales][-1]
     copies = 2 if flip else 1
 
     def merge(tensor: torch.Tensor, reduce) -> torch.Tensor:
+        if channels is not None:
+            tensor = gather_channels(tensor, flipped_channels)
         tensor = resize(tensor.float(), size)
         return reduce(tensor[:batch], tensor[batch:].flip(-1)) if flip else tensor
 
@@ -90,20 +107,49 @@ def multiscale_assignments(
             if not aux_last_scale_only or scale == last_cam_scale:  # others would be discarded: not upsampled
                 aux = merge(output.aux_cam, torch.maximum).relu()
                 aux_sum = aux if aux_sum is None else aux_sum + aux
-    return Assignments(normalize_cams(cam_sum, labels), normalize_cams(aux_sum, labels), seg_sum, logits)
+    if channels is None:
+        return Assignments(normalize_cams(cam_sum, labels), normalize_cams(aux_sum, labels), seg_sum, logits)
+    tags = labels.gather(1, channels)
+    cam, aux = (scatter_channels(normalize_cams(merged, tags), channels, labels.shape[1])
+                for merged in (cam_sum, aux_sum))
+    return Assignments(cam, aux, seg_sum, logits)
+
+
+def tag_channels(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """B×``count`` class indices, ascending, that hold every tag of each image (the rest are absent
+    classes); ``count`` must be at least the most tags of any image."""
+    return labels.topk(count, dim=1).indices.sort(dim=1).values
+
+
+def gather_channels(tensor: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """The channels ``channels`` (B×K) of a B×C×H×W tensor, as B×K×H×W."""
+    return tensor.gather(1, channels[:, :, None, None].expand(-1, -1, *tensor.shape[-2:]))
+
+
+def scatter_channels(tensor: torch.Tensor, channels: torch.Tensor, num_channels: int) -> torch.Tensor:
+    """B×K×H×W placed at ``channels`` (B×K) of a B×``num_channels``×H×W tensor of zeros."""
+    full = tensor.new_zeros(tensor.shape[0], num_channels, *tensor.shape[-2:])
+    return full.scatter_(1, channels[:, :, None, None].expand_as(tensor), tensor)
 
 
 def _label_above(cams: torch.Tensor, threshold: float | torch.Tensor, released_resampling: bool,
-                 size: tuple[int, int]) -> torch.Tensor:
-    """0 where no CAM exceeds ``threshold``, else 1 + the strongest class.
+                 size: tuple[int, int], omitted: int = 0) -> torch.Tensor:
+    """0 where no CAM exceeds ``threshold``, else 1 + the strongest of the ``cams`` channels.
 
     With ``released_resampling`` the ``cams`` come already halved (:func:`cam_pseudo_labels`);
-    the threshold channel, a constant, is the same at any resolution.
+    the threshold channel, a constant, is the same at any resolution. ``omitted`` absent-class
+    channels (all 0) left out of ``cams`` still count in the softmax: each adds e⁰ to its sum,
+    and none can win the argmax, since the threshold channel, first, is above 0.
     """
     stacked = torch.cat([torch.ones_like(cams[:, :1]) * threshold, cams], dim=1)
     if released_resampling:
-        stacked = resize(stacked.softmax(dim=1), size)
-    return stacked.argmax(dim=1)
+        if omitted:
+            absent = torch.full_like(cams[:, :1], math.log(omitted))
+            probabilities = torch.cat([stacked, absent], dim=1).softmax(dim=1)[:, :-1]
+        else:
+            probabilities = stacked.softmax(dim=1)
+        stacked = resize(probabilities, size)
+    return channel_argmax(stacked)
 
 
 def cam_pseudo_labels(
@@ -112,18 +158,27 @@ def cam_pseudo_labels(
     high: float | torch.Tensor,
     low: float | torch.Tensor,
     released_resampling: bool = False,
+    channels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CPL: class where the strongest CAM exceeds ``high``, background below ``low``, else ignore.
 
     ``cams`` are normalised with absent classes at 0; ``inside`` (B×H×W bool) marks the crop box;
-    everything outside it is ignore.
+    everything outside it is ignore. With ``channels`` (B×K, from :func:`tag_channels`) only
+    those channels are resampled and compared: the others are absent classes, which cannot win.
     """
     size = tuple(cams.shape[-2:])
+    omitted = 0
+    if channels is not None:
+        omitted = cams.shape[1] - channels.shape[1]
+        cams = gather_channels(cams, channels)
     if released_resampling:  # halved once for both thresholds
         cams = F.interpolate(cams, size=(size[0] // 2, size[1] // 2), mode="bilinear", align_corners=False)
-    confident = _label_above(cams, high, released_resampling, size)
+    confident = _label_above(cams, high, released_resampling, size, omitted)
+    if channels is not None:  # channel k → class channels[k − 1]
+        lookup = torch.cat([torch.zeros_like(channels[:, :1]), channels + 1], dim=1)
+        confident = lookup.gather(1, confident.flatten(1)).view_as(confident)
     pseudo = torch.where(confident > 0, confident, torch.full_like(confident, IGNORE_INDEX))
-    pseudo[_label_above(cams, low, released_resampling, size) == 0] = 0
+    pseudo[_label_above(cams, low, released_resampling, size, omitted) == 0] = 0
     pseudo[~inside] = IGNORE_INDEX
     return pseudo
 
@@ -150,7 +205,7 @@ def reliability_weighted_labels(
     present = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[:, :, None, None] > 0
     scores = torch.cat([torch.ones_like(cams[:, :1]) * middle, cams], dim=1)
     scores = scores.masked_fill(~present, float("-inf"))
-    choice = scores.argmax(dim=1)
+    choice = channel_argmax(scores)
     log_q = (scores / temperature).log_softmax(dim=1)
     entropy = -(log_q.exp() * log_q.masked_fill(~present, 0.0)).sum(dim=1)
     choices = present.sum(dim=1).to(cams)  # K, B×1×1
