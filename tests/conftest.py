@@ -24,6 +24,7 @@ TINY_OVERRIDES = [
     "train.eval_every=3",
     "train.checkpoint_every=3",
     "method.loss_warmup_iters=2",
+    "method.contrastive.warmup_iters=2",
     "optim.warmup_iters=2",
     "eval.size=64",
     "eval.scales=[1.0,0.5]",

@@ -15,8 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cosa.config.schema import (
-    AMP_MODES, CAM_NORMALIZERS, CONTRASTIVE_SPACES, DENSE_FILTERS, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES,
-    SPL_RESIZE_MODES, Config,
+    AMP_MODES, CONTRASTIVE_SPACES, DENSE_FILTERS, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES, Config,
 )
 from cosa.errors import CosaError
 
@@ -147,10 +146,6 @@ def validate(cfg: Config) -> None:
     _require(cfg.method.raw.power > 0, "method.raw.power", "must be positive")
     _require(cfg.method.contrastive.space in CONTRASTIVE_SPACES, "method.contrastive.space",
              f"must be one of {', '.join(CONTRASTIVE_SPACES)}")
-    _require(cfg.method.contrastive.normalizer in CAM_NORMALIZERS, "method.contrastive.normalizer",
-             f"must be one of {', '.join(CAM_NORMALIZERS)}")
-    _require(cfg.method.contrastive.spl_resize in SPL_RESIZE_MODES, "method.contrastive.spl_resize",
-             f"must be one of {', '.join(SPL_RESIZE_MODES)}")
     _require(cfg.method.contrastive.temperature > 0, "method.contrastive.temperature", "must be positive")
     _require(0.0 <= cfg.method.contrastive.spl_confidence <= 1.0, "method.contrastive.spl_confidence",
              "must be in [0, 1]")

@@ -17,8 +17,6 @@ AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_MODES = ("stop", "skip")
 DENSE_FILTERS = ("auto", "exact", "lattice")
 CONTRASTIVE_SPACES = ("cam", "feature")
-SPL_RESIZE_MODES = ("nearest", "area")
-CAM_NORMALIZERS = ("max", "detached_max", "sigmoid")
 
 
 @dataclass
@@ -97,22 +95,13 @@ class ContrastiveConfig:
     """Contrastive separation in CAMs, L_csc (METHOD.md §7.3, a reconstruction)."""
 
     enabled: bool = False
-    # cam: each class CAM contrasted against its hardest background pixels (METHOD.md §7.3);
-    # feature: pixel features pulled to their SPL class prototype, pushed from the background's.
-    space: str = "cam"
+    # feature: pixel features pulled to their SPL class prototype, pushed from the background's;
+    # cam: each class CAM contrasted against its hardest background pixels (METHOD.md §7.3's
+    # formula). feature is the default because it won on the tuning data (docs/method.md).
+    space: str = "feature"
     weight: float = 0.1  # λ_csc
     temperature: float = 0.1  # τ_c
     spl_confidence: float = 0.5  # hard SPL: ignore where max Q is below this
-    # How the hard SPL reaches the CAM grid: nearest (one pixel per cell) or area (Q averaged
-    # over each cell first).
-    spl_resize: str = "nearest"
-    # cam space: M̂ = ReLU(A)/max ReLU(A) (max), the same with the maximum as a constant
-    # (detached_max), or σ(A) (sigmoid: bounded gradients where a class map is weak).
-    normalizer: str = "max"
-    # cam space: the class pixels' scores as constants, so the loss only pushes the background down.
-    detach_positives: bool = False
-    # feature space: also pull background pixels to their prototype, away from the classes'.
-    background_pull: bool = False
     # L_csc is off (weight 0) up to this iteration; None: the other pseudo-label losses' warm-up,
     # method.loss_warmup_iters. A later start lets the SPL it learns from settle first.
     warmup_iters: Optional[int] = None

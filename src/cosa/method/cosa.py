@@ -145,11 +145,10 @@ class CoSAObjective:
     def contrastive_separation(self, output: NetworkOutput, spl: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """L_csc on the ON's CAMs or, with ``space=feature``, on its features, from the hard SPL."""
         csc = self.cfg.contrastive
-        hard_spl = hard_segmentation_labels(spl, tuple(output.cam.shape[-2:]), csc.spl_confidence, csc.spl_resize)
+        hard_spl = hard_segmentation_labels(spl, tuple(output.cam.shape[-2:]), csc.spl_confidence)
         if csc.space == "feature":
-            return prototype_separation_loss(output.features, hard_spl, labels, csc.temperature, csc.background_pull)
-        return contrastive_separation_loss(output.cam, hard_spl, labels, csc.temperature, csc.normalizer,
-                                           csc.detach_positives)
+            return prototype_separation_loss(output.features, hard_spl, labels, csc.temperature)
+        return contrastive_separation_loss(output.cam, hard_spl, labels, csc.temperature)
 
     def cam_to_segmentation(self, seg: torch.Tensor, assigned: Assignments, labels: torch.Tensor,
                             inside: torch.Tensor, cpl: torch.Tensor, aux_cpl: torch.Tensor) -> torch.Tensor:

@@ -55,25 +55,15 @@ def segmentation_to_cam_loss(cam_logits: torch.Tensor, spl: torch.Tensor) -> tor
     return F.binary_cross_entropy_with_logits(cam_logits.relu(), targets)
 
 
-def hard_segmentation_labels(
-    spl: torch.Tensor, size: tuple[int, int], confidence: float, resize_mode: str = "nearest"
-) -> torch.Tensor:
-    """The SPL made hard for L_csc: argmax of Q, ignore where max Q < ``confidence``, at ``size``.
-
-    ``nearest`` makes the labels hard at full resolution and samples one pixel per cell of the
-    coarser grid; ``area`` first averages Q over each cell, so a cell takes the class that holds
-    most of it and is ignored when none holds more than ``confidence`` of it.
-    """
-    if resize_mode == "area":
-        spl = F.adaptive_avg_pool2d(spl, size)
+def hard_segmentation_labels(spl: torch.Tensor, size: tuple[int, int], confidence: float) -> torch.Tensor:
+    """The SPL made hard for L_csc: argmax of Q, ignore where max Q < ``confidence``, at ``size``."""
     best, label = spl.max(dim=1)
     label = label.masked_fill(best < confidence, IGNORE_INDEX)
     return F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
 def contrastive_separation_loss(
-    cam_logits: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float,
-    normalizer: str = "max", detach_positives: bool = False,
+    cam_logits: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float
 ) -> torch.Tensor:
     """L_csc (METHOD.md §7.3, reconstruction): push each present class's CAM off the background.
 
@@ -84,13 +74,8 @@ def contrastive_separation_loss(
     runs over all (class, pixel) pairs of the batch; 0 when there are none.
     """
     batch, classes, height, width = cam_logits.shape
-    logits = cam_logits.float().flatten(2)
-    if normalizer == "sigmoid":
-        normalized = logits.sigmoid()
-    else:
-        activation = logits.relu()
-        peak = activation.amax(dim=2, keepdim=True)
-        normalized = activation / ((peak.detach() if normalizer == "detached_max" else peak) + 1e-5)
+    activation = cam_logits.float().relu().flatten(2)
+    normalized = activation / (activation.amax(dim=2, keepdim=True) + 1e-5)
     scores = normalized / temperature  # B×C×N
     target = hard_spl.flatten(1)[:, None, :]  # B×1×N
     class_ids = torch.arange(1, classes + 1, device=cam_logits.device)[None, :, None]
@@ -103,15 +88,13 @@ def contrastive_separation_loss(
     hardest = scores.masked_fill(~background, _EXCLUDED).sort(dim=2, descending=True).values
     within_k = torch.arange(hardest.shape[2], device=hardest.device)[None, None, :] < k[:, :, None]
     negatives = hardest.masked_fill(~within_k, _EXCLUDED).logsumexp(dim=2, keepdim=True)
-    anchors = scores.detach() if detach_positives else scores  # detached: only the background is pushed
-    per_pixel = torch.logaddexp(anchors, negatives) - anchors  # −log(e^s / (e^s + Σ_N e^n))
+    per_pixel = torch.logaddexp(scores, negatives) - scores  # −log(e^s / (e^s + Σ_N e^n))
     pairs = foreground.sum()
     return (per_pixel * foreground).sum() / pairs.clamp(min=1)
 
 
 def prototype_separation_loss(
-    features: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float,
-    background_pull: bool = False,
+    features: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float
 ) -> torch.Tensor:
     """The feature-space L_csc (METHOD.md §7.3's alternative, a reconstruction).
 
@@ -136,15 +119,7 @@ def prototype_separation_loss(
     foreground = members[:, 1:].bool() & present[:, :, None] & has_background[:, None, None]  # B×C×N
     per_pixel = F.softplus(similarity[:, :1] - similarity[:, 1:])  # −log(e^{s_c} / (e^{s_c} + e^{s_0}))
     pairs = foreground.sum()
-    loss = (per_pixel * foreground).sum() / pairs.clamp(min=1)
-    if not background_pull:
-        return loss
-    # Background pixels pulled to p_0 and pushed from the prototypes of the image's present classes.
-    rivals = present & (members[:, 1:].sum(2) > 0)  # B×C: present classes with SPL pixels
-    pushed = similarity[:, 1:].masked_fill(~rivals[:, :, None], _EXCLUDED)
-    per_background = torch.logaddexp(similarity[:, 0], pushed.logsumexp(dim=1)) - similarity[:, 0]
-    background = members[:, 0].bool() & rivals.any(dim=1)[:, None]
-    return loss + (per_background * background).sum() / background.sum().clamp(min=1)
+    return (per_pixel * foreground).sum() / pairs.clamp(min=1)
 
 
 def supervised_segmentation_loss(seg_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
