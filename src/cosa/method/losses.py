@@ -106,7 +106,6 @@ def prototype_separation_loss(
     runs over all (class, pixel) pairs of the batch; 0 when there are none, and an image without
     background pixels contributes nothing.
     """
-    batch, _, height, width = features.shape
     classes = labels.shape[1]
     unit = F.normalize(features.float().flatten(2), dim=1)  # B×D×N
     target = hard_spl.flatten(1)  # B×N

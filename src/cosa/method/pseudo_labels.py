@@ -63,8 +63,9 @@ def multiscale_assignments(
     """Run ``network`` on ``images`` at each scale (with its flip) and merge (METHOD.md §3).
 
     CAMs: upsample, un-flip, max over the flip pair, ReLU, sum over ``cam_scales`` (default: all
-    scales), normalise. Segmentation: un-flip, sum over the flip pair, upsample, sum over scales. With
-    ``aux_last_scale_only`` the auxiliary CAM comes from the last scale alone, as released.
+    scales), normalise. Segmentation: un-flip, sum over the flip pair, upsample, sum over
+    scales. With ``aux_last_scale_only`` the auxiliary CAM comes from the last scale alone, as
+    released.
 
     With ``labels`` and ``channels`` (B×K, from :func:`tag_channels`) only those CAM channels are
     merged at full resolution; the others, absent classes that the normalisation would zero, are
@@ -72,12 +73,12 @@ def multiscale_assignments(
     fewer channels may vectorise differently).
     """
     batch, _, height, width = images.shape
-    if channels is not None:
-        flipped_channels = channels.repeat(2 if flip else 1, 1)
     size = (height, width)
     cam_scales = scales if cam_scales is None else cam_scales
     last_cam_scale = [scale for scale in scales if scale in cam_scales][-1]
     copies = 2 if flip else 1
+    if channels is not None:
+        flipped_channels = channels.repeat(copies, 1)
 
     def merge(tensor: torch.Tensor, reduce) -> torch.Tensor:
         if channels is not None:
