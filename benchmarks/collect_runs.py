@@ -79,8 +79,8 @@ def main() -> None:
             continue
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         metrics = json.loads((run_dir / "final_metrics.json").read_text())
-        runs.append({"run": str(run_dir), "recipe": config["method"]["recipe"], "changes": differences(config, args.preset),
-                     "seed": config["train"]["seed"],
+        runs.append({"run": str(run_dir), "recipe": config["method"]["recipe"],
+                     "changes": differences(config, args.preset), "seed": config["train"]["seed"],
                      **{m: metrics[m] for m in METRICS if m in metrics}})
     rows = {}
     for run in runs:
@@ -93,8 +93,8 @@ def main() -> None:
         means = {m: statistics.fmean(run[m] for run in members) for m in METRICS if all(m in run for run in members)}
         table.append({"recipe": recipe, "changes": list(changed), "seeds": [run["seed"] for run in members],
                       "mean": means})
-        cells = [f"{means[m]:.2f}" + (f" ({' / '.join(f'{run[m]:.1f}' for run in members)})" if len(members) > 1 else "")
-                 if m in means else "–" for m in METRICS]
+        seeds = {m: f" ({' / '.join(f'{run[m]:.1f}' for run in members)})" if len(members) > 1 else "" for m in means}
+        cells = [f"{means[m]:.2f}{seeds[m]}" if m in means else "–" for m in METRICS]
         lines.append(f"| {recipe} | {' '.join(changed) or '—'} | {len(members)} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     if args.out:
