@@ -160,6 +160,21 @@ def test_contrastive_separation_falls_as_the_class_leaves_the_background():
     assert values == sorted(values, reverse=True) and values[0] > values[-1] + 1
 
 
+def test_contrastive_separation_with_detached_positives_only_pushes_the_background_down():
+    # Class pixels at 3 (the maximum) and 1, background at 2 and 0.5: k = 2 negatives.
+    spl = torch.tensor([[[1, 1, 0, 0]]])
+    values, grads = {}, {}
+    for detach in (False, True):
+        cam = torch.tensor([3.0, 1.0, 2.0, 0.5]).view(1, 1, 1, 4).requires_grad_()
+        loss = contrastive_separation_loss(cam, spl, torch.ones(1, 1), 0.3, detach_positives=detach)
+        loss.backward()
+        values[detach], grads[detach] = float(loss), cam.grad.flatten()
+    assert values[True] == pytest.approx(values[False])
+    assert grads[False][1] < 0  # the full form lifts the weak class pixel ...
+    assert grads[True][1] == 0  # ... the detached one leaves it alone
+    assert grads[True][2] > 0 and grads[True][3] > 0  # and still pushes the background down
+
+
 def test_contrastive_separation_uses_present_classes_and_survives_missing_background():
     cam = torch.randn(2, 2, 4, 4, requires_grad=True)
     spl = torch.ones(2, 4, 4, dtype=torch.long)  # class 1 everywhere: no background pixels

@@ -102,6 +102,9 @@ class ContrastiveConfig:
     weight: float = 0.1  # λ_csc
     temperature: float = 0.1  # τ_c
     spl_confidence: float = 0.5  # hard SPL: ignore where max Q is below this
+    # cam space only: the class pixels' scores are constants, so L_csc only pushes the hardest
+    # background down instead of also lifting the class over its SPL region (docs/method.md).
+    detach_positives: bool = False
     # L_csc is off (weight 0) up to this iteration; None: the other pseudo-label losses' warm-up,
     # method.loss_warmup_iters. A later start lets the SPL it learns from settle first.
     warmup_iters: Optional[int] = None

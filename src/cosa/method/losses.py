@@ -63,7 +63,11 @@ def hard_segmentation_labels(spl: torch.Tensor, size: tuple[int, int], confidenc
 
 
 def contrastive_separation_loss(
-    cam_logits: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float
+    cam_logits: torch.Tensor,
+    hard_spl: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    detach_positives: bool = False,
 ) -> torch.Tensor:
     """L_csc (METHOD.md §7.3, reconstruction): push each present class's CAM off the background.
 
@@ -71,7 +75,9 @@ def contrastive_separation_loss(
     background, 1..C classes, 255 ignore). Per image and present class c: M̂_c = ReLU(A_c) /
     (max ReLU(A_c) + 1e-5); each pixel i of c is contrasted, InfoNCE-style at temperature τ_c,
     against the k = min(|B|, max(|F_c|, 1)) background pixels where M̂_c is highest. The mean
-    runs over all (class, pixel) pairs of the batch; 0 when there are none.
+    runs over all (class, pixel) pairs of the batch; 0 when there are none. With
+    ``detach_positives`` the class pixels' scores are constants: the loss only pushes the
+    background down (the maximum in M̂'s normalisation still takes gradients).
     """
     batch, classes, height, width = cam_logits.shape
     activation = cam_logits.float().relu().flatten(2)
@@ -88,7 +94,8 @@ def contrastive_separation_loss(
     hardest = scores.masked_fill(~background, _EXCLUDED).sort(dim=2, descending=True).values
     within_k = torch.arange(hardest.shape[2], device=hardest.device)[None, None, :] < k[:, :, None]
     negatives = hardest.masked_fill(~within_k, _EXCLUDED).logsumexp(dim=2, keepdim=True)
-    per_pixel = torch.logaddexp(scores, negatives) - scores  # −log(e^s / (e^s + Σ_N e^n))
+    positives = scores.detach() if detach_positives else scores
+    per_pixel = torch.logaddexp(positives, negatives) - positives  # −log(e^s / (e^s + Σ_N e^n))
     pairs = foreground.sum()
     return (per_pixel * foreground).sum() / pairs.clamp(min=1)
 
