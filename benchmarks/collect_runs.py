@@ -31,11 +31,12 @@ REMOVED_DEFAULTS = {
     "method.contrastive.spl_resize": "nearest",
     "method.contrastive.detach_max": False,
     "method.contrastive.normalizer": "max",
-    "method.contrastive.detach_positives": False,
     "method.contrastive.background_pull": False,
 }
-# Settings added during that tuning: a run made before a key existed had this value.
-ADDED_LATER = {"method.contrastive.space": "cam", "method.contrastive.warmup_iters": None}
+# Settings added during that tuning (detach_positives came back in f311f70): a run made before a
+# key existed had this value.
+ADDED_LATER = {"method.contrastive.space": "cam", "method.contrastive.warmup_iters": None,
+               "method.contrastive.detach_positives": False}
 TECHNIQUES = ("method.threshold_search", "method.raw", "method.contrastive")
 
 

@@ -67,13 +67,23 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def without_unused_settings(cfg: Config) -> Config:
+    """``cfg`` with the settings of each technique that is off at their defaults: they do not
+    change the training, so a run made before a default changed still counts."""
+    method = cfg.method
+    unused = {name: type(getattr(method, name))() for name in ("threshold_search", "raw", "contrastive")
+              if not getattr(method, name).enabled}
+    return dataclasses.replace(cfg, method=dataclasses.replace(method, **unused))
+
+
 def finished_run(run_dir: Path, cfg: Config) -> dict | None:
     """The metrics of a finished run of ``cfg`` in ``run_dir`` (re-evaluated if only ``eval``
     differs), or None when the run must be trained."""
     metrics, config = run_dir / "final_metrics.json", run_dir / "config.yaml"
     if not (metrics.is_file() and config.is_file()):
         return None
-    trained = config_from_dict(yaml.safe_load(config.read_text()), str(config))
+    trained = without_unused_settings(config_from_dict(yaml.safe_load(config.read_text()), str(config)))
+    cfg = without_unused_settings(cfg)
     if dataclasses.replace(trained, eval=cfg.eval) != cfg:
         return None
     if trained == cfg:

@@ -33,9 +33,10 @@ def test_runs_are_grouped_by_their_differences_from_the_preset(tmp_path):
         fake_run(tmp_path, "b-seed0", "release", ["method.contrastive.enabled=true", "method.contrastive.weight=0.01"],
                  35.0),
         # A disabled technique's settings are not a difference; a key that older code lacked
-        # takes the value it had then (L_csc was CAM-space before `space` existed).
+        # takes the value it had then (L_csc kept its class pixels' gradients before
+        # `detach_positives` existed).
         fake_run(tmp_path, "c-seed0", "release", ["method.raw.temperature=0.5", "method.contrastive.enabled=true"],
-                 30.0, edit=lambda text: text.replace("    space: feature\n", "")),
+                 30.0, edit=lambda text: text.replace("    detach_positives: true\n", "")),
     ]
     out = tmp_path / "runs.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -45,4 +46,4 @@ def test_runs_are_grouped_by_their_differences_from_the_preset(tmp_path):
     rows = {tuple(row["changes"]): row for row in json.loads(out.read_text())["rows"]}
     assert rows[()]["seeds"] == [0, 1] and rows[()]["mean"]["miou_unmasked"] == 41.0
     assert ("method.contrastive.enabled=True", "method.contrastive.weight=0.01") in rows
-    assert ("method.contrastive.enabled=True", "method.contrastive.space=cam") in rows
+    assert ("method.contrastive.detach_positives=False", "method.contrastive.enabled=True") in rows

@@ -42,7 +42,7 @@ def test_overrides_and_data_root_apply_last():
         ("train.iterations=0", "train.iterations"),
         ("method.cam_thresholds.low=0.9", "method.cam_thresholds"),
         ("train.amp=fp8", "train.amp"),
-        ("method.contrastive.detach_positives=true", "method.contrastive.detach_positives"),
+        ("method.raw.mode=soft", "method.raw.mode"),
         ("noequals", "key=value"),
     ],
 )

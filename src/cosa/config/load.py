@@ -147,8 +147,6 @@ def validate(cfg: Config) -> None:
     _require(cfg.method.contrastive.space in CONTRASTIVE_SPACES, "method.contrastive.space",
              f"must be one of {', '.join(CONTRASTIVE_SPACES)}")
     _require(cfg.method.contrastive.temperature > 0, "method.contrastive.temperature", "must be positive")
-    _require(not cfg.method.contrastive.detach_positives or cfg.method.contrastive.space == "cam",
-             "method.contrastive.detach_positives", "applies to method.contrastive.space=cam only")
     _require(0.0 <= cfg.method.contrastive.spl_confidence <= 1.0, "method.contrastive.spl_confidence",
              "must be in [0, 1]")
     _require(0.0 <= cfg.method.background_balance <= 1.0, "method.background_balance", "must be in [0, 1]")

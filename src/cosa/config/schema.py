@@ -83,9 +83,10 @@ class RawConfig:
     """Reliability-based adaptive weighting of the CPL (METHOD.md §7.2, a reconstruction)."""
 
     enabled: bool = False
-    # all: every in-box pixel gets a label and a weight; confident: keep the ignore band and
-    # weight the labelled pixels.
-    mode: str = "all"
+    # all: every in-box pixel gets a label and a weight (METHOD.md's main form); confident: keep
+    # the ignore band and weight the labelled pixels. confident is the default because "all"
+    # shrank objects on the tuning data (docs/method.md).
+    mode: str = "confident"
     temperature: float = 0.1  # τ_r
     power: float = 1.0  # β
 
@@ -95,16 +96,18 @@ class ContrastiveConfig:
     """Contrastive separation in CAMs, L_csc (METHOD.md §7.3, a reconstruction)."""
 
     enabled: bool = False
-    # feature: pixel features pulled to their SPL class prototype, pushed from the background's;
     # cam: each class CAM contrasted against its hardest background pixels (METHOD.md §7.3's
-    # formula). feature is the default because it won on the tuning data (docs/method.md).
-    space: str = "feature"
-    weight: float = 0.1  # λ_csc
-    temperature: float = 0.1  # τ_c
+    # formula); feature: pixel features pulled to their SPL class prototype, pushed from the
+    # background's. The default, the CAM form with detached class pixels, τ_c 0.3 and λ_csc 0.03
+    # (METHOD.md: 0.1 and 0.1), is the one form that lowered coexistence on the tuning data
+    # (docs/method.md).
+    space: str = "cam"
+    weight: float = 0.03  # λ_csc
+    temperature: float = 0.3  # τ_c
     spl_confidence: float = 0.5  # hard SPL: ignore where max Q is below this
     # cam space only: the class pixels' scores are constants, so L_csc only pushes the hardest
     # background down instead of also lifting the class over its SPL region (docs/method.md).
-    detach_positives: bool = False
+    detach_positives: bool = True
     # L_csc is off (weight 0) up to this iteration; None: the other pseudo-label losses' warm-up,
     # method.loss_warmup_iters. A later start lets the SPL it learns from settle first.
     warmup_iters: Optional[int] = None
