@@ -22,6 +22,7 @@ import yaml
 from common import environment
 
 from cosa.config import load_config
+from cosa.config.schema import TECHNIQUES
 
 METRICS = ("miou_unmasked", "cam_miou", "cpl_precision", "coexistence", "coexistence_cam")
 IGNORED = {"data.root", "train.seed"}
@@ -37,7 +38,6 @@ REMOVED_DEFAULTS = {
 # key existed had this value.
 ADDED_LATER = {"method.contrastive.space": "cam", "method.contrastive.warmup_iters": None,
                "method.contrastive.detach_positives": False}
-TECHNIQUES = ("method.threshold_search", "method.raw", "method.contrastive")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -54,7 +54,7 @@ def differences(config: dict, preset: str) -> list[str]:
     """``key=value`` for each setting of ``config`` (a run's config.yaml) that ``preset`` lacks or sets otherwise."""
     base = flatten(dataclasses.asdict(load_config(preset, config["method"]["recipe"], None, [])))
     settings = {**ADDED_LATER, **flatten(config)}
-    disabled = [technique for technique in TECHNIQUES if not settings[f"{technique}.enabled"]]
+    disabled = [f"method.{technique}" for technique in TECHNIQUES if not settings[f"method.{technique}.enabled"]]
     changed = []
     for key, value in sorted(settings.items()):
         if key in IGNORED or (key in base and base[key] == value):

@@ -36,6 +36,7 @@ from cosa.cli.common import load_trained
 from cosa.cli.train import run_training
 from cosa.config import Config, load_config
 from cosa.config.load import config_from_dict
+from cosa.config.schema import TECHNIQUES
 from cosa.data.layouts import load_split
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.evaluate import evaluate
@@ -71,8 +72,7 @@ def without_unused_settings(cfg: Config) -> Config:
     """``cfg`` with the settings of each technique that is off at their defaults: they do not
     change the training, so a run made before a default changed still counts."""
     method = cfg.method
-    unused = {name: type(getattr(method, name))() for name in ("threshold_search", "raw", "contrastive")
-              if not getattr(method, name).enabled}
+    unused = {name: type(getattr(method, name))() for name in TECHNIQUES if not getattr(method, name).enabled}
     return dataclasses.replace(cfg, method=dataclasses.replace(method, **unused))
 
 

@@ -17,6 +17,8 @@ AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_MODES = ("stop", "skip")
 DENSE_FILTERS = ("auto", "exact", "lattice")
 CONTRASTIVE_SPACES = ("cam", "feature")
+# The paper's techniques: sections of MethodConfig, each with its own `enabled` switch.
+TECHNIQUES = ("threshold_search", "raw", "contrastive")
 
 
 @dataclass
