@@ -175,6 +175,16 @@ def test_contrastive_separation_with_detached_positives_only_pushes_the_backgrou
     assert grads[True][2] > 0 and grads[True][3] > 0  # and still pushes the background down
 
 
+def test_contrastive_separation_margin_skips_the_objects_border():
+    # The class pixel (M̂ 1) has its border at M̂ 0.9 and context two cells away at 0.5: k = 1, so
+    # the one negative is the border without a margin and the context with a margin of one cell.
+    cam = torch.tensor([3.0, 2.7, 0.0, 1.5, 0.0]).view(1, 1, 1, 5)
+    spl = torch.tensor([[[1, 0, 0, 0, 0]]])
+    losses = [float(contrastive_separation_loss(cam, spl, torch.ones(1, 1), 0.1, negative_margin=m)) for m in (0, 1)]
+    assert losses[0] == pytest.approx(-math.log(math.exp(10) / (math.exp(10) + math.exp(9))), rel=1e-4)
+    assert losses[1] == pytest.approx(-math.log(math.exp(10) / (math.exp(10) + math.exp(5))), rel=1e-4)
+
+
 def test_contrastive_separation_uses_present_classes_and_survives_missing_background():
     cam = torch.randn(2, 2, 4, 4, requires_grad=True)
     spl = torch.ones(2, 4, 4, dtype=torch.long)  # class 1 everywhere: no background pixels

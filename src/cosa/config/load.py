@@ -160,6 +160,7 @@ def validate(cfg: Config) -> None:
     _require(cfg.method.regularizer.filter in DENSE_FILTERS, "method.regularizer.filter",
              f"must be one of {', '.join(DENSE_FILTERS)}")
     _require(cfg.method.regularizer.energy_weight >= 0, "method.regularizer.energy_weight", "must be >= 0")
+    _require(cfg.method.contrastive.negative_margin >= 0, "method.contrastive.negative_margin", "must be >= 0")
     _require(cfg.method.contrastive.weight >= 0, "method.contrastive.weight", "must be >= 0")
     _require(cfg.method.contrastive.warmup_iters is None or cfg.method.contrastive.warmup_iters >= 0,
              "method.contrastive.warmup_iters", "must be >= 0 (or null: method.loss_warmup_iters)")

@@ -110,6 +110,9 @@ class ContrastiveConfig:
     # cam space only: the class pixels' scores are constants, so L_csc only pushes the hardest
     # background down instead of also lifting the class over its SPL region (docs/method.md).
     detach_positives: bool = True
+    # cam space only: background within this many CAM cells of a class's pixels is not one of its
+    # negatives, so L_csc does not push the object's own border down (0: every background pixel).
+    negative_margin: int = 0
     # L_csc is off (weight 0) up to this iteration; None: the other pseudo-label losses' warm-up,
     # method.loss_warmup_iters. A later start lets the SPL it learns from settle first.
     warmup_iters: Optional[int] = None

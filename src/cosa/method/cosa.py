@@ -148,7 +148,9 @@ class CoSAObjective:
         hard_spl = hard_segmentation_labels(spl, tuple(output.cam.shape[-2:]), csc.spl_confidence)
         if csc.space == "feature":
             return prototype_separation_loss(output.features, hard_spl, labels, csc.temperature)
-        return contrastive_separation_loss(output.cam, hard_spl, labels, csc.temperature, csc.detach_positives)
+        return contrastive_separation_loss(
+            output.cam, hard_spl, labels, csc.temperature, csc.detach_positives, csc.negative_margin
+        )
 
     def cam_to_segmentation(self, seg: torch.Tensor, assigned: Assignments, labels: torch.Tensor,
                             inside: torch.Tensor, cpl: torch.Tensor, aux_cpl: torch.Tensor) -> torch.Tensor:

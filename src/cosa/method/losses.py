@@ -68,6 +68,7 @@ def contrastive_separation_loss(
     labels: torch.Tensor,
     temperature: float,
     detach_positives: bool = False,
+    negative_margin: int = 0,
 ) -> torch.Tensor:
     """L_csc (METHOD.md §7.3, reconstruction): push each present class's CAM off the background.
 
@@ -77,7 +78,9 @@ def contrastive_separation_loss(
     against the k = min(|B|, max(|F_c|, 1)) background pixels where M̂_c is highest. The mean
     runs over all (class, pixel) pairs of the batch; 0 when there are none. With
     ``detach_positives`` the class pixels' scores are constants: the loss only pushes the
-    background down (the maximum in M̂'s normalisation still takes gradients).
+    background down (the maximum in M̂'s normalisation still takes gradients). With a
+    ``negative_margin`` of m cells, background pixels within m cells (Chebyshev distance) of a
+    pixel of c are not negatives of c: on a coarse CAM grid they are the object's own border.
     """
     batch, classes, height, width = cam_logits.shape
     activation = cam_logits.float().relu().flatten(2)
@@ -88,6 +91,10 @@ def contrastive_separation_loss(
     present = labels[:, :, None] > 0
     foreground = (target == class_ids) & present  # B×C×N
     background = (target == 0).expand_as(foreground)
+    if negative_margin > 0:
+        near = F.max_pool2d(foreground.view(batch, classes, height, width).float(),
+                            2 * negative_margin + 1, stride=1, padding=negative_margin)
+        background = background & (near.flatten(2) == 0)
 
     k = torch.minimum(background.sum(2), foreground.sum(2).clamp(min=1))  # B×C
     # A large finite "minus infinity" keeps the gradient finite when an image has no background.
