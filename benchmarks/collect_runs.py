@@ -37,7 +37,8 @@ REMOVED_DEFAULTS = {
 # Settings added during that tuning (detach_positives came back in f311f70): a run made before a
 # key existed had this value.
 ADDED_LATER = {"method.contrastive.space": "cam", "method.contrastive.warmup_iters": None,
-               "method.contrastive.detach_positives": False, "method.contrastive.negative_margin": 0}
+               "method.contrastive.detach_positives": False, "method.contrastive.negative_margin": 0,
+               "method.contrastive.detach_normalizer": False}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

@@ -175,6 +175,24 @@ def test_contrastive_separation_with_detached_positives_only_pushes_the_backgrou
     assert grads[True][2] > 0 and grads[True][3] > 0  # and still pushes the background down
 
 
+def test_contrastive_separation_with_a_detached_normalizer_cannot_raise_the_peak():
+    # Class pixels detached, the peak (3) is a class pixel: through M̂'s division the loss would
+    # lower the background by raising the peak; with the normaliser detached only the background
+    # moves. Same value either way: the scores are the same numbers.
+    spl = torch.tensor([[[1, 1, 0, 0]]])
+    values, grads = {}, {}
+    for detach in (False, True):
+        cam = torch.tensor([3.0, 1.0, 2.0, 0.5]).view(1, 1, 1, 4).requires_grad_()
+        loss = contrastive_separation_loss(cam, spl, torch.ones(1, 1), 0.3, detach_positives=True,
+                                           detach_normalizer=detach)
+        loss.backward()
+        values[detach], grads[detach] = float(loss), cam.grad.flatten()
+    assert values[True] == pytest.approx(values[False])
+    assert grads[False][0] < 0  # the peak is pushed up ...
+    assert grads[True][0] == 0  # ... unless the normaliser is a constant
+    assert torch.allclose(grads[True][2:], grads[False][2:])  # the background's push is the same
+
+
 def test_contrastive_separation_margin_skips_the_objects_border():
     # The class pixel (M̂ 1) has its border at M̂ 0.9 and context two cells away at 0.5: k = 1, so
     # the one negative is the border without a margin and the context with a margin of one cell.

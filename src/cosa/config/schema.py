@@ -110,6 +110,10 @@ class ContrastiveConfig:
     # cam space only: the class pixels' scores are constants, so L_csc only pushes the hardest
     # background down instead of also lifting the class over its SPL region (docs/method.md).
     detach_positives: bool = True
+    # cam space only: each class map's maximum, which M̂ divides by, is a constant, so L_csc
+    # cannot lower the background by raising the class's peak (which shrinks the object's
+    # normalised map, and with it the CPL's object).
+    detach_normalizer: bool = False
     # cam space only: background within this many CAM cells of a class's pixels is not one of its
     # negatives, so L_csc does not push the object's own border down (0: every background pixel).
     negative_margin: int = 0

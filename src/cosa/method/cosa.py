@@ -149,7 +149,8 @@ class CoSAObjective:
         if csc.space == "feature":
             return prototype_separation_loss(output.features, hard_spl, labels, csc.temperature)
         return contrastive_separation_loss(
-            output.cam, hard_spl, labels, csc.temperature, csc.detach_positives, csc.negative_margin
+            output.cam, hard_spl, labels, csc.temperature, csc.detach_positives, csc.negative_margin,
+            csc.detach_normalizer
         )
 
     def cam_to_segmentation(self, seg: torch.Tensor, assigned: Assignments, labels: torch.Tensor,

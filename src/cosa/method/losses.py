@@ -69,6 +69,7 @@ def contrastive_separation_loss(
     temperature: float,
     detach_positives: bool = False,
     negative_margin: int = 0,
+    detach_normalizer: bool = False,
 ) -> torch.Tensor:
     """L_csc (METHOD.md §7.3, reconstruction): push each present class's CAM off the background.
 
@@ -81,10 +82,13 @@ def contrastive_separation_loss(
     background down (the maximum in M̂'s normalisation still takes gradients). With a
     ``negative_margin`` of m cells, background pixels within m cells (Chebyshev distance) of a
     pixel of c are not negatives of c: on a coarse CAM grid they are the object's own border.
+    With ``detach_normalizer`` the maximum M̂ divides by is a constant, so the loss lowers the
+    background's activation instead of raising the class's peak.
     """
     batch, classes, height, width = cam_logits.shape
     activation = cam_logits.float().relu().flatten(2)
-    normalized = activation / (activation.amax(dim=2, keepdim=True) + 1e-5)
+    peak = activation.amax(dim=2, keepdim=True)
+    normalized = activation / ((peak.detach() if detach_normalizer else peak) + 1e-5)
     scores = normalized / temperature  # B×C×N
     target = hard_spl.flatten(1)[:, None, :]  # B×1×N
     class_ids = torch.arange(1, classes + 1, device=cam_logits.device)[None, :, None]
