@@ -38,7 +38,7 @@ REMOVED_DEFAULTS = {
 # key existed had this value.
 ADDED_LATER = {"method.contrastive.space": "cam", "method.contrastive.warmup_iters": None,
                "method.contrastive.detach_positives": False, "method.contrastive.negative_margin": 0,
-               "method.contrastive.detach_normalizer": False}
+               "method.contrastive.detach_normalizer": False, "method.contrastive.detach_features": False}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

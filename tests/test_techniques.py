@@ -17,6 +17,7 @@ from cosa.method.losses import (
 )
 from cosa.method.pseudo_labels import reliability_weighted_labels
 from cosa.method.thresholds import CplThresholds, Histogram, ThresholdSearch, fit_mixture, mixture_thresholds
+from cosa.models.network import NetworkOutput
 
 IGNORE = 255
 
@@ -191,6 +192,24 @@ def test_contrastive_separation_with_a_detached_normalizer_cannot_raise_the_peak
     assert grads[False][0] < 0  # the peak is pushed up ...
     assert grads[True][0] == 0  # ... unless the normaliser is a constant
     assert torch.allclose(grads[True][2:], grads[False][2:])  # the background's push is the same
+
+
+@pytest.mark.parametrize("detach_features", [False, True])
+def test_contrastive_separation_can_leave_the_encoder_features_alone(detach_features):
+    torch.manual_seed(0)
+    network = torch.nn.Module()
+    network.classifier = torch.nn.Conv2d(4, 1, 1, bias=False)
+    features = torch.randn(1, 4, 3, 3, requires_grad=True)
+    output = NetworkOutput(cam=network.classifier(features), aux_cam=None, logits=None, aux_logits=None,
+                           seg=None, features=features)
+    spl = torch.zeros(1, 2, 3, 3)
+    spl[0, 1, 1, 1] = 1.0  # class 1 in the centre, background around it
+    spl[0, 0] = 1.0 - spl[0, 1]
+    cfg = MethodConfig(recipe="release")
+    cfg.contrastive.detach_features = detach_features
+    CoSAObjective(cfg).contrastive_separation(network, output, spl, torch.ones(1, 1)).backward()
+    assert network.classifier.weight.grad.abs().sum() > 0  # W learns either way ...
+    assert (features.grad is None) == detach_features  # ... the features only without the switch
 
 
 def test_contrastive_separation_margin_skips_the_objects_border():

@@ -114,6 +114,9 @@ class ContrastiveConfig:
     # cannot lower the background by raising the class's peak (which shrinks the object's
     # normalised map, and with it the CPL's object).
     detach_normalizer: bool = False
+    # cam space only: L_csc reaches the classifier W alone, not the encoder features that the
+    # segmentation decoder also reads.
+    detach_features: bool = False
     # cam space only: background within this many CAM cells of a class's pixels is not one of its
     # negatives, so L_csc does not push the object's own border down (0: every background pixel).
     negative_margin: int = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cosa.config.schema import PSEUDO_LABEL_RECIPES, MethodConfig
@@ -66,6 +67,11 @@ def to_pixel_values(images: torch.Tensor) -> torch.Tensor:
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (images * std + mean) * 255.0
+
+
+def classifier_weight(network: nn.Module) -> torch.Tensor:
+    """The CAM classifier W of ``network``, also when DistributedDataParallel wraps it."""
+    return getattr(network, "module", network).classifier.weight
 
 
 class CoSAObjective:
@@ -135,22 +141,25 @@ class CoSAObjective:
         weighted = cfg.c2s_weight * terms["c2s"] + cfg.s2c_weight * terms["s2c"] + cfg.reg_weight * terms["reg"]
         if cfg.contrastive.enabled:
             with section("loss/csc"):
-                terms["csc"] = self.contrastive_separation(output, spl, labels)
+                terms["csc"] = self.contrastive_separation(online, output, spl, labels)
         total = terms["cls"] + terms["cls_aux"] + self.loss_gate(iteration) * weighted
         if cfg.contrastive.enabled:
             gate = self.loss_gate(iteration, cfg.contrastive.warmup_iters)
             total = total + gate * cfg.contrastive.weight * terms["csc"]
         return StepLosses(total, terms, cpl=cpl, assigned=assigned, inside=inside)
 
-    def contrastive_separation(self, output: NetworkOutput, spl: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def contrastive_separation(self, online: nn.Module, output: NetworkOutput, spl: torch.Tensor,
+                               labels: torch.Tensor) -> torch.Tensor:
         """L_csc on the ON's CAMs or, with ``space=feature``, on its features, from the hard SPL."""
         csc = self.cfg.contrastive
         hard_spl = hard_segmentation_labels(spl, tuple(output.cam.shape[-2:]), csc.spl_confidence)
         if csc.space == "feature":
             return prototype_separation_loss(output.features, hard_spl, labels, csc.temperature)
+        cam = output.cam
+        if csc.detach_features:
+            cam = F.conv2d(output.features.detach(), classifier_weight(online))
         return contrastive_separation_loss(
-            output.cam, hard_spl, labels, csc.temperature, csc.detach_positives, csc.negative_margin,
-            csc.detach_normalizer
+            cam, hard_spl, labels, csc.temperature, csc.detach_positives, csc.negative_margin, csc.detach_normalizer
         )
 
     def cam_to_segmentation(self, seg: torch.Tensor, assigned: Assignments, labels: torch.Tensor,
