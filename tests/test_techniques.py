@@ -212,6 +212,21 @@ def test_contrastive_separation_can_leave_the_encoder_features_alone(detach_feat
     assert (features.grad is None) == detach_features  # ... the features only without the switch
 
 
+def test_contrastive_separation_in_aux_cam_space_shapes_the_auxiliary_cam_only():
+    spl = torch.zeros(1, 2, 3, 3)
+    spl[0, 1, 1, 1] = 1.0
+    spl[0, 0] = 1.0 - spl[0, 1]
+    cam, aux_cam = torch.rand(1, 1, 3, 3, requires_grad=True), torch.rand(1, 1, 3, 3, requires_grad=True)
+    output = NetworkOutput(cam=cam, aux_cam=aux_cam, logits=None, aux_logits=None, seg=None)
+    cfg = MethodConfig(recipe="release")
+    cfg.contrastive.space = "aux_cam"
+    loss = CoSAObjective(cfg).contrastive_separation(None, output, spl, torch.ones(1, 1))
+    loss.backward()
+    hard = hard_segmentation_labels(spl, (3, 3), 0.5)
+    expected = contrastive_separation_loss(aux_cam.detach(), hard, torch.ones(1, 1), cfg.contrastive.temperature)
+    assert float(loss) == pytest.approx(float(expected)) and cam.grad is None and aux_cam.grad.abs().sum() > 0
+
+
 def test_contrastive_separation_margin_skips_the_objects_border():
     # The class pixel (M̂ 1) has its border at M̂ 0.9 and context two cells away at 0.5: k = 1, so
     # the one negative is the border without a margin and the context with a margin of one cell.

@@ -16,7 +16,7 @@ PSEUDO_LABEL_RECIPES = ("release", "paper")
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_MODES = ("stop", "skip")
 DENSE_FILTERS = ("auto", "exact", "lattice")
-CONTRASTIVE_SPACES = ("cam", "feature")
+CONTRASTIVE_SPACES = ("cam", "aux_cam", "feature")
 # The paper's techniques: sections of MethodConfig, each with its own `enabled` switch.
 TECHNIQUES = ("threshold_search", "raw", "contrastive")
 
@@ -99,7 +99,8 @@ class ContrastiveConfig:
 
     enabled: bool = False
     # cam: each class CAM contrasted against its hardest background pixels (METHOD.md §7.3's
-    # formula); feature: pixel features pulled to their SPL class prototype, pushed from the
+    # formula); aux_cam: the same on the auxiliary CAM A^a, whose layer the decoder does not read;
+    # feature: pixel features pulled to their SPL class prototype, pushed from the
     # background's. The default, the CAM form with detached class pixels, τ_c 0.3 and λ_csc 0.03
     # (METHOD.md: 0.1 and 0.1), is the one form that lowered coexistence on the tuning data
     # (docs/method.md).
@@ -107,17 +108,17 @@ class ContrastiveConfig:
     weight: float = 0.03  # λ_csc
     temperature: float = 0.3  # τ_c
     spl_confidence: float = 0.5  # hard SPL: ignore where max Q is below this
-    # cam space only: the class pixels' scores are constants, so L_csc only pushes the hardest
+    # CAM spaces only: the class pixels' scores are constants, so L_csc only pushes the hardest
     # background down instead of also lifting the class over its SPL region (docs/method.md).
     detach_positives: bool = True
-    # cam space only: each class map's maximum, which M̂ divides by, is a constant, so L_csc
+    # CAM spaces only: each class map's maximum, which M̂ divides by, is a constant, so L_csc
     # cannot lower the background by raising the class's peak (which shrinks the object's
     # normalised map, and with it the CPL's object).
     detach_normalizer: bool = False
-    # cam space only: L_csc reaches the classifier W alone, not the encoder features that the
+    # space=cam only: L_csc reaches the classifier W alone, not the encoder features that the
     # segmentation decoder also reads.
     detach_features: bool = False
-    # cam space only: background within this many CAM cells of a class's pixels is not one of its
+    # CAM spaces only: background within this many CAM cells of a class's pixels is not one of its
     # negatives, so L_csc does not push the object's own border down (0: every background pixel).
     negative_margin: int = 0
     # L_csc is off (weight 0) up to this iteration; None: the other pseudo-label losses' warm-up,

@@ -150,13 +150,13 @@ class CoSAObjective:
 
     def contrastive_separation(self, online: nn.Module, output: NetworkOutput, spl: torch.Tensor,
                                labels: torch.Tensor) -> torch.Tensor:
-        """L_csc on the ON's CAMs or, with ``space=feature``, on its features, from the hard SPL."""
+        """L_csc on the ON's CAMs (final or auxiliary) or its features, from the hard SPL."""
         csc = self.cfg.contrastive
-        hard_spl = hard_segmentation_labels(spl, tuple(output.cam.shape[-2:]), csc.spl_confidence)
+        cam = output.aux_cam if csc.space == "aux_cam" else output.cam
+        hard_spl = hard_segmentation_labels(spl, tuple(cam.shape[-2:]), csc.spl_confidence)
         if csc.space == "feature":
             return prototype_separation_loss(output.features, hard_spl, labels, csc.temperature)
-        cam = output.cam
-        if csc.detach_features:
+        if csc.detach_features and csc.space == "cam":
             cam = F.conv2d(output.features.detach(), classifier_weight(online))
         return contrastive_separation_loss(
             cam, hard_spl, labels, csc.temperature, csc.detach_positives, csc.negative_margin, csc.detach_normalizer
