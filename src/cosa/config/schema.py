@@ -111,12 +111,12 @@ class ContrastiveConfig:
     # CAM spaces only: the class pixels' scores are constants, so L_csc only pushes the hardest
     # background down instead of also lifting the class over its SPL region (docs/method.md).
     detach_positives: bool = True
-    # CAM spaces only: each class map's maximum, which M̂ divides by, is a constant, so L_csc
-    # cannot lower the background by raising the class's peak (which shrinks the object's
-    # normalised map, and with it the CPL's object).
+    # CAM spaces only, a trial: each class map's maximum, which M̂ divides by, is a constant, so
+    # L_csc cannot lower the background by raising the class's peak. It then stopped lowering
+    # coexistence (docs/method.md).
     detach_normalizer: bool = False
     # space=cam only: L_csc reaches the classifier W alone, not the encoder features that the
-    # segmentation decoder also reads (through them it shrank the segmentation's objects).
+    # segmentation decoder also reads (through them it cost the segmentation mIoU).
     detach_features: bool = True
     # CAM spaces only: background within this many CAM cells of a class's pixels is not one of its
     # negatives, so L_csc does not push the object's own border down (0: every background pixel).
