@@ -154,10 +154,10 @@ def phases(profiled: list[tuple[float, dict[str, dict]]], cuda: bool) -> dict[st
 
 
 def throughput(network: torch.nn.Module, inputs: torch.Tensor, scales: list[float], flip: bool,
-               cam_scales: list[float], batches: int) -> dict:
+               batches: int) -> dict:
     """Images/s of ``infer`` on ``inputs``, after two warm-up batches."""
     def run() -> None:
-        infer(network, inputs, scales, flip, cam_scales)
+        infer(network, inputs, scales, flip)
 
     for _ in range(2):
         run()
@@ -254,9 +254,9 @@ def main() -> None:
         inputs = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
         inference = {
             "size": size, "batch": batch_size,
-            "single_scale": throughput(trainer.assignment, inputs, [1.0], False, [1.0], args.infer_batches),
+            "single_scale": throughput(trainer.assignment, inputs, [1.0], False, args.infer_batches),
             "eval_protocol": throughput(trainer.assignment, inputs, list(cfg.eval.scales), cfg.eval.flip,
-                                        list(cfg.method.assignment_scales), args.infer_batches),
+                                        args.infer_batches),
         }
 
     result = {

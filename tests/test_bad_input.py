@@ -24,6 +24,7 @@ from cosa.config.load import load_config
 from cosa.data.datasets import EvaluationImages, TrainingViews, label_vector
 from cosa.data.io import IGNORE_INDEX, read_image, read_mask, write_mask
 from cosa.data.layouts import load_split
+from cosa.data.views import normalize
 from cosa.engine.checkpoint import save_checkpoint
 from cosa.errors import CosaError
 from cosa.method.pseudo_labels import cam_pseudo_labels
@@ -315,14 +316,16 @@ def test_image_smaller_than_the_crop_is_padded(tmp_path):
     root = folder_dataset(tmp_path / "ds", ["tiny.png,cat"], names=())
     write_rgb(root / "images" / "tiny.png", size=(5, 3))
     write_mask(root / "masks" / "tiny.png", np.ones((3, 5), np.uint8))
-    views = training_views(load_split(root, "train"), crop_size=64)
+    views = TrainingViews(load_split(root, "train"), 64, (0.5, 2.0), blur_probability=0.0, seed=0, with_masks=True)
     for position in range(8):  # eight draws of scale, offset and flip
         item = views[position]
         top, bottom, left, right = item["box"].tolist()
         inside = torch.zeros(64, 64, dtype=torch.bool)
         inside[top:bottom, left:right] = True
         assert item["weak"].shape == (3, 64, 64) and 0 < bottom - top <= 6 and 0 < right - left <= 10
-        assert (item["weak"][:, ~inside] == 0).all() and (item["mask"][~inside] == IGNORE_INDEX).all()
+        black = normalize(torch.zeros(3, 1, 1, dtype=torch.uint8))  # the padding, as released
+        assert torch.equal(item["weak"][:, ~inside], black[:, :, 0].expand(-1, int((~inside).sum())))
+        assert (item["mask"][~inside] == IGNORE_INDEX).all()
         assert (item["mask"][inside] == 1).all()
 
 
@@ -405,7 +408,7 @@ def test_images_without_labels_are_background_only_images(tmp_path, capsys):
     # Their CAMs are all zero (no class present), so the CAM pseudo-label is background in the box.
     inside = torch.zeros(1, 4, 4, dtype=torch.bool)
     inside[:, 1:3] = True
-    labels = cam_pseudo_labels(torch.zeros(1, 2, 4, 4), inside, high=0.7, low=0.25)
+    labels = cam_pseudo_labels(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2), inside, high=0.7, low=0.25)
     assert (labels[inside] == 0).all() and (labels[~inside] == IGNORE_INDEX).all()
 
 

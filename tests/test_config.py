@@ -19,10 +19,12 @@ def test_presets_hold_the_method_values():
     voc, coco = load_config("voc"), load_config("coco")
     assert voc.model.backbone == "vit_base_patch16_224.orig_in21k_ft_in1k"
     assert (voc.train.iterations, voc.train.batch_size, voc.data.crop_size) == (32000, 4, 448)
-    assert (voc.method.cam_thresholds.high, voc.method.cam_thresholds.low) == (0.70, 0.25)
+    assert (voc.method.cam_thresholds.high, voc.method.cam_thresholds.low) == (0.70, 0.20)
+    assert (voc.method.aux_cam_thresholds.high, voc.method.aux_cam_thresholds.low) == (0.70, 0.25)
     assert voc.method.ema_momentum == 0.9994 and voc.method.loss_warmup_iters == 6000
     assert (coco.train.iterations, coco.train.batch_size, coco.method.loss_warmup_iters) == (60000, 8, 10000)
     assert (coco.method.cam_thresholds.high, coco.method.cam_thresholds.low) == (0.65, 0.25)
+    assert (coco.method.aux_cam_thresholds.high, coco.method.aux_cam_thresholds.low) == (0.70, 0.25)
     assert voc.eval.scales == [1.0, 0.5, 1.5, 0.75, 1.25] and voc.method.assignment_scales == [1.0, 0.5, 1.5]
 
 

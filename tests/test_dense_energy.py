@@ -1,4 +1,9 @@
-"""L_reg (dense energy) against brute-force sums over all pixel pairs."""
+"""L_reg (dense energy) against brute-force sums over all pixel pairs.
+
+The exact sums are ``method="gaussian"``; the released lattice (the recipe default) is checked
+against the released code's own outputs in ``tests/test_release_fidelity.py`` and here against
+the exact filter.
+"""
 
 import functools
 
@@ -9,6 +14,8 @@ import torch.nn.functional as F
 from cosa.data.io import IGNORE_INDEX
 from cosa.method.dense_energy import bilateral_features, bilateral_filter, calibrated_lattice_filter, dense_energy_loss
 from cosa.method.permutohedral import permutohedral_filter
+
+gaussian_energy = functools.partial(dense_energy_loss, method="gaussian")
 
 
 def pair_kernel(image: torch.Tensor, sigma_rgb: float, sigma_xy: float) -> torch.Tensor:
@@ -88,7 +95,7 @@ def test_kernel_diagonal_is_one():
 def test_loss_matches_naive_formula(scale):
     image, probs, roi, pseudo_label = random_inputs()
     sigma_rgb, sigma_xy, weight = 60.0, 6.0, 1e-3
-    loss = dense_energy_loss(
+    loss = gaussian_energy(
         image, probs, roi, pseudo_label, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy, scale=scale, weight=weight
     )
     expected, _, _ = naive_terms(image, probs, roi, pseudo_label, sigma_rgb, sigma_xy, scale)
@@ -109,7 +116,7 @@ def test_gate_rules_change_the_loss():
 
 def test_default_sigma_xy_is_scaled():
     image, probs, roi, pseudo_label = random_inputs(height=12, width=10)
-    loss = dense_energy_loss(image, probs, roi, pseudo_label, weight=1.0)
+    loss = gaussian_energy(image, probs, roi, pseudo_label, weight=1.0)
     expected, _, _ = naive_terms(image, probs, roi, pseudo_label, 15.0, 100.0, 0.5)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-10)
 
@@ -118,7 +125,7 @@ def test_gradient_is_the_released_one():
     image, probs, roi, pseudo_label = random_inputs()
     sigma_rgb, sigma_xy, weight = 60.0, 6.0, 1e-3
     probs = probs.requires_grad_()
-    loss = dense_energy_loss(
+    loss = gaussian_energy(
         image, probs, roi, pseudo_label, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy, scale=1.0, weight=weight
     )
     loss.backward()
@@ -135,7 +142,7 @@ def test_gradient_is_the_released_one():
 def test_gradient_flows_through_the_bilinear_downscale():
     image, probs, roi, pseudo_label = random_inputs()
     probs = probs.requires_grad_()
-    loss = dense_energy_loss(image, probs, roi, pseudo_label, sigma_rgb=60.0, sigma_xy=6.0, scale=0.5, weight=1.0)
+    loss = gaussian_energy(image, probs, roi, pseudo_label, sigma_rgb=60.0, sigma_xy=6.0, scale=0.5, weight=1.0)
     loss.backward()
     _, as_, small_roi = naive_terms(image, probs.detach(), roi, pseudo_label, 60.0, 6.0, 0.5)
     released = -2 * as_ * small_roi[:, None] / probs.shape[0]
@@ -150,7 +157,7 @@ def test_chunking_does_not_change_the_result():
     results = []
     for chunk_size in (1, 7, 32, 10_000):
         leaf = probs.clone().requires_grad_()
-        loss = dense_energy_loss(image, leaf, roi, pseudo_label, scale=1.0, weight=1.0, chunk_size=chunk_size)
+        loss = gaussian_energy(image, leaf, roi, pseudo_label, scale=1.0, weight=1.0, chunk_size=chunk_size)
         loss.backward()
         results.append((loss.detach(), leaf.grad))
     for loss, grad in results[1:]:
@@ -190,13 +197,13 @@ def test_edge_aligned_segmentation_has_lower_energy():
 
 def test_fp32_under_autocast_and_no_gradient_for_other_inputs():
     image, probs, roi, pseudo_label = (t.float() if t.is_floating_point() else t for t in random_inputs())
-    reference = dense_energy_loss(image, probs, roi, pseudo_label)
+    reference = gaussian_energy(image, probs, roi, pseudo_label)
     image.requires_grad_()
     leaf = probs.bfloat16().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = dense_energy_loss(image, leaf, roi, pseudo_label)
+        loss = gaussian_energy(image, leaf, roi, pseudo_label)
     assert loss.dtype == torch.float32
-    same_input = dense_energy_loss(image.detach(), leaf.detach().float(), roi, pseudo_label)
+    same_input = gaussian_energy(image.detach(), leaf.detach().float(), roi, pseudo_label)
     assert loss.item() == pytest.approx(same_input.item(), rel=1e-6)
     assert loss.item() == pytest.approx(reference.item(), rel=1e-2)  # bf16 rounding of the input only
     loss.backward()
@@ -243,7 +250,8 @@ def test_the_calibrated_lattice_is_within_12_percent_of_the_exact_filter_on_real
     assert relative_error(calibrated_lattice_filter(features, values), exact) < 0.12
 
 
-def test_the_dense_energy_with_the_lattice_is_close_to_the_exact_one(tiny_data):
+def test_the_gaussian_energy_with_the_lattice_is_close_to_the_exact_one(tiny_data, monkeypatch):
+    import cosa.method.dense_energy as module
     from cosa.data.io import read_image
 
     image = torch.stack([read_image(path).double() for path in sorted((tiny_data / "images").iterdir())[:2]])
@@ -251,24 +259,25 @@ def test_the_dense_energy_with_the_lattice_is_close_to_the_exact_one(tiny_data):
     roi = torch.ones(2, 64, 64, dtype=torch.float64)
     pseudo_label = torch.full((2, 64, 64), IGNORE_INDEX)
     results = {}
-    for method in ("exact", "lattice"):
+    for limit in (64 * 64, 64 * 64 - 1):  # the exact filter, then the calibrated lattice
+        monkeypatch.setattr(module, "EXACT_MAX_PIXELS", limit)
         leaf = probs.clone().requires_grad_()
-        loss = dense_energy_loss(image, leaf, roi, pseudo_label, scale=1.0, sigma_xy=15.0, weight=1.0, method=method)
+        loss = gaussian_energy(image, leaf, roi, pseudo_label, scale=1.0, sigma_xy=15.0, weight=1.0)
         loss.backward()
-        results[method] = (loss.item(), leaf.grad.flatten())
-    (exact_loss, exact_grad), (lattice_loss, lattice_grad) = results["exact"], results["lattice"]
+        results[limit] = (loss.item(), leaf.grad.flatten())
+    (exact_loss, exact_grad), (lattice_loss, lattice_grad) = results.values()
     assert lattice_loss == pytest.approx(exact_loss, rel=0.12)
     assert F.cosine_similarity(lattice_grad, exact_grad, dim=0) > 0.98
 
 
-def test_auto_filters_exactly_up_to_the_limit_and_with_the_lattice_above(monkeypatch):
+def test_the_gaussian_filter_is_exact_up_to_the_limit_and_the_lattice_above(monkeypatch):
     import cosa.method.dense_energy as module
 
     features = torch.randn(100, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     values = torch.rand(100, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     exact, lattice = module.bilateral_filter(features, values), calibrated_lattice_filter(features, values)
     monkeypatch.setattr(module, "EXACT_MAX_PIXELS", 100)
-    torch.testing.assert_close(module.gaussian_filter(features, values, "auto"), exact)
+    torch.testing.assert_close(module.gaussian_filter(features, values), exact)
     monkeypatch.setattr(module, "EXACT_MAX_PIXELS", 99)
-    torch.testing.assert_close(module.gaussian_filter(features, values, "auto"), lattice)
+    torch.testing.assert_close(module.gaussian_filter(features, values), lattice)
     assert not torch.equal(exact, lattice)

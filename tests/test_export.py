@@ -59,7 +59,7 @@ def test_export_writes_every_image_and_scores_them(trained_run, tiny_data, tmp_p
     for key, value in recount(out, split).items():
         assert summary[key] == pytest.approx(value, abs=1e-9), key
     assert summary["protocol"]["split"] == "train" and summary["protocol"]["num_images"] == 24
-    assert summary["protocol"]["scales"] == [1.0, 0.5, 1.5] and summary["protocol"]["rule"] == "plain"
+    assert summary["protocol"]["scales"] == [1.0, 0.5, 1.5] and summary["protocol"]["rule"] == "released"
 
 
 def test_export_defaults_to_the_training_data_and_honours_max_images(trained_run, tiny_data, tmp_path, capsys):

@@ -8,7 +8,8 @@ from PIL import Image
 
 from cosa.data.check import check_dataset
 from cosa.data.classes import COCO_CLASSES, VOC_CLASSES
-from cosa.data.io import write_mask
+from cosa.data.datasets import EvaluationImages, TrainingViews
+from cosa.data.io import read_image, write_mask
 from cosa.data.layouts import detect_layout, load_split
 from cosa.errors import CosaError
 
@@ -135,3 +136,50 @@ def test_data_check_lists_every_problem_at_once(tmp_path):
 def test_data_check_passes_a_clean_dataset(tiny_data):
     report = check_dataset(tiny_data)
     assert report.problems == [] and report.images == {"train": 24, "val": 8}
+
+
+def write_exif_rotated_jpeg(path, size=(20, 16)):
+    """A non-square JPEG tagged EXIF orientation 6 (shown rotated 90° clockwise); its decoded stored pixels."""
+    pixels = np.zeros((size[1], size[0], 3), np.uint8)
+    pixels[:, : size[0] // 2] = 200  # left half bright, so a rotation shows in the values
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, exif=exif)
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))  # JPEG is lossy: compare with what is decoded
+
+
+def test_read_image_can_keep_the_stored_pixel_order(tmp_path):
+    stored = write_exif_rotated_jpeg(tmp_path / "a.jpg")
+    assert np.array_equal(read_image(tmp_path / "a.jpg", exif_orientation=False).permute(1, 2, 0).numpy(), stored)
+    assert np.array_equal(read_image(tmp_path / "a.jpg").permute(1, 2, 0).numpy(), np.rot90(stored, k=-1))
+
+
+def test_exif_orientation_only_in_the_folder_layout(tmp_path):
+    """VOC and COCO masks are in stored pixel order (the released code ignores EXIF); folder masks are not."""
+    voc = make_voc(tmp_path / "voc")
+    stored = write_exif_rotated_jpeg(voc / "JPEGImages" / "2007_000039.jpg")  # its mask is 16×20, as stored
+    coco = tmp_path / "coco"
+    mask = np.zeros((16, 20), np.uint8)
+    mask[3:6, 3:6] = 80
+    for year in ("train2014", "val2014"):  # `cosa data check` reads both splits
+        write_exif_rotated_jpeg(coco / year / f"COCO_{year}_000000000009.jpg")
+        write_mask(coco / "SegmentationClass" / year / f"COCO_{year}_000000000009.png", mask)
+    for root in (voc, coco):
+        dataset = load_split(root, "val")
+        assert not dataset.exif_orientation
+        item = EvaluationImages(dataset, size=32)[0]
+        assert item["mask"].shape == (16, 20)
+        assert np.array_equal(item["image"].permute(1, 2, 0).numpy(), stored)
+        views = TrainingViews(dataset, 16, (0.5, 2.0), 0.5, seed=0, with_masks=True)
+        assert all("mask" in views[position] for position in range(3))  # no size error
+        report = check_dataset(root)
+        assert report.problems == [] and report.images["val"] == 1
+    folder = make_folder_dataset(tmp_path / "ds", [("a", "cat", None)])
+    write_exif_rotated_jpeg(folder / "images" / "b.jpg")
+    (folder / "train.csv").write_text("image,labels\nb.jpg,cat\n")
+    dataset = load_split(folder, "train")
+    assert dataset.exif_orientation
+    image = EvaluationImages(dataset, size=32, with_masks=False)[0]["image"]
+    assert np.array_equal(image.permute(1, 2, 0).numpy(), np.rot90(stored, k=-1))

@@ -1,8 +1,11 @@
 """Backbones, the network's heads and weight loading."""
 
+import math
+
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 import torchvision
 from timm.layers import resample_abs_pos_embed
 
@@ -38,6 +41,29 @@ def test_vit_positional_embedding_is_frozen_and_resampled_bicubically(vit):
     assert torch.allclose(resampled, expected, atol=1e-6)
     final, aux = vit(torch.randn(1, 3, 448, 336))
     assert final.shape == aux.shape == (1, 192, 28, 21)
+
+
+def test_vit_drops_the_pixels_past_the_last_whole_patch(vit):
+    """As the released stride-16 patch convolution does: 170×175 px are 10×10 patches of 160×160."""
+    images = torch.randn(1, 3, 170, 175)
+    with torch.no_grad():
+        for ours, cropped in zip(vit(images), vit(images[..., :160, :160])):
+            assert ours.shape[-2:] == (10, 10) and torch.equal(ours, cropped)
+
+
+def test_decoder_keeps_the_default_initialisation_and_starts_near_chance():
+    """The released LargeFOV never calls its initialiser: weights within PyTorch's default bound
+    1/√fan_in, so the first segmentation loss is about ln(C + 1), as in the released logs."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="vit_tiny_patch16_224", pretrained="none")
+    net = build_network(cfg, num_classes=20).eval()
+    for conv in (net.decoder.conv6, net.decoder.conv7, net.decoder.conv8):
+        bound = 1 / math.sqrt(conv.weight[0].numel())
+        assert conv.weight.abs().max() <= bound and conv.weight.std() > 0.5 * bound / math.sqrt(3)
+    with torch.no_grad():
+        seg = net(torch.randn(2, 3, 64, 64)).seg
+    labels = torch.randint(0, 21, (2, *seg.shape[-2:]), generator=torch.Generator().manual_seed(0))
+    assert F.cross_entropy(seg, labels).item() == pytest.approx(math.log(21), abs=0.05)
 
 
 def test_network_outputs_and_classification_by_global_max_pooling():

@@ -18,24 +18,40 @@ from cosa.models.network import NetworkOutput
 
 
 def test_cam_pseudo_labels_follow_the_two_thresholds_and_the_box():
-    # Pixels: confident class 1, confident class 2, background, in the band, in the band but outside the box.
-    cams = torch.tensor([[0.9, 0.5, 0.1, 0.5, 0.3], [0.2, 0.8, 0.05, 0.4, 0.1]]).view(1, 2, 1, 5)
-    inside = torch.tensor([[[True, True, True, True, False]]])
-    labels = cam_pseudo_labels(cams, inside, high=0.7, low=0.25)
-    assert labels.tolist() == [[[1, 2, 0, IGNORE_INDEX, IGNORE_INDEX]]]
+    # One constant 4×4 map per image (resampling leaves it as it is): confident class 1,
+    # confident class 2, background, in the band, confident but outside the box.
+    strongest = torch.tensor([[0.9, 0.5], [0.2, 0.8], [0.1, 0.05], [0.5, 0.4], [0.9, 0.1]])
+    cams = strongest[:, :, None, None].expand(-1, -1, 4, 4).contiguous()
+    labels = torch.ones(5, 2)
+    inside = torch.ones(5, 4, 4, dtype=torch.bool)
+    inside[4] = False
+    pseudo = cam_pseudo_labels(cams, labels, inside, high=0.7, low=0.25)
+    assert pseudo[:, 0, 0].tolist() == [1, 2, 0, IGNORE_INDEX, IGNORE_INDEX]
+    assert all(bool((image == image[0, 0]).all()) for image in pseudo)
 
 
-def test_released_resampling_agrees_with_the_rule_away_from_edges():
+def test_cam_pseudo_labels_resample_at_half_resolution_as_released():
+    """A 16×16 map of blocks: labels follow the blocks, and the ×2 resampling smooths their edges."""
     cams = torch.zeros(1, 2, 16, 16)
     cams[0, 0, :8, :8] = 0.9  # class 1 block
     cams[0, 1, 8:, 8:] = 0.5  # ignore band block
     inside = torch.ones(1, 16, 16, dtype=torch.bool)
-    plain = cam_pseudo_labels(cams, inside, 0.7, 0.25)
-    released = cam_pseudo_labels(cams, inside, 0.7, 0.25, released_resampling=True)
-    interior = torch.zeros(16, 16, dtype=torch.bool)
-    interior[1:6, 1:6] = interior[10:15, 10:15] = interior[1:6, 10:15] = True
-    assert torch.equal(plain[0][interior], released[0][interior])
-    assert released[0, 3, 3] == 1 and released[0, 12, 12] == IGNORE_INDEX and released[0, 3, 12] == 0
+    pseudo = cam_pseudo_labels(cams, torch.ones(1, 2), inside, 0.7, 0.25)[0]
+    assert (pseudo[1:6, 1:6] == 1).all() and (pseudo[10:15, 10:15] == IGNORE_INDEX).all()
+    assert (pseudo[1:6, 10:15] == 0).all() and (pseudo[10:15, 1:6] == 0).all()
+    # At half resolution the block edge at 8 falls between cells 3 and 4, interpolated over pixels 7–8.
+    assert pseudo[3, :7].tolist() == [1] * 7 and pseudo[3, 9:].tolist() == [0] * 7
+
+
+def test_absent_classes_take_no_part_in_the_cam_pseudo_label():
+    """Only the threshold and the present classes enter the softmax, whatever the other maps hold."""
+    generator = torch.Generator().manual_seed(0)
+    cams = F.interpolate(torch.rand(2, 6, 4, 4, generator=generator), size=(16, 16), mode="bilinear")
+    labels = torch.tensor([[1.0, 0, 1, 0, 0, 0], [0, 1, 0, 0, 0, 1]])
+    inside = torch.ones(2, 16, 16, dtype=torch.bool)
+    zeroed = cam_pseudo_labels(cams * labels[:, :, None, None], labels, inside, 0.6, 0.3)
+    assert torch.equal(cam_pseudo_labels(cams, labels, inside, 0.6, 0.3), zeroed)
+    assert set(zeroed.unique().tolist()) == {0, 1, 2, 3, 6, IGNORE_INDEX}
 
 
 def test_normalize_cams_is_per_class_min_max_and_zeroes_absent_classes():
@@ -122,8 +138,7 @@ class RandomHeads(nn.Module):
                              aux_logits=cam.mean((2, 3)), seg=self.seg(small))
 
 
-@pytest.mark.parametrize("released_resampling", [True, False])
-def test_tag_channels_alone_give_the_same_cams_and_pseudo_labels(released_resampling):
+def test_tag_channels_alone_give_the_same_cams_and_pseudo_labels():
     """What the training step does with the most tags of its batch (``max_tags``)."""
     images = torch.randn(3, 3, 32, 40)
     labels = torch.tensor([[0.0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1]])
@@ -138,7 +153,7 @@ def test_tag_channels_alone_give_the_same_cams_and_pseudo_labels(released_resamp
     inside = torch.ones(3, 32, 40, dtype=torch.bool)
     inside[:, :4] = False
     for high, low in ((0.7, 0.25), (0.5, 0.1)):
-        expected = cam_pseudo_labels(full.cam, inside, high, low, released_resampling)
-        got = cam_pseudo_labels(full.cam, inside, high, low, released_resampling, channels)
+        expected = cam_pseudo_labels(full.cam, labels, inside, high, low)
+        got = cam_pseudo_labels(full.cam, labels, inside, high, low, channels)
         assert (expected != got).sum() <= 2  # rounding (another softmax sum order) may flip a near-tie
         assert set(expected.unique().tolist()) > {0, IGNORE_INDEX}

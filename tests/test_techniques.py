@@ -7,7 +7,9 @@ import pytest
 import torch
 from sklearn.mixture import GaussianMixture
 
+from cosa.config import load_config
 from cosa.config.schema import MethodConfig, ThresholdSearchConfig
+from cosa.engine.distributed import DistContext
 from cosa.method.cosa import CoSAObjective
 from cosa.method.losses import (
     balanced_segmentation_loss,
@@ -18,6 +20,10 @@ from cosa.method.losses import (
 from cosa.method.pseudo_labels import reliability_weighted_labels
 from cosa.method.thresholds import CplThresholds, Histogram, ThresholdSearch, fit_mixture, mixture_thresholds
 from cosa.models.network import NetworkOutput
+
+from conftest import TINY_OVERRIDES
+
+CPU = DistContext(0, 1, 0, torch.device("cpu"))
 
 IGNORE = 255
 
@@ -87,7 +93,7 @@ def test_the_search_moves_thresholds_towards_the_fit_by_the_momentum():
 def test_thresholds_stay_fixed_unless_searching_and_load_the_old_checkpoint_format():
     thresholds = CplThresholds.from_config(MethodConfig())
     thresholds.update(torch.rand(2, 32, 32), torch.rand(2, 32, 32))
-    assert thresholds.values() == pytest.approx({"cam_high": 0.7, "cam_low": 0.25, "aux_high": 0.7, "aux_low": 0.25})
+    assert thresholds.values() == pytest.approx({"cam_high": 0.7, "cam_low": 0.2, "aux_high": 0.7, "aux_low": 0.25})
     thresholds.load_state_dict({"cam_high": 0.6, "cam_low": 0.2, "aux_high": 0.65, "aux_low": 0.3})
     assert thresholds.values() == pytest.approx({"cam_high": 0.6, "cam_low": 0.2, "aux_high": 0.65, "aux_low": 0.3})
 
@@ -287,12 +293,31 @@ def test_prototype_separation_uses_present_classes_and_needs_background():
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6) and torch.isfinite(features.grad).all()
 
 
-def test_contrastive_term_has_its_own_warm_up():
+def test_pseudo_label_losses_count_from_the_step_after_the_warm_up_as_released():
+    """The released loop adds them when its 0-based ``n_iter > warmup_iters``; the trainer passes
+    that index, so with a warm-up of 5 the seventh step (index 6) is the first to use them."""
     cfg = MethodConfig(recipe="release", loss_warmup_iters=5)
     cfg.contrastive.warmup_iters = 20
     objective = CoSAObjective(cfg)
-    assert objective.loss_gate(6) == 1.0 and objective.loss_gate(6, cfg.contrastive.warmup_iters) == 0.0
+    assert [objective.loss_gate(step) for step in (0, 5, 6)] == [0.0, 0.0, 1.0]
+    assert objective.loss_gate(20, cfg.contrastive.warmup_iters) == 0.0
     assert objective.loss_gate(21, cfg.contrastive.warmup_iters) == 1.0
+
+
+def test_the_trainer_passes_the_0_based_step(tiny_data, tmp_path, monkeypatch):
+    from cosa.engine.trainer import Trainer
+
+    steps = []
+    original = CoSAObjective.__call__
+
+    def recording(self, online, assignment, batch, step, max_tags=None):
+        steps.append(step)
+        return original(self, online, assignment, batch, step, max_tags)
+
+    monkeypatch.setattr(CoSAObjective, "__call__", recording)
+    cfg = load_config("demo", "release", str(tiny_data), [*TINY_OVERRIDES, "train.iterations=3", "eval.max_images=2"])
+    Trainer(cfg, tmp_path / "run", CPU).fit()
+    assert steps == [0, 1, 2]
 
 
 def test_hard_spl_ignores_unsure_pixels_and_takes_the_cam_grid():

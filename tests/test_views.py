@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from cosa.data.io import IGNORE_INDEX
-from cosa.data.views import PHOTOMETRIC_OPS, ViewParams, crop_box, make_views, photometric, sample_view_params
+from cosa.data.views import (
+    PHOTOMETRIC_OPS, ViewParams, crop_box, make_views, normalize, photometric, sample_view_params,
+)
 
 CROP = 32
 
@@ -43,7 +45,22 @@ def test_flip_and_padding_are_recorded_in_the_box():
     assert pixels[1, 3, 5].item() == 23 and pixels[1, 3, 28].item() == 0  # flipped columns
     outside = torch.ones(CROP, CROP, dtype=torch.bool)
     outside[3:23, 5:29] = False
-    assert views["weak"][:, outside].abs().sum() == 0 and views["strong"][:, outside].abs().sum() == 0
+    for view in (views["weak"], views["strong"]):  # black padding, as released
+        assert (unnormalized(view)[:, outside] == 0).all()
+
+
+def test_the_strong_view_transforms_the_padded_crop():
+    """As released, the photometric operation sees the black padding: autocontrast stretches from 0."""
+    image = torch.full((3, 20, 24), 100, dtype=torch.uint8)
+    image[:, :, 12:] = 200
+    params = ViewParams(1.0, False, (3, 5), (0, 0), None, "autocontrast", 1)
+    views = make_views(image, None, params, CROP)
+    pixels = unnormalized(views["strong"])
+    assert pixels[:, 3, 5].tolist() == [127.0] * 3 and (pixels[:, 0, 0] == 0).all()  # 100 · 255/200
+    assert photometric(image, "autocontrast", 1)[:, 0, 0].tolist() == [0] * 3  # without the padding: 0
+    padded = torch.zeros(3, CROP, CROP, dtype=torch.uint8)
+    padded[:, 3:23, 5:29] = image
+    assert torch.equal(views["strong"], normalize(photometric(padded, "autocontrast", 1)))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -82,7 +99,7 @@ def test_box_is_where_real_pixels_are(seed):
     white = torch.full((3, height, width), 255, dtype=torch.uint8)
     views = make_views(white, None, params, CROP)
     top, bottom, left, right = crop_box(params, height, width, CROP)
-    real = views["weak"].abs().sum(0) > 0  # outside the box the normalised views are exactly 0
+    real = unnormalized(views["weak"]).sum(0) > 0  # outside the box the padding is black
     assert bottom > top and right > left
     assert real.nonzero().min(0).values.tolist() == [top, left]
     assert real.nonzero().max(0).values.tolist() == [bottom - 1, right - 1]

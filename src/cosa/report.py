@@ -26,14 +26,14 @@ def prediction_grid(
     """Rows of image | ground truth | CAM | CPL | prediction (unmasked) for the given images."""
     dataset = EvaluationImages(split, cfg.eval.size, with_masks=split.has_masks)
     batch = collate_evaluation([dataset[i] for i in indices])
-    outputs = infer(network.eval(), batch["input"].to(device), cfg.eval.scales, cfg.eval.flip, cfg.method.assignment_scales)
+    outputs = infer(network.eval(), batch["input"].to(device), cfg.eval.scales, cfg.eval.flip)
     rows = []
     for i, image in enumerate(batch["image"]):
         size = tuple(image.shape[-2:])
         tags = batch["labels"][i : i + 1].to(device)
         cams = resize(outputs.cam[i : i + 1], size) * tags[:, :, None, None]
         picture = to_numpy_image(image)
-        cpl = cam_pseudo_labels(cams, torch.ones(1, *size, dtype=torch.bool, device=device),
+        cpl = cam_pseudo_labels(cams, tags, torch.ones(1, *size, dtype=torch.bool, device=device),
                                 thresholds.cam_high, thresholds.cam_low)
         if cfg.method.recipe == "cam-only":
             prediction = cam_labels(cams, predicted_tags(outputs.logits[i : i + 1]), cfg.eval.cam_threshold)

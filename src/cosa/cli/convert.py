@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     payload = convert_official(args.source, args.config, args.overrides, class_names)
     save_checkpoint(args.target, payload)
     cfg = payload["config"]
+    held = {"online": "the online network (s_or_t='s')", "assignment": "the assignment network (s_or_t='t')"}
     print(f"wrote {args.target}: {len(payload['class_names'])} classes, backbone {cfg['model']['backbone']}, "
-          f"iteration {payload['iteration']}")
+          f"aux layer {cfg['model']['aux_layer']}, iteration {payload['iteration']}, "
+          f"{held.get(payload['official']['network'], 'network not recorded (no s_or_t)')}")
     return 0

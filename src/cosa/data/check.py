@@ -50,7 +50,7 @@ def check_dataset(root: str | Path) -> CheckReport:
         readable = 0
         for sample in dataset.samples:
             try:
-                image = read_image(sample.image)
+                image = read_image(sample.image, dataset.exif_orientation)
             except CosaError as error:
                 report.problems.append(str(error))
                 continue

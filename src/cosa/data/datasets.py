@@ -71,7 +71,7 @@ class TrainingViews(Dataset):
     def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
         index = self.index_at(position)
         sample = self.split.samples[index]
-        image = read_image(sample.image)
+        image = read_image(sample.image, self.split.exif_orientation)
         mask = read_sample_mask(self.split, index, image.shape[-2:]) if self.with_masks else None
         rng = np.random.default_rng([self.seed, 1_000_003, position])
         params = sample_view_params(
@@ -123,7 +123,7 @@ class EvaluationImages(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.split.samples[index]
-        image = read_image(sample.image)
+        image = read_image(sample.image, self.split.exif_orientation)
         resized = F.interpolate(image[None].float(), size=(self.size, self.size), mode="bilinear", align_corners=False)
         item = {
             "input": normalize(resized.clamp(0, 255)[0]),

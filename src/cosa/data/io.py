@@ -54,14 +54,16 @@ def _reading(path: str | Path, what: str) -> Iterator[None]:
         raise CosaError(f"{path}: cannot read {what} ({error})") from None
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """Read an image as a 3×H×W uint8 RGB tensor, applying its EXIF orientation.
+def read_image(path: str | Path, exif_orientation: bool = True) -> torch.Tensor:
+    """Read an image as a 3×H×W uint8 RGB tensor, by default applying its EXIF orientation.
 
-    Grayscale, palette, RGBA (alpha dropped) and CMYK images are converted to RGB; 16-bit
-    grayscale keeps its high byte (Pillow's own conversion would clip it to white).
+    With ``exif_orientation=False`` the pixels come in stored order, which is the order the VOC
+    and COCO masks use (see :attr:`DatasetSplit.exif_orientation`). Grayscale, palette, RGBA
+    (alpha dropped) and CMYK images are converted to RGB; 16-bit grayscale keeps its high byte
+    (Pillow's own conversion would clip it to white).
     """
     with _reading(path, "image"), Image.open(path) as image:
-        rgb = _rgb_pixels(ImageOps.exif_transpose(image))
+        rgb = _rgb_pixels(ImageOps.exif_transpose(image) if exif_orientation else image)
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -76,7 +78,8 @@ def read_mask(path: str | Path, num_classes: int | None = None) -> torch.Tensor:
     """Read a label mask as an H×W uint8 tensor (0 background, 1..C classes, 255 ignore).
 
     Palette and grayscale PNGs are read by index value, in stored pixel order: a mask has no EXIF
-    orientation, so it must match its image as displayed (after the image's EXIF rotation).
+    orientation, so in the folder layout it must match its image as displayed (after the image's
+    EXIF rotation); VOC and COCO images are read as stored, like their masks.
     Values that do not fit 0..255 are an error (never wrapped); with ``num_classes`` given, so
     are values outside 0..C and 255.
     """

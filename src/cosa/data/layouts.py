@@ -12,6 +12,10 @@ Three layouts are recognised by ``detect_layout``:
 
 For VOC and COCO the image labels are the classes present in the masks, as in the released
 code; they are computed once and cached in ``ROOT/.cosa/labels-{split}.json``.
+
+EXIF orientation: folder images (and ``cosa predict`` inputs) are rotated by their EXIF tag, so
+their masks must match the image as displayed; VOC and COCO images are read with pixels as
+stored, like the released code, because their masks are in stored order.
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ class DatasetSplit:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def exif_orientation(self) -> bool:
+        """Whether images are read rotated by their EXIF tag: not for VOC and COCO (masks in stored order)."""
+        return self.layout not in ("voc", "coco")
 
     @property
     def has_masks(self) -> bool:

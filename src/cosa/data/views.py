@@ -1,6 +1,6 @@
 """The two pixel-aligned training views of METHOD.md §2.
 
-One geometric draw per image (rescale, flip, crop with zero padding) gives a crop and the box of
+One geometric draw per image (rescale, flip, crop with black padding) gives a crop and the box of
 real pixels inside it. The *weak* view (for the assignment network) is that crop, blurred with
 probability ``blur_probability``; the *strong* view (for the online network) is the weak view
 plus one photometric operation. Both views therefore share every pixel position exactly.
@@ -58,7 +58,8 @@ def sample_view_params(
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    """Rounded down, as the released rescaling does."""
+    return max(1, int(height * scale)), max(1, int(width * scale))
 
 
 def crop_box(params: ViewParams, height: int, width: int, crop_size: int) -> tuple[int, int, int, int]:
@@ -126,27 +127,23 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
     return (image.float() / 255.0 - mean) / std
 
 
-def box_mask(box: tuple[int, int, int, int], crop_size: int) -> torch.Tensor:
-    mask = torch.zeros(crop_size, crop_size, dtype=torch.bool)
-    top, bottom, left, right = box
-    mask[top:bottom, left:right] = True
-    return mask
-
-
 def make_views(
     image: torch.Tensor, mask: torch.Tensor | None, params: ViewParams, crop_size: int
 ) -> dict[str, torch.Tensor]:
-    """Weak and strong normalised views (zero outside the box), the box, and the cropped mask."""
+    """Weak and strong normalised views, the box, and the cropped mask.
+
+    As released, the padding is black (RGB 0) before normalisation, and the strong view's
+    photometric operation sees the padded crop (its histogram includes the black pixels).
+    """
     height, width = image.shape[-2:]
     box = crop_box(params, height, width, crop_size)
-    inside = box_mask(box, crop_size)
     weak = apply_geometry(image, params, crop_size, fill=0, interpolation=InterpolationMode.BILINEAR)
     if params.blur_sigma is not None:
         weak = gaussian_blur(weak, params.blur_sigma)
     strong = photometric(weak, params.operation, params.magnitude)
     views = {
-        "weak": normalize(weak) * inside,
-        "strong": normalize(strong) * inside,
+        "weak": normalize(weak),
+        "strong": normalize(strong),
         "box": torch.tensor(box, dtype=torch.long),
     }
     if mask is not None:

@@ -7,10 +7,11 @@ exactly (optimiser, AMP scaler, thresholds, RNG states).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -43,15 +44,33 @@ def remove_partial_writes(directory: str | Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def read_torch_file(path: str | Path) -> Any:
-    """The contents of a torch file, never unpickled (``weights_only=True``); one-line errors."""
+def read_torch_file(path: str | Path, allowed_globals: Sequence[Callable | tuple[Callable, str]] = ()) -> Any:
+    """The contents of a torch file, read with ``weights_only=True``; one-line errors.
+
+    ``allowed_globals`` are the only pickled classes or functions, beyond tensors and plain
+    containers, that the file may name (``torch.serialization.safe_globals`` entries).
+    """
     path = Path(path)
     if not path.is_file():
         raise CosaError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        allowing = contextlib.nullcontext()
+        if allowed_globals:  # safe_globals is torch>=2.5 (name tuples >=2.6): plain loads must not need it
+            allowing = torch.serialization.safe_globals(list(allowed_globals))
+        with allowing:
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated files, pickles with code, non-torch files
-        raise CosaError(f"{path}: cannot read checkpoint ({str(error).splitlines()[0][:200]})") from None
+        raise CosaError(f"{path}: cannot read checkpoint ({_reason(error)[:200]})") from None
+
+
+def _reason(error: Exception) -> str:
+    """One informative line of ``error``: torch's refusals wrap the line naming the global in advice."""
+    text, marker = str(error), "WeightsUnpickler error:"
+    refusal = marker in text
+    if refusal:
+        text = text.split(marker, 1)[1]
+    line = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    return line.split(". ")[0] if refusal else line
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

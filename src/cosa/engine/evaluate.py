@@ -90,8 +90,7 @@ def evaluate(
     try:
         for batch in tqdm(loader, desc=f"evaluate {split.split}", disable=not (progress and dist.is_main), leave=False):
             crf_jobs: list[tuple[torch.Tensor, torch.Tensor]] = []
-            outputs = infer(network, batch["input"].to(device), cfg.eval.scales, cfg.eval.flip,
-                            cfg.method.assignment_scales)
+            outputs = infer(network, batch["input"].to(device), cfg.eval.scales, cfg.eval.flip)
             for i, mask in enumerate(batch["mask"]):
                 size = tuple(mask.shape)
                 tags = batch["labels"][i : i + 1].to(device)
@@ -104,7 +103,7 @@ def evaluate(
                 else:
                     unmasked, tag_masked = segmentation_labels(seg), segmentation_labels(seg, tags)
                 inside = torch.ones_like(true_cam, dtype=torch.bool)
-                cpl = cam_pseudo_labels(cams * tags[:, :, None, None], inside, thresholds.cam_high, thresholds.cam_low)
+                cpl = cam_pseudo_labels(cams, tags, inside, thresholds.cam_high, thresholds.cam_low)
                 for kind, prediction in zip(KINDS, (unmasked, tag_masked, true_cam, cpl)):
                     matrices[kind].update(prediction[0], mask)
                 valid = mask != IGNORE_INDEX
@@ -149,7 +148,6 @@ def evaluate(
             "input_size": cfg.eval.size,
             "scales": list(cfg.eval.scales),
             "flip": cfg.eval.flip,
-            "cam_scales": list(cfg.method.assignment_scales),
             "cam_threshold": cfg.eval.cam_threshold,
             "cpl_thresholds": [thresholds.cam_high, thresholds.cam_low],
             "crf": bool(crf_pool),

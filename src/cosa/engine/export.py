@@ -26,11 +26,12 @@ from cosa.method.pseudo_labels import cam_pseudo_labels, multiscale_assignments,
 from cosa.method.thresholds import CplThresholds
 
 
-def image_pseudo_labels(cams: torch.Tensor, size: tuple[int, int], thresholds: CplThresholds) -> torch.Tensor:
-    """H×W CPL of one image's normalised CAMs (1×C×h×w, absent classes 0) at ``size``."""
+def image_pseudo_labels(cams: torch.Tensor, tags: torch.Tensor, size: tuple[int, int],
+                        thresholds: CplThresholds) -> torch.Tensor:
+    """H×W CPL of one image's normalised CAMs (1×C×h×w) and tags (1×C) at ``size``."""
     cams = resize(cams, size)
     inside = torch.ones((1, *size), dtype=torch.bool, device=cams.device)
-    return cam_pseudo_labels(cams, inside, thresholds.cam_high, thresholds.cam_low)[0]
+    return cam_pseudo_labels(cams, tags, inside, thresholds.cam_high, thresholds.cam_low)[0]
 
 
 class PseudoLabelScore:
@@ -90,7 +91,8 @@ def export_pseudo_labels(
         assigned = multiscale_assignments(network, batch["input"].to(device), labels, cfg.method.assignment_scales,
                                           cfg.method.aux_cam_last_scale_only)
         for i, (name, image) in enumerate(zip(batch["name"], batch["image"])):
-            pseudo = image_pseudo_labels(assigned.cam[i : i + 1], tuple(image.shape[-2:]), thresholds)
+            pseudo = image_pseudo_labels(assigned.cam[i : i + 1], labels[i : i + 1], tuple(image.shape[-2:]),
+                                         thresholds)
             write_mask(out / f"{name}.png", pseudo)
             if score is not None:
                 score.update(pseudo, batch["mask"][i])
@@ -102,7 +104,7 @@ def export_pseudo_labels(
             "scales": list(cfg.method.assignment_scales),
             "flip": True,
             "cpl_thresholds": [thresholds.cam_high, thresholds.cam_low],
-            "rule": "plain",
+            "rule": "released",
         },
     }
     if score is not None:

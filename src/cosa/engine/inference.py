@@ -12,11 +12,9 @@ from torch import nn
 from cosa.method.pseudo_labels import MASKED_LOGIT, Assignments, channel_argmax, multiscale_assignments
 
 
-def infer(
-    network: nn.Module, inputs: torch.Tensor, scales: list[float], flip: bool, cam_scales: list[float]
-) -> Assignments:
-    """Multi-scale (+flip) segmentation logits and CAMs of all classes, at the input size."""
-    return multiscale_assignments(network, inputs, None, scales, flip=flip, cam_scales=cam_scales)
+def infer(network: nn.Module, inputs: torch.Tensor, scales: list[float], flip: bool) -> Assignments:
+    """Segmentation logits and CAMs of all classes from every scale (+flip), at the input size."""
+    return multiscale_assignments(network, inputs, None, scales, flip=flip)
 
 
 def mask_absent(seg_logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:

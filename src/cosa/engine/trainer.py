@@ -6,7 +6,6 @@ CoSA objective, backward, optimiser, EMA), then the bookkeeping steps (log, eval
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -74,11 +74,11 @@ class Trainer:
         self.class_names = self.train_split.class_names
 
         checkpoint = self._resume_point() if resume else None
-        self.online = build_network(cfg.model, len(self.class_names), pretrained=checkpoint is None).to(self.device)
-        if cfg.train.channels_last:
-            self.online.to(memory_format=torch.channels_last)
+        # As released, the AN is built like the ON, not copied from it: the same pretrained
+        # backbone, but heads from their own random initialisation, which the EMA then forgets.
+        self.online, self.assignment = (self._build_network(pretrained=checkpoint is None) for _ in range(2))
         self.online.train()  # applies model.freeze_batchnorm
-        self.assignment = copy.deepcopy(self.online).eval().requires_grad_(False)
+        self.assignment.eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.online, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.objective = CoSAObjective(cfg.method, cfg.train.assignment_amp)
@@ -172,6 +172,12 @@ class Trainer:
             if self.iteration % cfg.checkpoint_every == 0 or last:
                 self.save(self.last_checkpoint)
 
+    def _build_network(self, pretrained: bool) -> nn.Module:
+        network = build_network(self.cfg.model, len(self.class_names), pretrained=pretrained).to(self.device)
+        if self.cfg.train.channels_last:
+            network.to(memory_format=torch.channels_last)
+        return network
+
     def train_step(self, batch: dict) -> StepLosses:
         """One optimiser step of the online network, then the EMA update of the assignment network.
 
@@ -179,14 +185,15 @@ class Trainer:
         """
         max_tags = int(batch["labels"].sum(dim=1).max())  # read on the host, before the copy
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
-        set_learning_rate(self.optimizer, lr_factor(self.iteration - 1, self.cfg.train.iterations, self.cfg.optim))
+        step = self.iteration - 1  # 0-based, as the released schedule and loss warm-up count
+        set_learning_rate(self.optimizer, lr_factor(step, self.cfg.train.iterations, self.cfg.optim))
         if self.cfg.train.channels_last:
             batch = {key: value.contiguous(memory_format=torch.channels_last) if value.dim() == 4 else value
                      for key, value in batch.items()}
         # The forward pass updates BatchNorm statistics; a faulty step must not keep them.
         statistics = [buffer.clone() for buffer in self.online.buffers()]
         with section("objective"), autocast(self.device.type, self.cfg.train.amp):
-            losses = self.objective(self.model, self.assignment, batch, self.iteration, max_tags)
+            losses = self.objective(self.model, self.assignment, batch, step, max_tags)
         with section("backward"):
             self.scaler.scale(losses.total).backward()
         faults = timed("nonfinite_check", self._nonfinite, losses)

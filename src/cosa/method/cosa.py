@@ -82,23 +82,25 @@ class CoSAObjective:
         self.assignment_amp = assignment_amp  # the AN pass's autocast; "same" inherits the step's
         self.thresholds = CplThresholds.from_config(cfg)
 
-    def __call__(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int,
+    def __call__(self, online: nn.Module, assignment: nn.Module, batch: dict, step: int,
                  max_tags: int | None = None) -> StepLosses:
-        """``max_tags``: the most tags of any image in the batch, if known on the host; the
-        pseudo-labels then resample only the CAM channels that can be tags (the same result)."""
+        """``step``: the 0-based index of this optimiser step. ``max_tags``: the most tags of any
+        image in the batch, if known on the host; the pseudo-labels then resample only the CAM
+        channels that can be tags (the same result)."""
         if self.cfg.recipe in PSEUDO_LABEL_RECIPES:
-            return self.swapped_assignments(online, assignment, batch, iteration, max_tags)
+            return self.swapped_assignments(online, assignment, batch, step, max_tags)
         if self.cfg.recipe == "cam-only":
             return self.cam_only(online, batch)
         if self.cfg.recipe == "supervised":
             return self.supervised(online, batch)
         raise ValueError(f"unknown recipe {self.cfg.recipe!r}")
 
-    def loss_gate(self, iteration: int, warmup_iters: int | None = None) -> float:
-        """0 during the loss warm-up, then 1. Gated terms still run (as released), weighted by 0."""
-        return 1.0 if iteration > (self.cfg.loss_warmup_iters if warmup_iters is None else warmup_iters) else 0.0
+    def loss_gate(self, step: int, warmup_iters: int | None = None) -> float:
+        """0 during the loss warm-up, then 1: as released, the pseudo-label losses count from the
+        0-based step ``warmup_iters + 1``. Gated terms still run, weighted by 0."""
+        return 1.0 if step > (self.cfg.loss_warmup_iters if warmup_iters is None else warmup_iters) else 0.0
 
-    def swapped_assignments(self, online: nn.Module, assignment: nn.Module, batch: dict, iteration: int,
+    def swapped_assignments(self, online: nn.Module, assignment: nn.Module, batch: dict, step: int,
                             max_tags: int | None = None) -> StepLosses:
         cfg, thresholds = self.cfg, self.thresholds
         weak, strong, labels = batch["weak"], batch["strong"], batch["labels"]
@@ -114,12 +116,9 @@ class CoSAObjective:
             )
         timed("thresholds", thresholds.update, assigned.cam.amax(dim=1), assigned.aux_cam.amax(dim=1))
         with section("pseudo_labels"):
-            cpl = cam_pseudo_labels(
-                assigned.cam, inside, thresholds.cam.high, thresholds.cam.low, cfg.cpl_released_resampling, channels
-            )
+            cpl = cam_pseudo_labels(assigned.cam, labels, inside, thresholds.cam.high, thresholds.cam.low, channels)
             aux_cpl = cam_pseudo_labels(
-                assigned.aux_cam, inside, thresholds.aux.high, thresholds.aux.low, cfg.cpl_released_resampling,
-                channels,
+                assigned.aux_cam, labels, inside, thresholds.aux.high, thresholds.aux.low, channels
             )
             spl = segmentation_pseudo_labels(assigned.seg, labels, cfg.spl_temperature)
 
@@ -142,9 +141,9 @@ class CoSAObjective:
         if cfg.contrastive.enabled:
             with section("loss/csc"):
                 terms["csc"] = self.contrastive_separation(online, output, spl, labels)
-        total = terms["cls"] + terms["cls_aux"] + self.loss_gate(iteration) * weighted
+        total = terms["cls"] + terms["cls_aux"] + self.loss_gate(step) * weighted
         if cfg.contrastive.enabled:
-            gate = self.loss_gate(iteration, cfg.contrastive.warmup_iters)
+            gate = self.loss_gate(step, cfg.contrastive.warmup_iters)
             total = total + gate * cfg.contrastive.weight * terms["csc"]
         return StepLosses(total, terms, cpl=cpl, assigned=assigned, inside=inside)
 

@@ -12,12 +12,18 @@ every pixel of the image, j = i included. The gate G(i) = max(0, R(i) − max_k 
 where P(i) = 255, restricts the energy to pixels the segmentation is unsure about or the CAM
 pseudo-label ignores.
 
-The released code evaluates K with a compiled permutohedral lattice. Here the pixels are embedded
-as f = [p/σ_xy, I/σ_rgb], so K(i,j) = exp(−½‖f_i − f_j‖²), and the filter Σ_j K(i,j) v(j) is either
-evaluated exactly, tile by tile, so memory stays bounded while the work is O((HW)²) per image
-(halved by K's symmetry), or approximated in O(HW) by a permutohedral lattice in plain PyTorch
-(:mod:`cosa.method.permutohedral`), rescaled per image to the exact filter on a sample of pixels.
-``filter="auto"`` takes the exact filter up to ``EXACT_MAX_PIXELS`` pixels and the lattice above.
+The pixels are embedded as f = [p/σ_xy, I/σ_rgb], so K(i,j) = exp(−½‖f_i − f_j‖²). The filter
+Σ_j K(i,j) v(j) is evaluated in one of two ways (``method``):
+
+- ``released``: the permutohedral lattice as the released code's compiled extension computes it
+  (:mod:`cosa.method.permutohedral`, in plain PyTorch, O(HW)), with its features in the same
+  order and origin, since the lattice's discretisation depends on both. Its response is a
+  Gaussian of the right width with cut tails: its sums are about 0.6 of the exact ones, and the
+  released λ was chosen for them.
+- ``gaussian``: the exact sums, evaluated pair by pair, tile by tile, up to ``EXACT_MAX_PIXELS``
+  pixels (O((HW)²), halved by K's symmetry), and above that by the lattice rescaled per image to
+  the exact filter on a sample of pixels. L_reg is then the formula above, at about 1.6× the
+  released size.
 
 The gradient is the released one, not the exact derivative of L_reg: with
 AS_k(i) = G(i) · Σ_j K(i,j) R(j) s_k(j), it is ∂L/∂s_k(i) = −2λ · AS_k(i) · R(i) / B. The gate is held
@@ -40,8 +46,8 @@ from cosa.method.permutohedral import permutohedral_filter
 # accelerator a 4096×4096 tile (64 MiB) keeps the number of kernel launches small.
 CPU_TILE = 512
 ACCELERATOR_TILE = 4096
-# Above this many pixels (at the loss's resolution) "auto" uses the lattice. Up to 64² (a crop
-# of 128) the exact filter, free of approximation error, costs at most ~0.1 s per image on a CPU;
+# Above this many pixels (at the loss's resolution) the Gaussian filter uses the calibrated
+# lattice. Up to 64² (a crop of 128) the exact filter costs at most ~0.1 s per image on a CPU;
 # at 112² (crop 224) it already took 28% of a ViT-Ti step (docs/benchmarks.md).
 EXACT_MAX_PIXELS = 64 * 64
 # Pixels on which the exact filter calibrates the lattice's scale (docs/method.md).
@@ -51,25 +57,23 @@ EXPONENT_FLOOR = -87.0
 
 
 def bilateral_features(image: Tensor, sigma_rgb: float, sigma_xy: float) -> Tensor:
-    """Embed a 3×H×W image as (H·W)×5 features [row/σ_xy, col/σ_xy, RGB/σ_rgb], centred.
-
-    Centring does not change pairwise distances but shrinks the norms that the
-    |a|² + |b|² − 2a·b expansion in :func:`bilateral_filter` subtracts, reducing cancellation.
-    """
+    """Embed a 3×H×W image as (H·W)×5 features [col/σ_xy, row/σ_xy, RGB/σ_rgb], the released order."""
     _, height, width = image.shape
     rows = torch.arange(height, device=image.device, dtype=image.dtype)
     cols = torch.arange(width, device=image.device, dtype=image.dtype)
-    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij")) / sigma_xy
-    features = torch.cat([grid, image / sigma_rgb]).flatten(1).T
-    return features - features.mean(dim=0)
+    grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy")) / sigma_xy
+    return torch.cat([grid, image / sigma_rgb]).flatten(1).T
 
 
 def _exponent_factors(features: Tensor) -> tuple[Tensor, Tensor]:
     """N×(D+2) ``rows`` and (D+2)×N ``cols`` with rows[i] · cols[:, j] = −½‖f_i − f_j‖².
 
     −½‖a − b‖² = a·b − ½|a|² − ½|b|²: with the norm terms appended to the features, one matrix
-    product gives the kernel's exponent, without separate broadcast passes over a tile.
+    product gives the kernel's exponent, without separate broadcast passes over a tile. Centring
+    the features first does not change the distances but shrinks the norms that the expansion
+    subtracts, reducing cancellation.
     """
+    features = features - features.mean(dim=0)
     half_sq_norm = 0.5 * features.square().sum(dim=1, keepdim=True)
     ones = torch.ones_like(half_sq_norm)
     rows = torch.cat([features, -half_sq_norm, ones], dim=1)
@@ -122,11 +126,26 @@ def calibrated_lattice_filter(features: Tensor, values: Tensor, samples: int = C
     return approximate * (exact.sum() / approximate[sample].sum().clamp_min(torch.finfo(values.dtype).tiny))
 
 
-def gaussian_filter(features: Tensor, values: Tensor, method: str = "auto", chunk_size: int | None = None) -> Tensor:
-    """Σ_j exp(−½‖f_i − f_j‖²) · values(j): ``exact``, ``lattice`` or ``auto`` (by the pixel count)."""
-    if method == "lattice" or (method == "auto" and features.shape[0] > EXACT_MAX_PIXELS):
+def gaussian_filter(features: Tensor, values: Tensor, chunk_size: int | None = None) -> Tensor:
+    """Σ_j exp(−½‖f_i − f_j‖²) · values(j): exact up to ``EXACT_MAX_PIXELS`` rows, the calibrated lattice above."""
+    if features.shape[0] > EXACT_MAX_PIXELS:
         return calibrated_lattice_filter(features, values)
     return bilateral_filter(features, values, chunk_size)
+
+
+def dense_filter(image: Tensor, values: Tensor, sigma_rgb: float, sigma_xy: float, method: str = "released",
+                 chunk_size: int | None = None) -> Tensor:
+    """Σ_j K(i,j) · values(j) over a 3×H×W ``image`` for C×H×W ``values``, by ``method``
+    (``released`` or ``gaussian``, module docstring); C×H×W."""
+    features = bilateral_features(image, sigma_rgb, sigma_xy)
+    flat = values.flatten(1).T
+    if method == "released":
+        filtered = permutohedral_filter(features, flat)
+    elif method == "gaussian":
+        filtered = gaussian_filter(features, flat, chunk_size)
+    else:
+        raise ValueError(f"unknown dense filter {method!r}")
+    return filtered.T.reshape(values.shape)
 
 
 def _downscale(tensor: Tensor, scale: float, mode: str) -> Tensor:
@@ -160,9 +179,7 @@ class _DenseEnergy(torch.autograd.Function):
         masked = probs * roi.unsqueeze(1)
         filtered = torch.empty_like(probs)
         for b in range(batch):
-            features = bilateral_features(image[b], sigma_rgb, sigma_xy)
-            values = masked[b].flatten(1).T
-            filtered[b] = gaussian_filter(features, values, method, chunk_size).T.reshape(probs.shape[1:])
+            filtered[b] = dense_filter(image[b], masked[b], sigma_rgb, sigma_xy, method, chunk_size)
         weighted = filtered * gate.unsqueeze(1)  # AS
         ctx.save_for_backward(weighted, roi)
         ctx.batch = batch
@@ -185,7 +202,7 @@ def dense_energy_loss(
     sigma_xy: float = 100.0,
     scale: float = 0.5,
     weight: float = 1e-7,
-    method: str = "auto",
+    method: str = "released",
     chunk_size: int | None = None,
 ) -> Tensor:
     """L_reg for a batch; 0-dim tensor on the inputs' device.
@@ -199,7 +216,7 @@ def dense_energy_loss(
         sigma_xy: spatial bandwidth in pixels at the input resolution (scaled with ``scale``).
         scale: downscaling factor applied to everything before the energy is evaluated.
         weight: λ, the energy's weight.
-        method: how the Gaussian filter is evaluated: ``exact``, ``lattice`` or ``auto``.
+        method: the filter, ``released`` (the released lattice) or ``gaussian`` (module docstring).
         chunk_size: side of the square tiles of the kernel evaluated at once (default: 512 on a
             CPU, 4096 on an accelerator; a tile takes chunk_size² · 4 bytes in fp32).
     """

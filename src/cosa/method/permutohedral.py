@@ -9,8 +9,10 @@ table is a sorted tensor of packed integer keys (``torch.unique``, looked up wit
 ``torch.searchsorted``).
 
 The lattice's response is a Gaussian of the right width whose tails are cut short, so its sums
-come out at about half the exact ones, by a factor that depends on the image;
-:func:`cosa.method.dense_energy.calibrated_lattice_filter` rescales them (docs/method.md).
+come out at about 0.6 of the exact ones on photographs, by a factor that depends on the image.
+Given the same features in the same order, the result equals the released extension's to float
+rounding (``tests/test_release_fidelity.py``);
+:func:`cosa.method.dense_energy.calibrated_lattice_filter` rescales it to the exact sums.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ class _KeyTable:
 def permutohedral_filter(features: Tensor, values: Tensor) -> Tensor:
     """Approximately Σ_j exp(−½‖f_i − f_j‖²) · values(j) for ``features`` N×d and ``values`` N×C.
 
-    Uncalibrated: about half the exact sums (see the module docstring).
+    Uncalibrated: about 0.6 of the exact sums, as released (see the module docstring).
     """
     num_points, d = features.shape
     # Rounding to lattice points needs float64; the values can stay in their own precision.

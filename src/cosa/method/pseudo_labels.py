@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -57,14 +56,12 @@ def multiscale_assignments(
     scales: list[float],
     aux_last_scale_only: bool = False,
     flip: bool = True,
-    cam_scales: list[float] | None = None,
     channels: torch.Tensor | None = None,
 ) -> Assignments:
     """Run ``network`` on ``images`` at each scale (with its flip) and merge (METHOD.md §3).
 
-    CAMs: upsample, un-flip, max over the flip pair, ReLU, sum over ``cam_scales`` (default: all
-    scales), normalise. Segmentation: un-flip, sum over the flip pair, upsample, sum over
-    scales. With ``aux_last_scale_only`` the auxiliary CAM comes from the last scale alone, as
+    CAMs: upsample, un-flip, max over the flip pair, ReLU, sum over scales, normalise.
+    Segmentation: un-flip, sum over the flip pair, upsample, sum over scales. With ``aux_last_scale_only`` the auxiliary CAM comes from the last scale alone, as
     released.
 
     With ``labels`` and ``channels`` (B×K, from :func:`tag_channels`) only those CAM channels are
@@ -74,8 +71,6 @@ def multiscale_assignments(
     """
     batch, _, height, width = images.shape
     size = (height, width)
-    cam_scales = scales if cam_scales is None else cam_scales
-    last_cam_scale = [scale for scale in scales if scale in cam_scales][-1]
     copies = 2 if flip else 1
     if channels is not None:
         flipped_channels = channels.repeat(copies, 1)
@@ -102,12 +97,11 @@ def multiscale_assignments(
             logits = output.logits.float().view(copies, batch, -1).mean(0)
         seg = merge_sum(output.seg)
         seg_sum = seg if seg_sum is None else seg_sum + seg
-        if scale in cam_scales:
-            cam = merge(output.cam, torch.maximum).relu()
-            cam_sum = cam if cam_sum is None else cam_sum + cam
-            if not aux_last_scale_only or scale == last_cam_scale:  # others would be discarded: not upsampled
-                aux = merge(output.aux_cam, torch.maximum).relu()
-                aux_sum = aux if aux_sum is None else aux_sum + aux
+        cam = merge(output.cam, torch.maximum).relu()
+        cam_sum = cam if cam_sum is None else cam_sum + cam
+        if not aux_last_scale_only or scale == scales[-1]:  # others would be discarded: not upsampled
+            aux = merge(output.aux_cam, torch.maximum).relu()
+            aux_sum = aux if aux_sum is None else aux_sum + aux
     if channels is None:
         return Assignments(normalize_cams(cam_sum, labels), normalize_cams(aux_sum, labels), seg_sum, logits)
     tags = labels.gather(1, channels)
@@ -133,53 +127,47 @@ def scatter_channels(tensor: torch.Tensor, channels: torch.Tensor, num_channels:
     return full.scatter_(1, channels[:, :, None, None].expand_as(tensor), tensor)
 
 
-def _label_above(cams: torch.Tensor, threshold: float | torch.Tensor, released_resampling: bool,
-                 size: tuple[int, int], omitted: int = 0) -> torch.Tensor:
-    """0 where no CAM exceeds ``threshold``, else 1 + the strongest of the ``cams`` channels.
+def _label_above(halved: torch.Tensor, present: torch.Tensor, threshold: float | torch.Tensor,
+                 size: tuple[int, int]) -> torch.Tensor:
+    """0 where no CAM exceeds ``threshold``, else 1 + the strongest of the ``halved`` channels.
 
-    With ``released_resampling`` the ``cams`` come already halved (:func:`cam_pseudo_labels`);
-    the threshold channel, a constant, is the same at any resolution. ``omitted`` absent-class
-    channels (all 0) left out of ``cams`` still count in the softmax: each adds e⁰ to its sum,
-    and none can win the argmax, since the threshold channel, first, is above 0.
+    As released: the threshold channel and the present classes' CAMs, at half resolution, go
+    through a softmax over those channels only (``present``: B×K bool), are upsampled
+    bilinearly to ``size`` and compared there. Absent classes take no part in the softmax.
     """
-    stacked = torch.cat([torch.ones_like(cams[:, :1]) * threshold, cams], dim=1)
-    if released_resampling:
-        if omitted:
-            absent = torch.full_like(cams[:, :1], math.log(omitted))
-            probabilities = torch.cat([stacked, absent], dim=1).softmax(dim=1)[:, :-1]
-        else:
-            probabilities = stacked.softmax(dim=1)
-        stacked = resize(probabilities, size)
-    return channel_argmax(stacked)
+    stacked = torch.cat([torch.ones_like(halved[:, :1]) * threshold, halved], dim=1)
+    with_threshold = torch.cat([torch.ones_like(present[:, :1]), present], dim=1)[:, :, None, None]
+    probabilities = stacked.masked_fill(~with_threshold, float("-inf")).softmax(dim=1)
+    return channel_argmax(resize(probabilities, size))
 
 
 def cam_pseudo_labels(
     cams: torch.Tensor,
+    labels: torch.Tensor,
     inside: torch.Tensor,
     high: float | torch.Tensor,
     low: float | torch.Tensor,
-    released_resampling: bool = False,
     channels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CPL: class where the strongest CAM exceeds ``high``, background below ``low``, else ignore.
 
-    ``cams`` are normalised with absent classes at 0; ``inside`` (B×H×W bool) marks the crop box;
-    everything outside it is ignore. With ``channels`` (B×K, from :func:`tag_channels`) only
-    those channels are resampled and compared: the others are absent classes, which cannot win.
+    ``cams`` (B×C×H×W) are normalised, ``labels`` (B×C) the image tags; ``inside`` (B×H×W bool)
+    marks the crop box, and everything outside it is ignore. The comparison is the released one:
+    at half resolution, through a softmax over the threshold and the present classes, upsampled
+    (:func:`_label_above`). With ``channels`` (B×K, from :func:`tag_channels`) only those
+    channels are resampled: the others are absent classes, which take no part.
     """
     size = tuple(cams.shape[-2:])
-    omitted = 0
+    present = labels > 0
     if channels is not None:
-        omitted = cams.shape[1] - channels.shape[1]
-        cams = gather_channels(cams, channels)
-    if released_resampling:  # halved once for both thresholds
-        cams = F.interpolate(cams, size=(size[0] // 2, size[1] // 2), mode="bilinear", align_corners=False)
-    confident = _label_above(cams, high, released_resampling, size, omitted)
+        cams, present = gather_channels(cams, channels), present.gather(1, channels)
+    halved = F.interpolate(cams, size=(size[0] // 2, size[1] // 2), mode="bilinear", align_corners=False)
+    confident = _label_above(halved, present, high, size)
     if channels is not None:  # channel k → class channels[k − 1]
         lookup = torch.cat([torch.zeros_like(channels[:, :1]), channels + 1], dim=1)
         confident = lookup.gather(1, confident.flatten(1)).view_as(confident)
     pseudo = torch.where(confident > 0, confident, torch.full_like(confident, IGNORE_INDEX))
-    pseudo[_label_above(cams, low, released_resampling, size, omitted) == 0] = 0
+    pseudo[_label_above(halved, present, low, size) == 0] = 0
     pseudo[~inside] = IGNORE_INDEX
     return pseudo
 

@@ -33,7 +33,8 @@ class ViTBackbone(nn.Module):
         self.pos_grid = tuple(vit.patch_embed.grid_size)
         self.aux_index = aux_layer % len(vit.blocks)
         self.channels = self.aux_channels = vit.embed_dim
-        self.stride = vit.patch_embed.patch_size[0]
+        self.patch_size = tuple(vit.patch_embed.patch_size)
+        self.stride = self.patch_size[0]
 
     def resampled_pos_embed(self, height: int, width: int) -> torch.Tensor:
         prefix = self.pos_embed[:, : self.num_prefix_tokens]
@@ -45,6 +46,10 @@ class ViTBackbone(nn.Module):
         return torch.cat([prefix, grid], dim=1)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # As the released ViT's patch convolution does, drop the pixels past the last whole patch
+        # (at 224 px the evaluation scale 0.75 gives 168 px: ten patches of 16 and 8 pixels).
+        height, width = images.shape[-2:]
+        images = images[..., : height - height % self.patch_size[0], : width - width % self.patch_size[1]]
         patches = self.patch_embed(images)  # B×h×w×D
         batch, height, width, dim = patches.shape
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), patches.reshape(batch, height * width, dim)], dim=1)
@@ -99,7 +104,7 @@ def build_backbone(name: str, pretrained: str, aux_layer: int, output_stride: in
         raise CosaError(f"model.backbone={name}: {error}") from None
     if isinstance(probe, VisionTransformer):
         vit = timm.create_model(
-            name, pretrained=hub, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True,
+            name, pretrained=hub, num_classes=0, dynamic_img_size=True,
             drop_rate=0.0, drop_path_rate=0.0, attn_drop_rate=0.0,
         )
         _load_file_into(vit, pretrained)

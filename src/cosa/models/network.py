@@ -26,15 +26,18 @@ class NetworkOutput:
 
 
 class LargeFOV(nn.Module):
-    """conv3×3 (dilated) → ReLU → conv3×3 (dilated) → ReLU → conv1×1; no biases, no norms."""
+    """conv3×3 (dilated) → ReLU → conv3×3 (dilated) → ReLU → conv1×1; no biases, no norms.
+
+    The convolutions keep PyTorch's default initialisation, as released (the released LargeFOV
+    has a Kaiming initialiser that is never called): the initial segmentation logits are small
+    and the first L_c2s is about ln(C + 1).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, width: int = 512, dilation: int = 5) -> None:
         super().__init__()
         self.conv6 = nn.Conv2d(in_channels, width, 3, padding=dilation, dilation=dilation, bias=False)
         self.conv7 = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation, bias=False)
         self.conv8 = nn.Conv2d(width, out_channels, 1, bias=False)
-        for conv in (self.conv6, self.conv7, self.conv8):
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         hidden = torch.relu(self.conv6(features))

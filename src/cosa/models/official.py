@@ -3,6 +3,12 @@
 An official file is a dict whose ``model`` entry is the released network's state dict:
 ``encoder.*`` (timm ViT names, plus an unused ``encoder.head.*``), ``classifier.weight``,
 ``aux_classifier.weight`` and ``decoder.conv6/7/8.weight`` (LargeFOV without biases).
+The released training code (``save_best``) writes beside it ``s_or_t`` (``'s'``: the online
+network, ``'t'``: the assignment network), ``epoch`` (the iteration count), ``result`` (the best
+validation mIoU, a float or a ``numpy.float64``) and ``args``, the ``argparse.Namespace`` of the
+run: strings, numbers, lists, tuples, None and ``pathlib.PosixPath`` values, among them
+``backbone``, ``aux_layer`` and ``num_classes`` (background included). Reading such a file takes
+:data:`OFFICIAL_GLOBALS` and nothing more; ``args`` supplies the backbone and auxiliary layer.
 :class:`~cosa.models.network.CoSANet` uses the same module names and the same ViT (qkv bias,
 LayerNorm eps 1e-6, the 14×14 positional grid resampled bicubically, align_corners=False, no
 antialias), so converting is checking names and shapes rather than rewriting tensors. What the
@@ -12,10 +18,14 @@ every command that reads checkpoints reads the result.
 
 from __future__ import annotations
 
+import argparse
+import pathlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+import timm
 import torch
 
 from cosa.config.load import load_config
@@ -33,6 +43,23 @@ CLASS_NAMES_BY_COUNT = {20: VOC_CLASSES, 80: COCO_CLASSES}
 VIT_BY_WIDTH = {192: "vit_tiny_patch16_224", 384: "vit_small_patch16_224", 768: ModelConfig().backbone}
 # The ViT's ImageNet classification head: saved in the released files, never used by CoSA.
 UNUSED_PREFIX = "encoder.head."
+NETWORK_BY_S_OR_T = {"s": "online", "t": "assignment"}
+
+# numpy's scalar reconstructor, taken from a pickle so as not to import the module that holds it
+# (numpy.core under numpy 1.x, numpy._core under 2.x; importing numpy.core warns under 2.x).
+_NUMPY_SCALAR = np.float64(0).__reduce__()[0]
+# What save_best pickles besides tensors and plain containers: the run's Namespace, its PosixPath
+# output_dir, and a numpy.float64 mIoU. Names are given where the class's own module may differ
+# from the file's (numpy 1.x vs 2.x, Python 3.13's pathlib._local).
+OFFICIAL_GLOBALS = (
+    argparse.Namespace,
+    pathlib.PosixPath,
+    (pathlib.PosixPath, "pathlib.PosixPath"),
+    (_NUMPY_SCALAR, "numpy.core.multiarray.scalar"),
+    (_NUMPY_SCALAR, "numpy._core.multiarray.scalar"),
+    np.dtype,
+    type(np.dtype(np.float64)),  # numpy.dtypes.Float64DType: the pickled dtype's state is set on it
+)
 
 
 def is_official_checkpoint(payload: Any) -> bool:
@@ -44,8 +71,8 @@ def is_official_checkpoint(payload: Any) -> bool:
 
 
 def load_official(path: str | Path) -> dict:
-    """The raw contents of an official file, read without unpickling (``weights_only=True``)."""
-    payload = read_torch_file(path)
+    """The raw contents of an official file, read with ``weights_only=True`` and :data:`OFFICIAL_GLOBALS`."""
+    payload = read_torch_file(path, OFFICIAL_GLOBALS)
     if not is_official_checkpoint(payload):
         raise CosaError(f"{path}: not an official CoSA checkpoint (expected a dict whose 'model' entry is a "
                         "state dict of encoder.*, classifier, aux_classifier and decoder tensors)")
@@ -73,23 +100,31 @@ def official_to_cosa(
     overrides: Sequence[str] = (),
     class_names: Sequence[str] | None = None,
 ) -> dict:
-    """:func:`convert_official` of a file already read by :func:`load_official`."""
+    """:func:`convert_official` of a file already read by :func:`load_official`.
+
+    The payload's ``official`` entry records which network the file holds (``online``,
+    ``assignment`` or None when it does not say), its ``result`` and its iteration.
+    """
     state = {key: value for key, value in payload["model"].items() if not key.startswith(UNUSED_PREFIX)}
     num_classes = _num_classes(state, source)
     preset = preset or _preset(num_classes, source)
     names = _class_names(num_classes, class_names, source)
-    cfg = load_config(preset, "release", None, [*_backbone_overrides(state), *overrides, "model.pretrained=none"])
+    architecture = _architecture_overrides(state, payload.get("args"), source)
+    official = {"network": _network(payload, source), "result": _result(payload, source),
+                "iteration": _iteration(payload)}
+    cfg = load_config(preset, "release", None, [*architecture, *overrides, "model.pretrained=none"])
     reference = build_network(cfg.model, num_classes, pretrained=False).state_dict()
     converted = _match(state, reference, source)
     return {
         "config": asdict(cfg),
         "class_names": list(names),
-        "iteration": _iteration(payload),
+        "iteration": official["iteration"],
         "online": converted,
         "assignment": converted,
         "thresholds": CplThresholds.from_config(cfg.method).state_dict(),
         "best_miou": float("nan"),
         "metrics": None,
+        "official": official,
     }
 
 
@@ -118,7 +153,28 @@ def _class_names(num_classes: int, given: Sequence[str] | None, source: str) -> 
     return CLASS_NAMES_BY_COUNT[num_classes]
 
 
-def _backbone_overrides(state: dict) -> list[str]:
+def _architecture_overrides(state: dict, args: Any, source: str) -> list[str]:
+    """``model.backbone`` and ``model.aux_layer`` from the run's ``args``, else from the weights."""
+    if args is None:
+        return _width_backbone(state)
+    if not isinstance(args, argparse.Namespace):
+        raise CosaError(f"{source}: 'args' is a {type(args).__name__}, expected the run's argparse.Namespace")
+    settings = vars(args)
+    backbone, aux_layer = settings.get("backbone"), settings.get("aux_layer")
+    if backbone is not None and not isinstance(backbone, str):
+        raise CosaError(f"{source}: args.backbone is {backbone!r}, expected a timm model name")
+    depth = len({key.split(".")[2] for key in state if key.startswith("encoder.blocks.")})
+    if aux_layer is not None and (type(aux_layer) is not int or depth and not -depth <= aux_layer < depth):
+        raise CosaError(f"{source}: args.aux_layer is {aux_layer!r}, expected a block index of its "
+                        f"{depth}-block encoder")
+    default = ModelConfig().backbone
+    if backbone == default.split(".")[0]:
+        backbone = default  # the released ViT-B/16 is our default's architecture; keep its full name
+    overrides = [f"model.backbone={backbone}"] if backbone and timm.is_model(backbone) else _width_backbone(state)
+    return overrides + ([f"model.aux_layer={aux_layer}"] if aux_layer is not None else [])
+
+
+def _width_backbone(state: dict) -> list[str]:
     """``model.backbone`` of the ViT whose width the file's class token has (none when unknown)."""
     token = state.get("encoder.cls_token")
     width = token.shape[-1] if isinstance(token, torch.Tensor) and token.ndim == 3 else None
@@ -144,5 +200,19 @@ def _match(state: dict, reference: dict[str, torch.Tensor], source: str) -> dict
 
 
 def _iteration(payload: dict) -> int:
-    value = payload.get("iteration", payload.get("iter", 0))
+    value = payload.get("iteration", payload.get("iter", payload.get("epoch", 0)))  # save_best: 'epoch'
     return value if isinstance(value, int) else 0
+
+
+def _network(payload: dict, source: str) -> str | None:
+    s_or_t = payload.get("s_or_t")
+    if s_or_t is not None and (not isinstance(s_or_t, str) or s_or_t not in NETWORK_BY_S_OR_T):
+        raise CosaError(f"{source}: s_or_t is {s_or_t!r}, expected 's' (online) or 't' (assignment)")
+    return NETWORK_BY_S_OR_T.get(s_or_t)
+
+
+def _result(payload: dict, source: str) -> float | None:
+    result = payload.get("result")
+    if result is not None and (isinstance(result, bool) or not isinstance(result, (int, float))):
+        raise CosaError(f"{source}: result is {result!r}, expected the best mIoU as a number")
+    return None if result is None else float(result)  # numpy.float64 → float, for weights_only reads
