@@ -26,7 +26,9 @@ from cosa.engine.inference import cam_labels, infer, segmentation_labels
 from cosa.method.cosa import inside_box
 from cosa.method.dense_energy import dense_energy_loss, dense_filter
 from cosa.method.losses import cam_to_segmentation_loss, classification_loss, segmentation_to_cam_loss
-from cosa.method.pseudo_labels import cam_pseudo_labels, multiscale_assignments, resize, segmentation_pseudo_labels
+from cosa.method.pseudo_labels import (
+    cam_pseudo_labels, multiscale_assignments, resize, segmentation_pseudo_labels, tag_channels,
+)
 from cosa.method.thresholds import Histogram, fit_mixture, mixture_thresholds
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
@@ -114,13 +116,16 @@ def test_assignment_pass(model, released):
 
 
 def test_cam_pseudo_labels_are_exact(model, released):
-    """Both CPLs at the thresholds of the run behind the published VOC result."""
+    """Both CPLs at the thresholds of the run behind the published VOC result, from all CAM
+    channels and, as the training step does, from the channels that can hold tags."""
     method, labels = model.cfg.method, tensor(released["labels"])
     inside = inside_box(tensor(released["train_box"]), (128, 128))
+    tags = tag_channels(labels, int(labels.sum(dim=1).max()))
     for cams, thresholds, expected in ((released["train_cam"], method.cam_thresholds, released["cpl"]),
                                        (released["train_cam_aux"], method.aux_cam_thresholds, released["cpl_aux"])):
-        cpl = cam_pseudo_labels(tensor(cams), labels, inside, thresholds.high, thresholds.low)
-        assert_equal_labels(cpl, expected)
+        for channels in (None, tags):
+            cpl = cam_pseudo_labels(tensor(cams), labels, inside, thresholds.high, thresholds.low, channels)
+            assert_equal_labels(cpl, expected)
     assert (method.cam_thresholds.low, method.aux_cam_thresholds.low) == (0.20, 0.25)
 
 

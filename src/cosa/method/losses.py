@@ -22,16 +22,16 @@ def balanced_segmentation_loss(
     """ℓ(S, P) = (1−α)·mean_{P=0} CE + α·mean_{1≤P≤C} CE over the batch's pixels.
 
     With RAW ``weights`` (B×H×W) each pixel's CE is weighted; the means still divide by pixel
-    counts, not weight sums (METHOD.md §7.2). A group with no pixels contributes 0 (the released
-    code would give NaN there).
+    counts, not weight sums (METHOD.md §7.2). As released, each count has 1e-6 added, so a group
+    with no pixels contributes 0.
     """
     ce = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
     if weights is not None:
         ce = ce * weights
     background = target == 0
     foreground = (target > 0) & (target != IGNORE_INDEX)
-    background_term = (ce * background).sum() / background.sum().clamp(min=1)
-    foreground_term = (ce * foreground).sum() / foreground.sum().clamp(min=1)
+    background_term = (ce * background).sum() / (background.sum() + 1e-6)
+    foreground_term = (ce * foreground).sum() / (foreground.sum() + 1e-6)
     return (1 - alpha) * background_term + alpha * foreground_term
 
 
