@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/cosa demo --out demo
+	$(BIN)/cosa demo --out demo --overwrite
 
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) -q

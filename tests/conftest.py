@@ -1,13 +1,20 @@
-"""Shared fixtures: a tiny synthetic dataset and configurations that train in seconds on a CPU."""
+"""Shared fixtures and helpers: a tiny synthetic dataset, configurations that train in seconds on a
+CPU, an untrained checkpoint, and running the command line."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 
 import pytest
 import torch
 
+from cosa.cli.main import main
+from cosa.config.load import load_config
 from cosa.data.synthetic import generate_synthetic_dataset
+from cosa.engine.checkpoint import save_checkpoint
+from cosa.method.thresholds import CplThresholds
+from cosa.models.network import build_network
 
 # Tests run in parallel (pytest-xdist); one thread each avoids oversubscribing the cores.
 torch.set_num_threads(1)
@@ -38,3 +45,34 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_data")
     generate_synthetic_dataset(root, seed=0, num_train=24, num_val=8, image_size=64)
     return root
+
+
+def save_untrained_checkpoint(path, class_names, *overrides):
+    """A cosa checkpoint of a freshly initialised tiny network with ``class_names``: predictions need a
+    checkpoint, not a trained one, and this one takes a second instead of a training run."""
+    cfg = load_config("demo", None, None, [*TINY_OVERRIDES, *overrides])
+    torch.manual_seed(0)
+    state = build_network(cfg.model, len(class_names), pretrained=False).state_dict()
+    save_checkpoint(path, {"config": asdict(cfg), "class_names": list(class_names), "iteration": 0,
+                           "online": state, "assignment": state,
+                           "thresholds": CplThresholds.from_config(cfg.method).state_dict()})
+    return path
+
+
+def run_cli(capsys, *argv):
+    """(exit status, stdout, stderr) of ``cosa ARGV``; argparse's refusals exit with status 2 too."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = [line for line in err.splitlines() if "cosa: error: " in line]  # progress bars may precede it
+    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert str(fragment) in lines[0]

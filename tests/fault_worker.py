@@ -18,6 +18,7 @@ import time
 
 import cosa.engine.checkpoint as checkpoint_module
 import cosa.engine.trainer as trainer_module
+import cosa.files as files_module
 from cosa.cli.main import main
 
 
@@ -60,7 +61,7 @@ def kill_in_ema_update(iteration: int) -> None:
 
 def kill_in_checkpoint_write(count: int, halfway: bool) -> None:
     """Die while writing the ``count``-th checkpoint: halfway through the bytes, or before the rename."""
-    save, replace = checkpoint_module.torch.save, checkpoint_module.os.replace
+    save, replace = checkpoint_module.torch.save, files_module.os.replace
     state = {"writes": 0}
 
     def partial_save(payload, stream):
@@ -80,7 +81,7 @@ def kill_in_checkpoint_write(count: int, halfway: bool) -> None:
         return replace(source, target)
 
     checkpoint_module.torch.save = partial_save
-    checkpoint_module.os.replace = interrupted_replace
+    files_module.os.replace = interrupted_replace
 
 
 def install(point: str) -> None:

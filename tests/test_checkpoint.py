@@ -29,7 +29,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(CosaError, match=r"last.pt: cannot write \(disk full\)"):
         save_checkpoint(path, {"iteration": 2})
     assert load_checkpoint(path)["iteration"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind

@@ -10,22 +10,7 @@ from PIL import Image
 from cosa.cli.main import main
 from cosa.data.io import read_mask
 
-from conftest import TINY_OVERRIDES
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2
-    lines = [line for line in err.splitlines() if "cosa: error: " in line]  # progress bars may precede it
-    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert str(fragment) in lines[0]
+from conftest import TINY_OVERRIDES, assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +118,9 @@ def test_demo_writes_a_report(tmp_path, capsys):
     assert Image.open(out / "grid.png").size[0] > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"val", "train"} and 0 <= metrics["train"]["cpl_miou"] <= 100
-    code, _, _ = run_cli(capsys, "demo", "--out", out, "--train-images", 12, "--val-images", 6,
+    code, _, _ = run_cli(capsys, "demo", "--out", out, "--overwrite", "--train-images", 12, "--val-images", 6,
                          "--image-size", 64, *TINY_OVERRIDES)
-    assert code == 0  # the demo may run again in its own folder
+    assert code == 0  # the demo may run again in its own folder, when asked to
 
 
 # --- bad input: one line naming the file or key ------------------------------------------------

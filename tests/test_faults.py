@@ -121,8 +121,9 @@ def test_a_gradient_fault_in_stop_mode_is_named(tiny_data, tmp_path, monkeypatch
 
 # --- kill -9 and resume -----------------------------------------------------------------------
 
-def cosa_train(run_dir: Path, data: Path, point: str = "none", resume: bool = False) -> subprocess.Popen:
-    arguments = ["train", "--out", str(run_dir), "--deterministic"]
+def cosa_train(run_dir: Path, data: Path, point: str = "none", resume: bool = False,
+               deterministic: bool = True) -> subprocess.Popen:
+    arguments = ["train", "--out", str(run_dir)] + (["--deterministic"] if deterministic else [])
     arguments += ["--resume"] if resume else ["--config", "demo", "--data", str(data), *KILL_OVERRIDES]
     return subprocess.Popen([sys.executable, str(TESTS / "fault_worker.py"), point, *arguments], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -147,13 +148,12 @@ def outcome(run_dir: Path) -> tuple[dict, dict]:
 
 
 KILL_POINTS = [
-    "step:1",  # before the first checkpoint: resuming starts over
-    "checkpoint-replace:1",  # the first last.pt complete but not yet renamed into place
+    "checkpoint-replace:3",  # last.pt of iteration 4 complete but not yet renamed over that of 2
     "ema:3",  # iteration 3's optimiser step applied, its EMA update not
     "evaluation",  # inside the evaluation at iteration 3
     "checkpoint-write:2",  # half of best.pt written at iteration 3
     "checkpoint-write:3",  # half of last.pt written at iteration 4
-    "external",  # SIGKILL from outside once iteration 2 is logged
+    "external",  # SIGKILL from outside once the first last.pt is in place
 ]
 
 
@@ -163,7 +163,7 @@ def test_kill_9_then_resume_finishes_like_an_uninterrupted_run(tiny_data, tmp_pa
     if point == "external":
         process = cosa_train(run_dir, tiny_data)
         deadline = time.time() + 120
-        while not any(entry.get("iteration", 0) >= 2 for entry in safe_metrics(run_dir)) and time.time() < deadline:
+        while not (run_dir / "checkpoints" / "last.pt").exists() and time.time() < deadline:
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
     else:
@@ -186,8 +186,23 @@ def test_kill_9_then_resume_finishes_like_an_uninterrupted_run(tiny_data, tmp_pa
     assert logged == [2, 4, 6]
 
 
-def safe_metrics(run_dir: Path) -> list[dict]:
-    return read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+@pytest.mark.parametrize("point", ["step:1", "checkpoint-replace:1"])  # the first last.pt not yet in place
+def test_kill_9_before_the_first_checkpoint_then_resume_is_refused_and_keeps_the_folder(tiny_data, tmp_path, point):
+    run_dir = tmp_path / "run"
+    killed = finish(cosa_train(run_dir, tiny_data, point))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (run_dir / "config.yaml").is_file() and not (run_dir / "checkpoints" / "last.pt").exists()
+    before = history(run_dir)
+    resumed = finish(cosa_train(run_dir, tiny_data, resume=True))
+    assert resumed.returncode == 2
+    assert resumed.stderr.strip().splitlines()[-1].startswith(
+        f"cosa: error: {run_dir}: nothing to resume from (no checkpoints/last.pt) but the folder holds config.yaml")
+    assert history(run_dir) == before
+
+
+def history(run_dir: Path) -> dict[Path, bytes]:
+    """Every file of a run but its lock (a killed run's lock goes once its process is gone)."""
+    return {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file() and path.name != ".lock"}
 
 
 # --- determinism --------------------------------------------------------------------------------
@@ -226,7 +241,7 @@ def test_resuming_with_another_process_count_keeps_the_global_batch_and_schedule
     assert killed.returncode != 0
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["iteration"] == 2
 
-    resumed = finish(cosa_train(run_dir, tiny_data, resume=True))  # one process now
+    resumed = finish(cosa_train(run_dir, tiny_data, resume=True, deterministic=False))  # one process now
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert final["iteration"] == 6 and final["config"]["train"]["batch_size"] == 4

@@ -148,6 +148,27 @@ def test_convert_command_and_direct_loading_agree(official, tmp_path, capsys):
         assert all(torch.equal(weights[key], state[key]) for key in weights)
 
 
+def test_convert_never_overwrites_its_source(official, capsys):
+    path, _ = official
+    before = path.read_bytes()
+    assert main(["convert-official", str(path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"OUT.pt {path} is the official checkpoint" in err
+    assert path.read_bytes() == before
+
+
+def test_convert_replaces_an_existing_checkpoint_only_with_overwrite(official, tmp_path, capsys):
+    path, _ = official
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"a run's checkpoint")
+    assert main(["convert-official", str(path), str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{target} exists" in err and "--overwrite" in err
+    assert target.read_bytes() == b"a run's checkpoint"
+    assert main(["convert-official", str(path), str(target), "--overwrite"]) == 0
+    assert not is_official_checkpoint(load_checkpoint(target))
+
+
 def without(state, key):
     return {name: value for name, value in state.items() if name != key}
 
@@ -275,7 +296,7 @@ def test_released_file_loads_everywhere_with_its_settings(official, tmp_path, ca
 
     torch.save(released_file(state, s_or_t="s", result=None), path)
     assert convert_official(path)["official"] == {"network": "online", "result": None, "iteration": 24000}
-    assert main(["convert-official", str(path), str(target)]) == 0
+    assert main(["convert-official", str(path), str(target), "--overwrite"]) == 0
     assert "the online network (s_or_t='s')" in capsys.readouterr().out
 
 

@@ -6,27 +6,22 @@ Predictions need a checkpoint, not a trained one: an untrained network saved as 
 
 import shutil
 import sys
-from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from cosa.config.load import load_config
 from cosa.config.schema import CrfConfig
 from cosa.data.classes import VOC_CLASSES
 from cosa.data.io import read_mask
 from cosa.data.layouts import read_class_names
-from cosa.engine.checkpoint import save_checkpoint
 from cosa.engine.crf import CrfPool
 from cosa.engine.inference import mask_absent
 from cosa.engine.predict import VOC_SUBMISSION_DIR
-from cosa.method.thresholds import CplThresholds
-from cosa.models.network import build_network
 
-from conftest import TINY_OVERRIDES
-from test_cli import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, save_untrained_checkpoint
+
 
 def has_pydensecrf() -> bool:
     try:
@@ -37,17 +32,6 @@ def has_pydensecrf() -> bool:
 
 
 needs_crf = pytest.mark.skipif(not has_pydensecrf(), reason="the optional crf extra (pydensecrf2) is not installed")
-
-
-def save_untrained_checkpoint(path, class_names, *overrides):
-    """A cosa checkpoint of a freshly initialised tiny network with ``class_names``."""
-    cfg = load_config("demo", None, None, [*TINY_OVERRIDES, *overrides])
-    torch.manual_seed(0)
-    state = build_network(cfg.model, len(class_names), pretrained=False).state_dict()
-    save_checkpoint(path, {"config": asdict(cfg), "class_names": list(class_names), "iteration": 0,
-                           "online": state, "assignment": state,
-                           "thresholds": CplThresholds.from_config(cfg.method).state_dict()})
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -141,9 +141,11 @@ def test_refuses_an_unrelated_nonempty_directory(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
 
 
-def test_replaces_a_previous_synthetic_dataset(tmp_path):
+def test_replaces_a_previous_synthetic_dataset_only_when_asked(tmp_path):
     generate_synthetic_dataset(tmp_path, seed=0, num_train=6, num_val=2, image_size=SIZE)
-    generate_synthetic_dataset(tmp_path, seed=5, num_train=3, num_val=1, image_size=SIZE)
+    with pytest.raises(CosaError, match="--overwrite"):
+        generate_synthetic_dataset(tmp_path, seed=5, num_train=3, num_val=1, image_size=SIZE)
+    generate_synthetic_dataset(tmp_path, seed=5, num_train=3, num_val=1, image_size=SIZE, overwrite=True)
     assert sorted(path.name for path in (tmp_path / "images").iterdir()) == [
         "train_0000.png", "train_0001.png", "train_0002.png", "val_0000.png"]
     assert json.loads((tmp_path / "context.json").read_text())["seed"] == 5

@@ -28,6 +28,8 @@ from cosa.data.layouts import load_split
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.evaluate import evaluate
 from cosa.errors import CosaError
+from cosa.files import write_text_atomically
+from cosa.outputs import check_output_file
 from cosa.plots import png_bytes, run_pngs
 from cosa.report import GRID_COLUMNS, prediction_grid
 
@@ -96,7 +98,7 @@ def read_run(run_dir: str | Path) -> RunContents:
     run = RunContents(run_dir.resolve())  # "." has a name once resolved
     run.cfg = _read_config(run)
     run.final_metrics = _read_final_metrics(run)
-    run.checkpoint = next((run_dir / name for name in CHECKPOINTS if (run_dir / name).is_file()), None)
+    run.checkpoint = next((run.run_dir / name for name in CHECKPOINTS if (run.run_dir / name).is_file()), None)
     if run.checkpoint is None:
         run.missing.append("no checkpoint (checkpoints/last.pt or checkpoints/best.pt)")
     return run
@@ -354,9 +356,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, max_images:
                  run_evaluation: bool = True, data: str | None = None) -> Path:
     """Write the page of ``run_dir`` to ``out`` (default RUN_DIR/report.html); returns its path."""
     run = read_run(run_dir)
-    evaluation = evaluate_run(run, max_images, data) if run_evaluation else skipped_evaluation(run)
     path = Path(out) if out else run.run_dir / "report.html"
-    page = render_page(run, evaluation)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    dataset = data or (run.cfg.data.root if run.cfg else None)
+    check_output_file(path, "--out", [("the run file", run.run_dir / name) for name in RUN_FILES]
+                      + ([("the dataset", dataset)] if dataset else []))
+    evaluation = evaluate_run(run, max_images, data) if run_evaluation else skipped_evaluation(run)
+    write_text_atomically(path, render_page(run, evaluation))
     return path

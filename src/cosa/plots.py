@@ -26,6 +26,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from cosa.engine.monitor import BINS  # noqa: E402
 from cosa.engine.runlog import read_metrics  # noqa: E402
+from cosa.files import write_file  # noqa: E402
+from cosa.outputs import check_output_folder  # noqa: E402
 
 DPI = 110
 # file name, metrics.jsonl key prefix, title, y label, log scale
@@ -129,11 +131,6 @@ def run_pngs(run_dir: str | Path) -> dict[str, bytes]:
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Write the figures of ``run_dir`` into ``out`` (default RUN/plots); returns their paths."""
-    pngs = run_pngs(run_dir)
     out = Path(out) if out else Path(run_dir) / "plots"
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, data in pngs.items():
-        (out / name).write_bytes(data)
-        written.append(out / name)
-    return written
+    check_output_folder(out, "--out")
+    return [write_file(out / name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]

@@ -14,6 +14,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", metavar="IN.pth", help="the official checkpoint")
     parser.add_argument("target", metavar="OUT.pt", help="the cosa checkpoint to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT.pt if it exists")
     parser.add_argument("--config", help="preset or YAML file (default: voc for 20 classes, coco for 80)")
     parser.add_argument("--classes", help="a file of class names, one per line (needed unless 20 or 80 classes)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.size=512")
@@ -25,8 +26,13 @@ def run(args: argparse.Namespace) -> int:
 
     from cosa.data.layouts import read_class_names
     from cosa.engine.checkpoint import save_checkpoint
+    from cosa.errors import CosaError
     from cosa.models.official import convert_official
+    from cosa.outputs import check_output_file
 
+    check_output_file(args.target, "OUT.pt", [("the official checkpoint", args.source)])
+    if Path(args.target).exists() and not args.overwrite:  # it may be a run's checkpoint: never replaced unasked
+        raise CosaError(f"{args.target} exists; choose another name, or pass --overwrite to replace it")
     class_names = read_class_names(Path(args.classes)) if args.classes else None
     payload = convert_official(args.source, args.config, args.overrides, class_names)
     save_checkpoint(args.target, payload)

@@ -17,7 +17,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "synthetic", help="write the built-in synthetic dataset (folder layout)",
         description="Deterministic shapes-and-textures dataset with occlusion, clutter and class-tied context.",
     )
-    synthetic.add_argument("--out", required=True, help="output folder")
+    synthetic.add_argument("--out", required=True, help="output folder, empty or new")
+    synthetic.add_argument("--overwrite", action="store_true",
+                           help="replace a synthetic dataset written there before (only its files)")
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.add_argument("--train", type=int, default=600, help="training images (default 600)")
     synthetic.add_argument("--val", type=int, default=150, help="validation images (default 150)")
@@ -52,7 +54,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
     from cosa.data.synthetic import generate_synthetic_dataset
 
     summary = generate_synthetic_dataset(args.out, seed=args.seed, num_train=args.train, num_val=args.val,
-                                         image_size=args.size)
+                                         image_size=args.size, overwrite=args.overwrite)
     print(f"wrote {summary.root}: {', '.join(f'{n} {split}' for split, n in summary.split_counts.items())} images, "
           f"classes {', '.join(summary.class_names)}")
     return 0

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
 from cosa.cli.train import run_training
-from cosa.errors import CosaError
+from cosa.outputs import OutputFolder
 
-MARKER = ".cosa-demo"
 GRID_IMAGES = 6
 CPL_IMAGES = 150  # training images whose CAM pseudo-labels the report scores
 
@@ -22,23 +20,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Builds the synthetic dataset, trains the demo preset with the release recipe, evaluates "
                     "it and writes OUT/report.md with a picture grid.",
     )
-    parser.add_argument("--out", default="demo", help="output folder (default ./demo)")
+    parser.add_argument("--out", default="demo", help="output folder, empty or new (default ./demo)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a demo written in --out before")
     parser.add_argument("--seed", type=int, default=0, help="dataset and training seed")
     parser.add_argument("--train-images", type=int, default=600, help="synthetic training images (default 600)")
     parser.add_argument("--val-images", type=int, default=150, help="synthetic validation images (default 150)")
     parser.add_argument("--image-size", type=int, default=128, help="synthetic image side (default 128)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the demo preset")
     parser.set_defaults(run=run)
-
-
-def prepare_output(out: Path) -> None:
-    """The demo owns its folder: reuse one it made before, refuse anything else that is not empty."""
-    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise CosaError(f"{out}: not empty and not a cosa demo folder; choose another --out")
-    if (out / "run").exists():
-        shutil.rmtree(out / "run")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).touch()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,28 +40,30 @@ def run(args: argparse.Namespace) -> int:
     from cosa.report import prediction_grid
 
     started = time.time()
-    out = Path(args.out)
-    prepare_output(out)
-    data = out / "data"
+    out = OutputFolder(args.out, "--out", "cosa demo", args.overwrite)
+    data = out.entry("data")
     generate_synthetic_dataset(data, seed=args.seed, num_train=args.train_images, num_val=args.val_images,
                                image_size=args.image_size)
     cfg = load_config("demo", "release", str(data), [f"train.seed={args.seed}", *args.overrides])
-    result = run_training(cfg, out / "run")  # ends with an evaluation of the whole validation split
+    run_dir = out.entry("run")
+    result = run_training(cfg, run_dir)  # ends with an evaluation of the whole validation split
     train_minutes = (time.time() - started) / 60
 
     device = resolve_device(cfg.train.device)
-    model = load_trained(out / "run" / "checkpoints" / "last.pt", device)
+    model = load_trained(run_dir / "checkpoints" / "last.pt", device)
     single = DistContext(0, 1, 0, device)
     val = load_split(data, cfg.data.val_split)
     train_result = evaluate(model.network, load_split(data, cfg.data.train_split), cfg, model.thresholds, single,
                             max_images=CPL_IMAGES, progress=True)
-    (out / "metrics.json").write_text(json.dumps({"val": result, "train": train_result}, indent=2))
-    prediction_grid(model.network, val, cfg, model.thresholds, device, list(range(min(GRID_IMAGES, len(val.samples))))).save(out / "grid.png")
+    out.write("metrics.json", Path.write_text, json.dumps({"val": result, "train": train_result}, indent=2))
+    grid = prediction_grid(model.network, val, cfg, model.thresholds, device,
+                           list(range(min(GRID_IMAGES, len(val.samples)))))
+    out.write("grid.png", grid.save)
     minutes = (time.time() - started) / 60
-    (out / "report.md").write_text(render_report(cfg, result, train_result, train_minutes, minutes))
+    report = out.write("report.md", Path.write_text, render_report(cfg, result, train_result, train_minutes, minutes))
     print(format_results(result))
     print(f"CPL on {train_result['protocol']['num_images']} training images: mIoU {train_result['cpl_miou']:.2f} on {train_result['cpl_coverage']:.1f}% of pixels")
-    print(f"report: {out / 'report.md'} ({minutes:.1f} min)")
+    print(f"report: {report} ({minutes:.1f} min)")
     return 0
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 
-from cosa.cli import NETWORKS
+from cosa.cli import NETWORKS, at_least_one
 from cosa.errors import CosaError
+from cosa.files import write_text_atomically
+from cosa.outputs import check_output_file
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -28,8 +29,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="processes that run the CRF (default: min(4, CPU cores); 0 or 1: this process); "
                              "the numbers do not depend on it")
     parser.add_argument("--network", choices=NETWORKS, default="assignment", help="which network (default assignment)")
-    parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
-    parser.add_argument("--json", help="write the metrics and protocol to this JSON file")
+    parser.add_argument("--max-images", type=at_least_one, metavar="N", help="evaluate the first N images only")
+    parser.add_argument("--json", metavar="FILE", help="write the metrics and protocol to this JSON file (replaced "
+                                                       "if it exists)")
     parser.set_defaults(run=run)
 
 
@@ -49,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
             raise CosaError("no dataset: pass --data ROOT")
         split = load_split(root, args.split)
         require_same_classes(model, split, args.checkpoint)
+        if args.json:
+            check_output_file(args.json, "--json", [("the checkpoint", args.checkpoint), ("the dataset", root)])
         if not args.ms:
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, scales=[1.0], flip=False))
         result = evaluate(model.network, split, cfg, model.thresholds, dist, args.max_images, progress=True,
@@ -59,6 +63,5 @@ def run(args: argparse.Namespace) -> int:
     if dist.is_main:
         print(format_results(result))
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(result, indent=2))
+            write_text_atomically(args.json, json.dumps(result, indent=2))
     return 0

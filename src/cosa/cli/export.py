@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from cosa.cli import at_least_one
+
+COMMAND = "cosa export-pseudo-labels"
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
@@ -16,8 +20,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="a cosa checkpoint (or an official CoSA file)")
     parser.add_argument("--data", help="dataset root (default: the one the model was trained on)")
     parser.add_argument("--split", help="split to label (default: the training split of the checkpoint's config)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--max-images", type=int, help="the first N images only")
+    parser.add_argument("--out", required=True, help="output folder, outside the dataset; empty or new")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the outputs of an earlier export-pseudo-labels in --out (only those)")
+    parser.add_argument("--max-images", type=at_least_one, metavar="N", help="the first N images only")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.set_defaults(run=run)
 
@@ -31,8 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from cosa.engine.distributed import resolve_device
     from cosa.engine.export import export_pseudo_labels
     from cosa.errors import CosaError
+    from cosa.outputs import OutputFolder
 
     setup_logging()
+    given = [("the checkpoint", args.checkpoint)] + ([("the dataset", args.data)] if args.data else [])
+    out = OutputFolder(args.out, "--out", COMMAND, args.overwrite, given)
     device = resolve_device(args.device)
     model = load_trained(args.checkpoint, device)
     root = args.data or model.cfg.data.root
@@ -40,13 +49,13 @@ def run(args: argparse.Namespace) -> int:
         raise CosaError("no dataset: pass --data ROOT")
     split = load_split(root, args.split or model.cfg.data.train_split)
     require_same_classes(model, split, args.checkpoint)
-    out = Path(args.out)
+    out.check([("the dataset", root)])  # without --data, the dataset is known once the checkpoint is read
     result = export_pseudo_labels(model.network, split, model.cfg, model.thresholds, out, device, args.max_images,
                                   progress=True)
-    print(f"wrote {result['protocol']['num_images']} pseudo-label masks to {out}")
+    print(f"wrote {result['protocol']['num_images']} pseudo-label masks to {out.path}")
     if "miou" in result:
         result["protocol"].update(checkpoint=str(args.checkpoint), iteration=model.iteration)
-        (out / "summary.json").write_text(json.dumps(result, indent=2))
+        out.write("summary.json", Path.write_text, json.dumps(result, indent=2))
         print(f"pseudo-label mIoU {result['miou']:.2f} on the {result['coverage']:.1f}% of pixels they label "
               f"(precision {result['precision']:.1f}%, recall {result['recall']:.1f}%)")
     return 0

@@ -11,6 +11,9 @@ from cosa.cli import NETWORKS
 from cosa.config.schema import Config
 from cosa.data import IMAGE_SUFFIXES
 from cosa.errors import CosaError
+from cosa.outputs import OutputFolder
+
+COMMAND = "cosa predict"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -23,7 +26,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint", required=True, help="a cosa checkpoint")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder, apart from the inputs; empty or new")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the outputs of an earlier predict in --out and --voc-submission (only those)")
     parser.add_argument("--network", choices=NETWORKS, default="assignment")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -82,15 +87,27 @@ def protocol(cfg: Config, args: argparse.Namespace) -> Config:
                                                              flip=cfg.eval.flip and not args.no_flip))
 
 
+def output_folders(args: argparse.Namespace) -> tuple[OutputFolder, OutputFolder | None]:
+    """--out and --voc-submission, checked against the inputs (and each other) before any work."""
+    inputs = [("the input folder" if Path(item).is_dir() else "the input image", item) for item in args.inputs]
+    inputs += [("the checkpoint", args.checkpoint)] + ([("the tags file", args.tags)] if args.tags else [])
+    out = OutputFolder(args.out, "--out", COMMAND, args.overwrite, inputs)
+    if args.voc_submission is None:
+        return out, None
+    return out, OutputFolder(args.voc_submission, "--voc-submission", COMMAND, args.overwrite,
+                             [*inputs, ("--out", args.out)])
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cosa.cli.common import load_trained, setup_logging
     from cosa.engine.crf import CrfPool
     from cosa.engine.distributed import resolve_device
-    from cosa.engine.predict import PredictionWriter, check_voc_classes, predict_images, read_tags
+    from cosa.engine.predict import VOC_SUBMISSION_DIR, PredictionWriter, check_voc_classes, predict_images, read_tags
 
     setup_logging()
+    out, voc_submission = output_folders(args)
     device = resolve_device(args.device)
     model = load_trained(args.checkpoint, device, args.network)
     if args.voc_submission:
@@ -98,12 +115,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = protocol(model.cfg, args)
     images = collect_images(args.inputs)
     tags = read_tags(args.tags, model.class_names, [path.stem for path in images]) if args.tags else None
-    writer = PredictionWriter(args.out, args.save_logits, args.voc_submission)
+    writer = PredictionWriter(out, args.save_logits, voc_submission)
     with CrfPool(cfg.eval.crf_params, args.crf_workers) if args.crf else nullcontext() as crf_pool:
         predictions = predict_images(model.network, model.class_names, images, cfg, device, tags, crf_pool,
                                      args.batch_size)
         for prediction in tqdm(predictions, total=len(images), desc="predict", unit="image"):
             writer.write(prediction)
-    print(f"wrote {len(images)} masks to {args.out}"
-          + (f"; VOC server files under {writer.voc_dir}" if writer.voc_dir else ""))
+    print(f"wrote {len(images)} masks to {out.path}"
+          + (f"; VOC server files under {voc_submission.path / VOC_SUBMISSION_DIR}" if voc_submission else ""))
     return 0

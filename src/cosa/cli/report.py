@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cosa.errors import CosaError
+from cosa.cli import at_least_one
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--out", help="the HTML file to write (default RUN_DIR/report.html)")
     parser.add_argument("--data", help="dataset root (default: the one the run was trained on)")
-    parser.add_argument("--max-images", type=int,
+    parser.add_argument("--max-images", type=at_least_one, metavar="N",
                         help="evaluate the first N validation images only (default: as the run's own "
                              "evaluations, eval.max_images)")
     parser.add_argument("--no-eval", action="store_true",
@@ -29,7 +29,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cosa.html_report import write_report
 
-    if args.max_images is not None and args.max_images < 1:
-        raise CosaError("--max-images must be at least 1")
     print(write_report(args.run_dir, args.out, args.max_images, run_evaluation=not args.no_eval, data=args.data))
     return 0

@@ -15,7 +15,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "train", help="train a model",
         description="Train CoSA (or a baseline recipe). Under torchrun, every process runs this command.",
     )
-    parser.add_argument("--config", default="voc", help="preset (voc, coco, demo) or a YAML file (default voc)")
+    parser.add_argument("--config",
+                        help="preset (voc, coco, demo) or a YAML file (default voc; with --resume, the run's)")
     parser.add_argument("--data", help="dataset root (VOC, COCO or folder layout)")
     parser.add_argument("--recipe", choices=RECIPE_NAMES, help="training recipe (default: the config's, release)")
     parser.add_argument("--out", help="run directory (default runs/CONFIG-RECIPE)")
@@ -27,7 +28,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
-    from cosa.config import load_config
+    """The run's configuration and folder. ``--resume`` keeps the stored configuration: the options
+    given with it may repeat its values, or raise ``train.iterations``; other changes are refused."""
+    from cosa.config.load import load_config, resumed_config
+    from cosa.engine.run_dir import stored_config
 
     if args.deterministic:
         args.overrides = [*args.overrides, "train.deterministic=true"]
@@ -35,30 +39,28 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
         if not args.out:
             raise CosaError("--resume needs --out RUN_DIR (the run to continue)")
         run_dir = Path(args.out)
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise CosaError(f"{saved}: no run to resume here")
-        return load_config(str(saved), args.recipe, args.data, args.overrides), run_dir
-    cfg = load_config(args.config, args.recipe, args.data, args.overrides)
-    run_dir = Path(args.out or f"runs/{Path(args.config).stem}-{cfg.method.recipe}")
-    if (run_dir / "checkpoints" / "last.pt").exists():
-        raise CosaError(f"{run_dir}: holds a run already; add --resume to continue it or choose another --out")
-    return cfg, run_dir
+        stored = stored_config(run_dir)
+        requested = load_config(args.config, args.recipe, args.data, args.overrides, base=stored)
+        return resumed_config(stored, requested, f"{run_dir}: --resume"), run_dir
+    config = args.config or "voc"
+    cfg = load_config(config, args.recipe, args.data, args.overrides)
+    return cfg, Path(args.out or f"runs/{Path(config).stem}-{cfg.method.recipe}")
 
 
 def run_training(cfg: Config, run_dir: Path, resume: bool = False) -> dict | None:
-    """Train in this process (joining torchrun's group if any); returns the final evaluation."""
+    """Train in this process (joining torchrun's group if any), holding ``run_dir``; returns the final evaluation."""
     from cosa.cli.common import setup_logging
     from cosa.engine.distributed import init_distributed, shutdown
+    from cosa.engine.run_dir import claim
     from cosa.engine.trainer import Trainer
 
     dist = init_distributed(cfg.train.device)
     setup_logging(dist.is_main)
     try:
-        result = Trainer(cfg, run_dir, dist, resume=resume).fit()
+        with claim(run_dir, resume, dist):
+            return Trainer(cfg, run_dir, dist, resume=resume).fit()
     finally:
         shutdown()
-    return result
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
-"""Compose a run's configuration: schema defaults ← preset or file ← recipe ← ``key=value``.
+"""Compose a run's configuration: schema defaults ← preset ← recipe ← the user's YAML file ← ``key=value``.
 
-Unknown keys and values of the wrong type are user errors (:class:`CosaError`, one line naming
-the key), never tracebacks. The result is a plain :class:`Config` dataclass.
+Unknown keys, values of the wrong type and OmegaConf syntax (``${…}``, ``???``) are user errors
+(:class:`CosaError`, one line naming the key), never tracebacks. The result is a plain
+:class:`Config` dataclass. A resumed run keeps the configuration it was trained with
+(:func:`resumed_config`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -18,10 +20,13 @@ from cosa.config.schema import (
     AMP_MODES, CONTRASTIVE_SPACES, DENSE_FILTERS, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES, Config,
 )
 from cosa.errors import CosaError
+from cosa.files import write_text_atomically
 
 PRESETS = ("voc", "coco", "demo")
 RECIPES = RECIPE_NAMES
 _BASE_KEY = "base"  # a config file may start from a preset: ``base: voc``
+# The one value a resumed run may change: more iterations continue a run for longer.
+RAISABLE_ON_RESUME = "train.iterations"
 
 
 def _bundled(kind: str, name: str) -> DictConfig:
@@ -41,7 +46,28 @@ def _read_yaml(path: Path) -> DictConfig:
     return loaded
 
 
+def _omegaconf_syntax(value: Any, key: str = "") -> tuple[str, str] | None:
+    """The first key and value that OmegaConf would not take as a plain value.
+
+    ``${…}`` is resolved as an interpolation, and ``???`` marks a missing value (a merge skips it).
+    """
+    if isinstance(value, str):
+        return (key, value) if "${" in value or value == "???" else None
+    if isinstance(value, Mapping):
+        children = [(f"{key}.{name}" if key else str(name), child) for name, child in value.items()]
+    elif isinstance(value, list):
+        children = [(key, child) for child in value]
+    else:
+        return None
+    return next((found for name, child in children if (found := _omegaconf_syntax(child, name))), None)
+
+
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    plain = OmegaConf.to_container(update, resolve=False) if isinstance(update, DictConfig) else update
+    syntax = _omegaconf_syntax(plain)
+    if syntax:
+        raise CosaError(f"{source}: config key '{syntax[0]}' is '{syntax[1]}': configs hold plain values, "
+                        "not OmegaConf interpolations ('${…}') or missing-value marks ('???')")
     try:
         return OmegaConf.merge(base, update)
     except OmegaConfBaseException as error:
@@ -52,64 +78,113 @@ def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
         raise CosaError(f"{source}: bad value for config key '{key}': {reason}") from None
 
 
-def _preset_or_file(config: str) -> tuple[DictConfig, str]:
+def _preset_and_file(config: str) -> tuple[str | None, DictConfig | None, str]:
+    """A preset name, or a YAML file: its ``base`` preset (or None) and its own keys, and its name."""
     if config in PRESETS:
-        return _bundled("presets", config), f"preset {config}"
+        return config, None, f"preset {config}"
     path = Path(config)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         raise CosaError(f"unknown preset '{config}' (choose from {', '.join(PRESETS)} or give a YAML file)")
     loaded = _read_yaml(path)
     base = loaded.pop(_BASE_KEY, None)
-    if base is not None:
-        if base not in PRESETS:
-            raise CosaError(f"{path}: '{_BASE_KEY}: {base}' is not a preset ({', '.join(PRESETS)})")
-        loaded = OmegaConf.merge(_bundled("presets", base), loaded)
-    return loaded, str(path)
+    if base is not None and base not in PRESETS:
+        raise CosaError(f"{path}: '{_BASE_KEY}: {base}' is not a preset ({', '.join(PRESETS)})")
+    return base, loaded, str(path)
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise CosaError(f"override '{item}' is not of the form key=value")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as error:
-        raise CosaError(f"bad override: {str(error).splitlines()[0]}") from None
+        try:  # one at a time, to name the bad one; malformed values raise YAML's errors as well as OmegaConf's
+            OmegaConf.from_dotlist([item])
+        except Exception as error:
+            reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise CosaError(f"override '{item}': not a valid value ({reason})") from None
+    return OmegaConf.from_dotlist(list(overrides))
+
+
+def _recipe_named_in(layer: DictConfig | None) -> str | None:
+    if layer is None:
+        return None
+    return OmegaConf.select(layer, "method.recipe", throw_on_resolution_failure=False)  # ${…} is refused later
 
 
 def load_config(
-    config: str = "voc",
+    config: str | None = "voc",
     recipe: str | None = None,
     data: str | None = None,
     overrides: Sequence[str] = (),
+    base: Config | None = None,
 ) -> Config:
-    """Build a validated :class:`Config` from a preset name or YAML file, a recipe and overrides."""
-    merged = OmegaConf.structured(Config)
-    layer, source = _preset_or_file(config)
-    merged = _merge(merged, layer, source)
+    """Build a validated :class:`Config`: preset < recipe < the user's YAML file < ``data`` < overrides.
 
+    A YAML file with ``base: PRESET`` puts that preset below the recipe, its own keys above it.
+    ``base`` (a run's stored configuration, for ``--resume``) takes the place of the schema
+    defaults; then, without ``config`` and ``recipe``, no preset, recipe or file is applied.
+    """
+    merged = OmegaConf.structured(base if base is not None else Config)
+    preset, user_file, source = _preset_and_file(config) if config else (None, None, "")
+    if preset is not None:
+        merged = _merge(merged, _bundled("presets", preset), f"preset {preset}")
     dotlist = _parse_overrides(overrides)
-    recipe = recipe or OmegaConf.select(dotlist, "method.recipe") or merged.method.recipe
-    if recipe not in RECIPES:
-        raise CosaError(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
-    merged = _merge(merged, _bundled("recipes", recipe), f"recipe {recipe}")
-    merged.method.recipe = recipe
+    if config or recipe:
+        recipe = recipe or _recipe_named_in(dotlist) or _recipe_named_in(user_file) or merged.method.recipe
+        if recipe not in RECIPES:
+            raise CosaError(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
+        merged = _merge(merged, _bundled("recipes", recipe), f"recipe {recipe}")
+    if user_file is not None:
+        merged = _merge(merged, user_file, source)
+    if recipe:
+        merged.method.recipe = recipe
     if data is not None:
-        merged.data.root = data
-    merged = _merge(merged, dotlist, "override")
+        merged = _merge(merged, {"data": {"root": data}}, "--data")
+    return _validated(_merge(merged, dotlist, "override"))
+
+
+def _validated(merged: DictConfig) -> Config:
     cfg: Config = OmegaConf.to_object(merged)
     validate(cfg)
     return cfg
 
 
-def config_from_dict(values: dict, source: str) -> Config:
-    """Rebuild a :class:`Config` saved as a plain dict (in a checkpoint or config.yaml)."""
-    merged = _merge(OmegaConf.structured(Config), values, source)
-    return OmegaConf.to_object(merged)
+def config_from_dict(values: Mapping, source: str) -> Config:
+    """Rebuild a :class:`Config` saved as a plain dict (in a checkpoint or config.yaml), validated."""
+    return _validated(_merge(OmegaConf.structured(Config), values, source))
+
+
+def read_saved_config(path: Path) -> Config:
+    """A run's ``config.yaml``: complete values, no preset, recipe or ``base``."""
+    return config_from_dict(_read_yaml(path), str(path))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    OmegaConf.save(OmegaConf.create(asdict(cfg)), Path(path))
+    write_text_atomically(path, OmegaConf.to_yaml(OmegaConf.create(asdict(cfg))))
+
+
+def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def resumed_config(stored: Config, requested: Config, what: str) -> Config:
+    """``requested``, when it is ``stored`` with at most more ``train.iterations``.
+
+    Anything else would silently make the rest of the run another experiment than its start:
+    a one-line error ``WHAT would change KEY (OLD → NEW), …`` lists every difference.
+    """
+    old, new = _flat(asdict(stored)), _flat(asdict(requested))
+    changes = [f"{key} ({old[key]} → {new[key]})" for key in old
+               if old[key] != new[key] and not (key == RAISABLE_ON_RESUME and new[key] > old[key])]
+    if changes:
+        raise CosaError(f"{what} would change {', '.join(changes)}; a resumed run keeps its configuration "
+                        f"(only {RAISABLE_ON_RESUME} may be raised)")
+    return requested
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -119,6 +194,7 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Range checks the schema's types cannot express."""
+    _require(cfg.method.recipe in RECIPES, "method.recipe", f"must be one of {', '.join(RECIPES)}")
     _require(cfg.data.crop_size >= 16, "data.crop_size", "must be at least 16")
     scale_range = cfg.data.scale_range
     _require(len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[-1], "data.scale_range",

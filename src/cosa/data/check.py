@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cosa.config.schema import DataConfig
 from cosa.data.io import read_image, read_mask
-from cosa.data.layouts import detect_layout, load_split
+from cosa.data.layouts import available_splits, detect_layout, load_split, partial_masks_problem
 from cosa.errors import CosaError
+
+# The split that training evaluates on: data.val_split of the schema and of every preset.
+VALIDATION_SPLIT = DataConfig.val_split
 
 
 @dataclass
@@ -19,20 +23,12 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def available_splits(root: Path, layout: str) -> list[str]:
-    if layout == "folder":
-        return sorted(path.stem for path in root.glob("*.csv"))
-    if layout == "voc":
-        lists = [*(root / "ImageSets" / "Segmentation").glob("*.txt"), *(root / "ImageSets" / "SegmentationAug").glob("*.txt")]
-        return sorted({path.stem for path in lists})
-    return sorted({"train", "val", *(path.stem for path in root.glob("*.txt"))})
-
-
 def check_dataset(root: str | Path) -> CheckReport:
     """Read every image and mask of every split, collecting problems instead of stopping at one.
 
     Problems make ``cosa data check`` exit with status 1; warnings do not: an image without
-    labels is allowed (a background-only image) but may be a forgotten label.
+    labels is allowed (a background-only image) but may be a forgotten label. A validation split
+    with some masks missing is a problem, as it stops training (one without any mask is not).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -47,6 +43,8 @@ def check_dataset(root: str | Path) -> CheckReport:
         except CosaError as error:
             report.problems.append(str(error))
             continue
+        if split == VALIDATION_SPLIT and (problem := partial_masks_problem(dataset)):
+            report.problems.append(problem)
         readable = 0
         for sample in dataset.samples:
             try:

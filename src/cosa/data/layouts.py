@@ -29,10 +29,13 @@ from pathlib import Path
 
 from cosa.data import IMAGE_SUFFIXES
 from cosa.data.classes import COCO_CLASSES, VOC_CLASSES
-from cosa.data.io import read_mask
+from cosa.data.io import IGNORE_INDEX, read_mask
 from cosa.errors import CosaError
 
 log = logging.getLogger(__name__)
+
+# Masks are 8-bit: label 0 is background, 255 ignore, so 1..254 are the classes.
+MAX_CLASSES = IGNORE_INDEX - 1
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,20 @@ class DatasetSplit:
         return bool(self.samples) and all(sample.mask is not None for sample in self.samples)
 
 
+def partial_masks_problem(split: DatasetSplit) -> str | None:
+    """Why ``split`` cannot be a validation split: some of its images have masks, others not.
+
+    Evaluating only the images with masks would score another set than the one asked for, and
+    skipping evaluation would hide the gap; a split without any mask is a user's unlabelled data.
+    """
+    missing = [sample.name for sample in split.samples if sample.mask is None]
+    if not missing or len(missing) == len(split.samples):
+        return None
+    shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
+    return (f"{split.root}: split '{split.split}' lacks the masks of {len(missing)} of its {len(split.samples)} "
+            f"images ({shown}); evaluation needs all of them")
+
+
 def detect_layout(root: Path) -> str:
     if (root / "classes.txt").is_file():
         return "folder"
@@ -79,6 +96,15 @@ def detect_layout(root: Path) -> str:
         f"{root}: cannot tell the dataset layout (expected classes.txt for a folder dataset, "
         "JPEGImages/ + SegmentationClassAug/ for VOC, or SegmentationClass/train2014/ for COCO)"
     )
+
+
+def available_splits(root: Path, layout: str) -> list[str]:
+    if layout == "folder":
+        return sorted(path.stem for path in root.glob("*.csv"))
+    if layout == "voc":
+        lists = [*(root / "ImageSets" / "Segmentation").glob("*.txt"), *(root / "ImageSets" / "SegmentationAug").glob("*.txt")]
+        return sorted({path.stem for path in lists})
+    return sorted({"train", "val", *(path.stem for path in root.glob("*.txt"))})
 
 
 def load_split(root: str | Path, split: str, problems: list[str] | None = None) -> DatasetSplit:
@@ -107,9 +133,18 @@ def _report(problems: list[str] | None, message: str) -> None:
 # --- folder ------------------------------------------------------------------------------------
 
 def read_class_names(path: Path) -> tuple[str, ...]:
+    """The class names of ``classes.txt``, one a line; spaces around a name are dropped (as in the CSVs)."""
     names = tuple(line.strip() for line in _read_text(path, "class list").splitlines() if line.strip())
     if not names:
         raise CosaError(f"{path}: no class names")
+    if len(names) > MAX_CLASSES:
+        raise CosaError(f"{path}: {len(names)} class names, at most {MAX_CLASSES} (masks are 8-bit: "
+                        f"0 is background, 1..{MAX_CLASSES} the classes, {IGNORE_INDEX} ignore)")
+    for name in names:
+        separator = next((character for character in ";," if character in name), None)
+        if separator:
+            raise CosaError(f"{path}: class name '{name}' contains '{separator}', which separates "
+                            f"{'class names' if separator == ';' else 'columns'} in the split CSVs")
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise CosaError(f"{path}: duplicate class names {duplicates}")
@@ -126,6 +161,14 @@ def _read_text(path: Path, what: str) -> str:
         raise CosaError(f"{path}: cannot read {what} ({error.strerror})") from None
     except UnicodeDecodeError as error:
         raise CosaError(f"{path}: {what} is not UTF-8 text (byte {error.start})") from None
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; a folder we may not search is an error, not a missing file."""
+    try:
+        return path.is_file()
+    except PermissionError as error:
+        raise CosaError(f"{path.parent}: cannot read folder ({error.strerror})") from None
 
 
 def _leaves_root(relative: str) -> bool:
@@ -189,8 +232,8 @@ def _folder_sample(root: Path, stem: str, image_name: str, labels: tuple[int, ..
         name=stem,
         image=root / "images" / image_name,
         labels=labels,
-        mask=mask if mask.is_file() else None,
-        context=context if context.is_file() else None,
+        mask=mask if _is_file(mask) else None,
+        context=context if _is_file(context) else None,
     )
 
 
@@ -284,13 +327,13 @@ def _build_split(root: Path, layout: str, split: str, class_names, listed, image
                  problems: list[str] | None) -> DatasetSplit:
     names, images, masks = [], [], []
     for name in listed:
-        image = next((image_dir / f"{name}{suffix}" for suffix in (".jpg", ".png", ".jpeg") if (image_dir / f"{name}{suffix}").is_file()), None)
+        image = next((image_dir / f"{name}{suffix}" for suffix in (".jpg", ".png", ".jpeg") if _is_file(image_dir / f"{name}{suffix}")), None)
         if image is None:
             _report(problems, f"{image_dir / name}.jpg: image listed in split '{split}' not found")
             continue
         names.append(name)
         images.append(image)
-        masks.append(next((d / f"{name}.png" for d in mask_dirs if (d / f"{name}.png").is_file()), None))
+        masks.append(next((d / f"{name}.png" for d in mask_dirs if _is_file(d / f"{name}.png")), None))
     labels = _cached_labels(root, split, masks, len(class_names), problems)
     samples = [Sample(name, image, label, mask) for name, image, label, mask in zip(names, images, labels, masks)]
     return DatasetSplit(root, layout, split, tuple(class_names), samples)

@@ -17,7 +17,6 @@ the same seed gives byte-identical files.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +27,7 @@ from PIL import Image, ImageDraw
 
 from cosa.data.io import write_mask
 from cosa.errors import CosaError
+from cosa.outputs import OutputFolder
 
 GENERATOR_VERSION = 1
 CLASS_NAMES = ("ball", "block", "tent", "star", "ring", "boat")
@@ -39,7 +39,6 @@ _OFF_COLOUR_RATE = 0.2  # objects painted in a random hue, so colour alone is no
 _CONTEXT_WITH_CLASS = 0.85  # P(context | its class is in the image)
 _CONTEXT_WITHOUT_CLASS = 0.07  # P(context | its class is not)
 _BOAT_DECK = 0.45  # local v coordinate where a boat's sails end and its hull begins
-_GENERATED_NAMES = ("classes.txt", "train.csv", "val.csv", "context.json", "images", "masks", "context")
 
 Array = np.ndarray
 
@@ -453,26 +452,7 @@ def _render_scene(rng: np.random.Generator, size: int, grid: tuple[Array, Array]
 
 # --- the dataset --------------------------------------------------------------------------------
 
-def _prepare_output(root: Path) -> None:
-    """Refuse to write into unrelated data; clear a previous synthetic dataset so nothing stale stays."""
-    if root.exists() and not root.is_dir():
-        raise CosaError(f"{root}: exists and is not a directory")
-    if root.is_dir() and any(root.iterdir()):
-        if not (root / "context.json").is_file():
-            raise CosaError(
-                f"{root}: directory is not empty and holds no synthetic dataset (no context.json); choose another path"
-            )
-        for name in _GENERATED_NAMES:
-            path = root / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    for sub in ("images", "masks", "context"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-
-
-def _write_metadata(root: Path, seed: int, image_size: int, **statistics) -> None:
+def _write_metadata(out: OutputFolder, seed: int, image_size: int, **statistics) -> None:
     metadata = {
         "contexts": [{"id": tied.id, "name": tied.name, "class": tied.class_name} for tied in CONTEXTS],
         "seed": seed,
@@ -481,10 +461,10 @@ def _write_metadata(root: Path, seed: int, image_size: int, **statistics) -> Non
         "min_visible_pixels": min_visible_pixels(image_size),
         **statistics,
     }
-    (root / "context.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    out.write("context.json", Path.write_text, json.dumps(metadata, indent=2) + "\n")
 
 
-def _write_split(root: Path, split: str, count: int, seed: int, image_size: int,
+def _write_split(out: OutputFolder, split: str, count: int, seed: int, image_size: int,
                  grid: tuple[Array, Array]) -> list[tuple[tuple[str, ...], set[str]]]:
     """Render and write one split; returns each image's labels and the contexts visible in it."""
     min_pixels = min_visible_pixels(image_size)
@@ -493,14 +473,14 @@ def _write_split(root: Path, split: str, count: int, seed: int, image_size: int,
         scene = _render_scene(np.random.default_rng([seed, _SPLIT_IDS[split], index]), image_size, grid)
         name = f"{split}_{index:04d}"
         # Fast compression: the noisy RGB images would otherwise dominate the generation time.
-        Image.fromarray((scene.image * 255 + 0.5).astype(np.uint8), mode="RGB").save(
-            root / "images" / f"{name}.png", compress_level=1)
-        write_mask(root / "masks" / f"{name}.png", scene.mask)
-        Image.fromarray(scene.context, mode="L").save(root / "context" / f"{name}.png")
+        image = Image.fromarray((scene.image * 255 + 0.5).astype(np.uint8), mode="RGB")
+        out.write(f"images/{name}.png", image.save, compress_level=1)
+        out.write(f"masks/{name}.png", write_mask, scene.mask)
+        out.write(f"context/{name}.png", Image.fromarray(scene.context, mode="L").save)
         rows.append(f"{name}.png,{';'.join(scene.labels)}")
         visible = {tied.name for tied in CONTEXTS if np.count_nonzero(scene.context == tied.id) >= min_pixels}
         contents.append((scene.labels, visible))
-    (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    out.write(f"{split}.csv", Path.write_text, "\n".join(rows) + "\n")
     return contents
 
 
@@ -514,33 +494,31 @@ def _co_occurrence(contents: list[tuple[tuple[str, ...], set[str]]], tied: TiedC
 
 
 def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 600, num_val: int = 150,
-                               image_size: int = 128) -> SyntheticSummary:
+                               image_size: int = 128, overwrite: bool = False) -> SyntheticSummary:
     """Write the synthetic dataset to ``out`` in the folder layout and return what it holds.
 
-    ``out`` may be missing, empty, or a previous synthetic dataset (which is replaced); anything
-    else is refused. The same arguments always give byte-identical files.
+    ``out`` may be missing or empty; with ``overwrite`` it may also be a previous synthetic
+    dataset, which is replaced (:class:`cosa.outputs.OutputFolder`). The same arguments always
+    give byte-identical files.
     """
     if image_size < 32:
         raise CosaError(f"image_size {image_size}: must be at least 32 pixels")
     if num_train < 1 or num_val < 0:
         raise CosaError(f"num_train {num_train}, num_val {num_val}: need at least one training image, and num_val >= 0")
-    root = Path(out).expanduser()
-    _prepare_output(root)
-    # Written first, so that an interrupted run still leaves a directory we may overwrite.
-    _write_metadata(root, seed, image_size)
-    (root / "classes.txt").write_text("".join(f"{name}\n" for name in CLASS_NAMES))
+    folder = OutputFolder(out, "--out", "cosa data synthetic", overwrite)
+    folder.write("classes.txt", Path.write_text, "".join(f"{name}\n" for name in CLASS_NAMES))
 
     grid = tuple(axis.astype(np.float32) + 0.5 for axis in np.mgrid[0:image_size, 0:image_size])
     split_counts = {"train": num_train, "val": num_val}
     contents = []
     for split, count in split_counts.items():
-        contents += _write_split(root, split, count, seed, image_size, grid)
+        contents += _write_split(folder, split, count, seed, image_size, grid)
 
     class_counts = {name: sum(name in labels for labels, _ in contents) for name in CLASS_NAMES}
     rates = {tied.name: _co_occurrence(contents, tied) for tied in CONTEXTS}
     _write_metadata(
-        root, seed, image_size, split_counts=split_counts, class_image_counts=class_counts,
+        folder, seed, image_size, split_counts=split_counts, class_image_counts=class_counts,
         context_rates={name: {"with_class": round(with_class, 4), "without_class": round(without_class, 4)}
                        for name, (with_class, without_class) in rates.items()},
     )
-    return SyntheticSummary(root, CLASS_NAMES, split_counts, class_counts, rates)
+    return SyntheticSummary(folder.path, CLASS_NAMES, split_counts, class_counts, rates)

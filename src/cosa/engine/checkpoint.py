@@ -8,14 +8,13 @@ exactly (optimiser, AMP scaler, thresholds, RNG states).
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
 from cosa.errors import CosaError
+from cosa.files import write_atomically
 
 CHECKPOINT_FORMAT = "cosa-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -23,23 +22,12 @@ CHECKPOINT_VERSION = 1
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` so that a crash leaves either the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda stream: torch.save(payload, stream))
 
 
 def remove_partial_writes(directory: str | Path) -> None:
-    """Delete the temporary files of checkpoint writes that a crash interrupted."""
+    """Delete the temporary files of atomic writes (:mod:`cosa.files`) that a crash interrupted."""
     for partial in Path(directory).glob(".*.tmp"):
         partial.unlink(missing_ok=True)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from cosa.errors import CosaError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -30,12 +32,20 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, setting: str = "device") -> torch.device:
+    """The device ``name`` (auto, cpu, cuda, cuda:N) means here; a missing GPU is an error naming ``setting``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    return torch.device(name)
+    resolved = f"cuda:{local_rank}" if name == "cuda" else name
+    try:
+        device = torch.device(resolved)
+    except RuntimeError:
+        raise CosaError(f"{setting}={name}: not a device (auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        here = f"CUDA devices here: cuda:0..cuda:{count - 1}" if count else "no CUDA device here"
+        raise CosaError(f"{setting}={name}: {device} is not available ({here})")
+    return device
 
 
 def init_distributed(device: str = "auto") -> DistContext:
@@ -43,7 +53,7 @@ def init_distributed(device: str = "auto") -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    resolved = resolve_device(device, local_rank)
+    resolved = resolve_device(device, local_rank, "train.device")
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         if resolved.type == "cuda":
@@ -62,6 +72,11 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         return on_gpu.to(tensor.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any process: one collective that every process must reach."""
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item())
 
 
 def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:

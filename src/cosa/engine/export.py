@@ -10,8 +10,6 @@ Where the split has masks, the labels are scored the way ``cosa evaluate`` score
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
@@ -24,6 +22,7 @@ from cosa.data.layouts import DatasetSplit
 from cosa.engine.metrics import ConfusionMatrix
 from cosa.method.pseudo_labels import cam_pseudo_labels, multiscale_assignments, resize
 from cosa.method.thresholds import CplThresholds
+from cosa.outputs import OutputFolder
 
 
 def image_pseudo_labels(cams: torch.Tensor, tags: torch.Tensor, size: tuple[int, int],
@@ -66,7 +65,7 @@ def export_pseudo_labels(
     split: DatasetSplit,
     cfg: Config,
     thresholds: CplThresholds,
-    out: str | Path,
+    out: OutputFolder,
     device: torch.device,
     max_images: int | None = None,
     progress: bool = False,
@@ -76,8 +75,6 @@ def export_pseudo_labels(
     Returns the protocol, and with masks the scores; ``out/summary.json`` is the caller's to write.
     """
     network.eval()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     count = len(split.samples) if max_images is None else min(max_images, len(split.samples))
     loader = DataLoader(
         Subset(EvaluationImages(split, cfg.eval.size, with_masks=split.has_masks), range(count)),
@@ -93,7 +90,7 @@ def export_pseudo_labels(
         for i, (name, image) in enumerate(zip(batch["name"], batch["image"])):
             pseudo = image_pseudo_labels(assigned.cam[i : i + 1], labels[i : i + 1], tuple(image.shape[-2:]),
                                          thresholds)
-            write_mask(out / f"{name}.png", pseudo)
+            out.write(f"{name}.png", write_mask, pseudo)
             if score is not None:
                 score.update(pseudo, batch["mask"][i])
     result = {

@@ -27,6 +27,7 @@ from cosa.engine.crf import CrfPool
 from cosa.engine.inference import cam_labels, infer, mask_absent, predicted_tags, segmentation_labels
 from cosa.errors import CosaError
 from cosa.method.pseudo_labels import resize
+from cosa.outputs import OutputFolder
 from cosa.viz import blend, heatmap, overlay, save_picture, to_numpy_image
 
 # The PASCAL VOC devkit's result folder for segmentation. comp5 is for methods trained on VOC 2012
@@ -148,20 +149,20 @@ class PredictionWriter:
     ``NAME_cam.jpg`` (CAMs of the present classes), and on request ``NAME.npz`` (``seg``, ``cam``)
     and the VOC evaluation server's layout under ``voc_submission``."""
 
-    def __init__(self, out: str | Path, save_logits: bool = False, voc_submission: str | Path | None = None) -> None:
-        self.out = Path(out)
+    def __init__(self, out: OutputFolder, save_logits: bool = False,
+                 voc_submission: OutputFolder | None = None) -> None:
+        self.out = out
         self.save_logits = save_logits
-        self.voc_dir = None if voc_submission is None else Path(voc_submission) / VOC_SUBMISSION_DIR
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.voc_submission = voc_submission
 
     def write(self, prediction: Prediction) -> None:
         name, mask = prediction.name, prediction.mask
         picture = to_numpy_image(prediction.image)
-        write_mask(self.out / f"{name}.png", mask)
-        save_picture(self.out / f"{name}_overlay.jpg", overlay(picture, mask))
+        self.out.write(f"{name}.png", write_mask, mask)
+        self.out.write(f"{name}_overlay.jpg", save_picture, overlay(picture, mask))
         cams = prediction.cam * prediction.present[:, None, None]
-        save_picture(self.out / f"{name}_cam.jpg", blend(picture, heatmap(cams.amax(0))))
+        self.out.write(f"{name}_cam.jpg", save_picture, blend(picture, heatmap(cams.amax(0))))
         if self.save_logits:
-            np.savez(self.out / f"{name}.npz", seg=prediction.seg.numpy(), cam=prediction.cam.numpy())
-        if self.voc_dir is not None:
-            write_mask(self.voc_dir / f"{name}.png", mask)
+            self.out.write(f"{name}.npz", np.savez, seg=prediction.seg.numpy(), cam=prediction.cam.numpy())
+        if self.voc_submission is not None:
+            self.voc_submission.write(VOC_SUBMISSION_DIR / f"{name}.png", write_mask, mask)

@@ -1,7 +1,11 @@
 """The iteration-based trainer: one process or many, exact resume, periodic evaluation.
 
 The loop is short on purpose: each iteration calls :meth:`Trainer.train_step` (losses from the
-CoSA objective, backward, optimiser, EMA), then the bookkeeping steps (log, evaluate, save).
+CoSA objective, backward, optimiser, EMA), then the bookkeeping steps (log, save, evaluate).
+
+``last.pt`` is written before an evaluation due at the same iteration, so that a failure in the
+evaluation (a bad mask, a kill) loses no training; resuming from such a checkpoint runs that
+evaluation first, which keeps resumed runs exact (best.pt, the final metrics, the RNG stream).
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ from tqdm import tqdm
 from cosa.config.load import save_config
 from cosa.config.schema import PSEUDO_LABEL_RECIPES, Config
 from cosa.data.datasets import StreamSampler, TrainingViews
-from cosa.data.layouts import DatasetSplit, load_split
+from cosa.data.layouts import DatasetSplit, available_splits, load_split, partial_masks_problem
 from cosa.engine.checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from cosa.engine.distributed import DistContext, all_gather_cat, all_reduce_sum, average_buffers, barrier
 from cosa.engine.evaluate import evaluate, format_results
 from cosa.engine.monitor import CplMonitor
+from cosa.engine.run_dir import last_checkpoint
 from cosa.engine.runlog import RunLog
 from cosa.engine.schedule import build_optimizer, lr_factor, set_learning_rate
 from cosa.errors import CosaError
+from cosa.files import write_text_atomically
 from cosa.method.cosa import CoSAObjective, StepLosses
 from cosa.models.ema import ema_update
 from cosa.models.network import build_network
@@ -92,6 +98,7 @@ class Trainer:
         self.last_metrics: dict | None = None
         if checkpoint is not None:
             self._restore(checkpoint)
+        self.evaluation_pending = checkpoint is not None and self._evaluation_due()
         if cfg.train.compile:
             # In place (nn.Module.compile), so parameter names and checkpoints stay the same.
             self.online.encoder.compile()
@@ -107,7 +114,8 @@ class Trainer:
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        self.runlog = RunLog(self.run_dir, dist.is_main, resume_from=self.iteration if resume else None)
+        self.runlog = RunLog(self.run_dir, dist.is_main, resume_from=self.iteration if resume else None,
+                             evaluation_pending=self.evaluation_pending)
 
     def _monitors_cpl(self) -> bool:
         """Read training masks to score the pseudo-labels (monitoring only) when there are masks."""
@@ -115,25 +123,31 @@ class Trainer:
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        return last_checkpoint(self.run_dir)
 
-    def _resume_point(self) -> dict | None:
-        """The last checkpoint; None (start over) when the run was stopped before writing one."""
+    def _resume_point(self) -> dict:
+        """``last.pt``, once the temporary files of writes that the stop interrupted are gone."""
         if self.dist.is_main:
             remove_partial_writes(self.last_checkpoint.parent)
-        if not self.last_checkpoint.exists():
-            log.warning("%s: no checkpoint yet; training starts from the beginning", self.run_dir)
-            return None
+            remove_partial_writes(self.run_dir)
         return load_checkpoint(self.last_checkpoint)
 
     def _validation_split(self) -> DatasetSplit | None:
-        try:
-            split = load_split(self.cfg.data.root, self.cfg.data.val_split)
-        except CosaError as error:
-            log.warning("no evaluation during training: %s", error)
+        """The split evaluated during training, checked now rather than when the first evaluation is due.
+
+        A dataset without that split, or whose split has no masks at all (users' data without
+        masks), trains without evaluation, said once here. Some masks missing is an error.
+        """
+        root, name = self.train_split.root, self.cfg.data.val_split
+        if name not in available_splits(root, self.train_split.layout):
+            log.warning("no evaluation during training: %s has no split '%s'", root, name)
             return None
+        split = load_split(root, name)
+        problem = partial_masks_problem(split)
+        if problem:
+            raise CosaError(problem)
         if not split.has_masks:
-            log.warning("no evaluation during training: split '%s' lacks masks", split.split)
+            log.warning("no evaluation during training: split '%s' of %s has no masks", name, root)
             return None
         return split
 
@@ -141,12 +155,14 @@ class Trainer:
 
     def fit(self) -> dict | None:
         """Train to ``train.iterations``; returns the final evaluation (None without masks)."""
+        if self.evaluation_pending:
+            self._evaluate()
         with tqdm(total=self.cfg.train.iterations, initial=self.iteration, desc="train",
                   disable=not self.dist.is_main, dynamic_ncols=True) as progress:
             self._iterate(progress)
         self.runlog.close()
         if self.dist.is_main and self.last_metrics is not None:
-            (self.run_dir / "final_metrics.json").write_text(json.dumps(self.last_metrics, indent=2))
+            write_text_atomically(self.run_dir / "final_metrics.json", json.dumps(self.last_metrics, indent=2))
         return self.last_metrics
 
     def _iterate(self, progress: tqdm) -> None:
@@ -167,10 +183,13 @@ class Trainer:
                 seconds = (time.time() - started) / max(1, self.iteration - started_iteration)
                 self._log_training(sums, count, seconds, progress)
                 sums, count = {}, 0
-            if self.iteration % cfg.eval_every == 0 or last:
-                self._evaluate()
             if self.iteration % cfg.checkpoint_every == 0 or last:
                 self.save(self.last_checkpoint)
+            if self._evaluation_due():
+                self._evaluate()
+
+    def _evaluation_due(self) -> bool:
+        return self.iteration % self.cfg.train.eval_every == 0 or self.iteration == self.cfg.train.iterations
 
     def _build_network(self, pretrained: bool) -> nn.Module:
         network = build_network(self.cfg.model, len(self.class_names), pretrained=pretrained).to(self.device)

@@ -1,0 +1,278 @@
+"""Outputs never overwrite inputs, earlier outputs are replaced only on request, output paths are
+checked before any work, and write failures are one line (docs/reliability.md, "Outputs").
+
+The checkpoint is untrained (``save_untrained_checkpoint``): these commands need one, not a good one.
+"""
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import cosa.cli.common
+import cosa.engine.evaluate
+import cosa.engine.export
+import cosa.engine.predict
+from cosa.data.layouts import read_class_names
+from cosa.outputs import MANIFEST
+
+from conftest import TINY_OVERRIDES, assert_one_line_error, run_cli, save_untrained_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data, tmp_path_factory):
+    return save_untrained_checkpoint(tmp_path_factory.mktemp("checkpoint") / "last.pt",
+                                     read_class_names(tiny_data / "classes.txt"))
+
+
+@pytest.fixture
+def dataset(tiny_data, tmp_path):
+    """A copy of the tiny dataset: a test that fails must not damage the shared one."""
+    return shutil.copytree(tiny_data, tmp_path / "dataset")
+
+
+@pytest.fixture
+def images(tiny_data, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("val_0000.png", "val_0001.png"):
+        shutil.copy(tiny_data / "images" / name, folder / name)
+    return folder
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Output paths are checked before any model is loaded."""
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output path was checked")
+
+    monkeypatch.setattr(cosa.cli.common, "load_trained", fail)
+
+
+@pytest.fixture
+def no_evaluation(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("evaluated before the output path was checked")
+
+    monkeypatch.setattr(cosa.engine.evaluate, "evaluate", fail)
+
+
+def snapshot(*roots: Path) -> dict:
+    """Every file under ``roots`` with its bytes and modification time."""
+    files = [path for root in roots for path in ([root] if root.is_file() else sorted(root.rglob("*")))]
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files if path.is_file()}
+
+
+def assert_refused(capsys, argv, *fragments):
+    """Exit status 2 and exactly one line on stderr, ``cosa: error: ...`` with ``fragments``."""
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("cosa: error: "), err
+    for fragment in fragments:
+        assert str(fragment) in err, err
+
+
+def predict(checkpoint, inputs, out, *options):
+    return ["predict", "--checkpoint", checkpoint, inputs, "--out", out, "--device", "cpu", "--scales", 1.0,
+            "--no-flip", *options]
+
+
+def export(checkpoint, dataset, out, *options):
+    return ["export-pseudo-labels", "--checkpoint", checkpoint, "--data", dataset, "--split", "val", "--out", out,
+            "--device", "cpu", *options]
+
+
+def evaluate(checkpoint, dataset, json_path):
+    return ["evaluate", "--checkpoint", checkpoint, "--data", dataset, "--max-images", 2, "--json", json_path]
+
+
+# --- 1. never overwrite inputs ------------------------------------------------------------------
+
+def test_predict_refuses_to_write_into_its_input_folder(checkpoint, images, capsys):
+    before = snapshot(images)
+    assert_refused(capsys, predict(checkpoint, images, images), f"--out {images} is the input folder")
+    assert snapshot(images) == before
+
+
+def test_predict_refuses_an_output_folder_inside_an_input_folder(checkpoint, images, capsys):
+    before = snapshot(images)
+    assert_refused(capsys, predict(checkpoint, images, images / "masks"), "is inside the input folder")
+    assert snapshot(images) == before
+
+
+def test_predict_refuses_an_output_folder_that_holds_the_checkpoint(checkpoint, images, capsys):
+    before = snapshot(checkpoint.parent)
+    assert_refused(capsys, predict(checkpoint, images, checkpoint.parent), "contains the checkpoint")
+    assert snapshot(checkpoint.parent) == before
+
+
+def test_export_refuses_to_write_into_the_dataset(checkpoint, dataset, capsys):
+    before = snapshot(dataset)
+    assert_refused(capsys, export(checkpoint, dataset, dataset / "masks"),
+                   f"--out {dataset / 'masks'} is inside the dataset {dataset} (the dataset would be overwritten)")
+    assert snapshot(dataset) == before
+
+
+def test_export_refuses_the_dataset_the_checkpoint_names(dataset, tmp_path, capsys):
+    trained_on = save_untrained_checkpoint(tmp_path / "own.pt", read_class_names(dataset / "classes.txt"),
+                                           f"data.root={dataset}")
+    before = snapshot(dataset)
+    assert_refused(capsys, ["export-pseudo-labels", "--checkpoint", trained_on, "--out", dataset / "pseudo"],
+                   "is inside the dataset")
+    assert snapshot(dataset) == before and not (dataset / "pseudo").exists()
+
+
+def test_a_symbolic_link_does_not_hide_the_dataset(checkpoint, dataset, tmp_path, capsys):
+    link = tmp_path / "link"
+    link.symlink_to(dataset, target_is_directory=True)
+    before = snapshot(dataset)
+    assert_refused(capsys, export(checkpoint, dataset, link / "masks"), "is inside the dataset")
+    assert snapshot(dataset) == before
+
+
+def test_evaluate_refuses_a_json_file_in_the_dataset_before_evaluating(checkpoint, dataset, capsys, no_evaluation):
+    assert_refused(capsys, evaluate(checkpoint, dataset, dataset / "metrics.json"), "is inside the dataset")
+    assert not (dataset / "metrics.json").exists()
+
+
+# --- 2. a non-empty output folder only with --overwrite, and then nothing stale ------------------
+
+def test_a_non_empty_output_folder_is_refused_without_overwrite(checkpoint, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert_refused(capsys, predict(checkpoint, images, out), f"--out {out} is not empty", "--overwrite")
+    assert [path.name for path in out.iterdir()] == ["notes.txt"]
+
+
+def test_overwrite_leaves_no_stale_outputs_of_an_earlier_export(checkpoint, tiny_data, tmp_path, capsys):
+    out = tmp_path / "pseudo"
+    assert run_cli(capsys, *export(checkpoint, tiny_data, out, "--max-images", 4))[0] == 0
+    assert run_cli(capsys, *export(checkpoint, tiny_data, out, "--max-images", 2, "--overwrite"))[0] == 0
+    assert sorted(path.name for path in out.iterdir()) == [MANIFEST, "summary.json", "val_0000.png", "val_0001.png"]
+    assert '"num_images": 2' in (out / "summary.json").read_text()
+
+
+def test_overwrite_keeps_files_the_command_did_not_write(checkpoint, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli(capsys, *predict(checkpoint, images, out, "--save-logits"))[0] == 0
+    (out / "notes.txt").write_text("mine")
+    assert run_cli(capsys, *predict(checkpoint, images / "val_0000.png", out, "--overwrite"))[0] == 0
+    assert sorted(path.name for path in out.iterdir()) == [
+        MANIFEST, "notes.txt", "val_0000.png", "val_0000_cam.jpg", "val_0000_overlay.jpg"]
+
+
+@pytest.mark.parametrize("earlier", ["nothing of cosa", "another command"])
+def test_overwrite_refuses_a_folder_without_outputs_of_the_same_command(checkpoint, images, tiny_data, tmp_path,
+                                                                        capsys, earlier):
+    out = tmp_path / "out"
+    if earlier == "another command":
+        assert run_cli(capsys, *export(checkpoint, tiny_data, out, "--max-images", 1))[0] == 0
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    assert_refused(capsys, predict(checkpoint, images, out, "--overwrite"), "holds no outputs of cosa predict")
+    assert snapshot(out) == before
+
+
+def test_data_synthetic_keeps_an_earlier_dataset_without_overwrite(tmp_path, capsys):
+    root = tmp_path / "synthetic"
+    command = ["data", "synthetic", "--out", root, "--train", 2, "--val", 1, "--size", 32]
+    assert run_cli(capsys, *command)[0] == 0
+    before = snapshot(root)
+    assert_refused(capsys, [*command, "--seed", 1], "is not empty", "--overwrite")
+    assert snapshot(root) == before
+    assert run_cli(capsys, *command, "--seed", 1, "--overwrite")[0] == 0
+    assert (root / "context.json").read_text() != before[root / "context.json"][0].decode()
+
+
+def test_demo_keeps_an_earlier_demo_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / ".cosa-demo").touch()  # what earlier versions marked their demo folder with
+    (out / "report.md").write_text("an earlier demo")
+    before = snapshot(out)
+    assert_refused(capsys, ["demo", "--out", out, "--train-images", 4, "--val-images", 2, "--image-size", 64,
+                            *TINY_OVERRIDES], "is not empty")
+    assert snapshot(out) == before
+
+
+# --- 3. output paths are checked before any work ------------------------------------------------
+
+def test_evaluate_refuses_a_json_path_that_is_a_folder_before_evaluating(checkpoint, tiny_data, tmp_path, capsys,
+                                                                         no_evaluation):
+    assert_refused(capsys, evaluate(checkpoint, tiny_data, tmp_path), f"--json {tmp_path} is a folder")
+
+
+def test_evaluate_refuses_a_json_path_under_a_file_before_evaluating(checkpoint, tiny_data, tmp_path, capsys,
+                                                                    no_evaluation):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert_refused(capsys, evaluate(checkpoint, tiny_data, tmp_path / "notes.txt" / "metrics.json"),
+                   f"{tmp_path / 'notes.txt'} is a file, not a folder")
+
+
+@pytest.mark.parametrize("command", ["predict", "export-pseudo-labels"])
+def test_an_out_that_is_a_file_is_refused_before_the_model_is_loaded(checkpoint, images, tiny_data, tmp_path,
+                                                                      capsys, no_model_loading, command):
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"mine")
+    argv = predict(checkpoint, images, taken) if command == "predict" else export(checkpoint, tiny_data, taken)
+    assert_refused(capsys, argv, f"--out {taken} is a file")
+    assert taken.read_bytes() == b"mine"
+
+
+def test_an_unwritable_out_is_refused_before_the_model_is_loaded(checkpoint, images, tmp_path, capsys, monkeypatch,
+                                                                 no_model_loading):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # Tests may run as root, for whom permission bits do not stop writing: the check itself is what is tested.
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    assert_refused(capsys, predict(checkpoint, images, locked / "out"), f"{locked} is not writable")
+
+
+# --- 4. report with a relative path; --max-images below 1 ----------------------------------------
+
+def test_report_accepts_a_relative_run_directory(checkpoint, tmp_path, capsys, monkeypatch):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    shutil.copy(checkpoint, tmp_path / "run" / "checkpoints" / "last.pt")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "report", "run", "--no-eval")
+    assert code == 0, err
+    assert "checkpoints/last.pt" in (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", [
+    ["evaluate", "--checkpoint", "model.pt"],
+    ["export-pseudo-labels", "--checkpoint", "model.pt", "--out", "pseudo"],
+    ["report", "run"],
+])
+@pytest.mark.parametrize("count", [0, -1])
+def test_max_images_below_one_is_refused(capsys, command, count):
+    assert_refused(capsys, [*command, "--max-images", count], "--max-images", "must be at least 1")
+
+
+# --- 5. a failed write is one line naming the file ------------------------------------------------
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("command", ["predict", "export-pseudo-labels", "evaluate --json"])
+def test_a_full_disk_is_one_line_naming_the_file(checkpoint, images, tiny_data, tmp_path, capsys, monkeypatch,
+                                                 command):
+    out = tmp_path / "out"
+    if command == "predict":
+        monkeypatch.setattr(cosa.engine.predict, "write_mask", disk_full)
+        argv, written = predict(checkpoint, images, out), out / "val_0000.png"
+    elif command == "export-pseudo-labels":
+        monkeypatch.setattr(cosa.engine.export, "write_mask", disk_full)
+        argv, written = export(checkpoint, tiny_data, out), out / "val_0000.png"
+    else:
+        monkeypatch.setattr(os, "fsync", disk_full)  # the JSON is written as a stream, synced, renamed
+        argv, written = evaluate(checkpoint, tiny_data, out / "metrics.json"), out / "metrics.json"
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, f"{written}: cannot write (No space left on device)")
+    assert not written.exists()
