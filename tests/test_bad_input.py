@@ -7,6 +7,7 @@ docs/reliability.md lists every case with the test that pins it.
 from __future__ import annotations
 
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
@@ -614,3 +615,50 @@ print("network attempts:", attempts)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "network attempts: []" in result.stdout and "usage: cosa" in result.stdout
+
+
+# --- second pass: paths that name the wrong kind of thing ------------------------------------------
+
+def test_a_dataset_path_that_is_a_file_is_named_a_file(tmp_path, capsys):
+    root = good_dataset(tmp_path / "ds")
+    line = cli_error(capsys, "data", "check", root / "classes.txt")
+    assert line == f"cosa: error: {root / 'classes.txt'}: is a file, not a dataset folder"
+
+
+def test_the_images_folder_given_as_the_dataset_points_to_the_root(tmp_path, capsys):
+    root = good_dataset(tmp_path / "ds")
+    line = cli_error(capsys, "data", "check", root / "images")
+    assert "cannot tell the dataset layout" in line and f"(is the dataset root {root}?)" in line
+
+
+@pytest.mark.parametrize("what", ["checkpoints folder", "run folder"])
+def test_a_checkpoint_path_that_is_a_folder_is_named_a_folder(tmp_path, capsys, checkpoint, what):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(checkpoint, run / "checkpoints" / "last.pt")
+    given = run if what == "run folder" else run / "checkpoints"
+    line = cli_error(capsys, "evaluate", "--checkpoint", given, "--data", good_dataset(tmp_path / "ds"))
+    assert f"{given}: is a folder, not a checkpoint" in line
+    if what == "run folder":
+        assert f"(its last checkpoint is {run / 'checkpoints' / 'last.pt'})" in line
+
+
+def test_an_empty_checkpoint_file_is_named_empty(tmp_path, capsys):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    line = cli_error(capsys, "evaluate", "--checkpoint", tmp_path / "empty.pt", "--data", good_dataset(tmp_path / "ds"))
+    assert line == f"cosa: error: {tmp_path / 'empty.pt'}: cannot read checkpoint (the file is empty)"
+
+
+def test_a_tags_row_with_more_fields_than_the_header_is_refused(tmp_path):
+    from cosa.engine.predict import read_tags
+
+    tags = tmp_path / "tags.csv"
+    tags.write_text("image,labels\na.png,cat,dog\nb.png,dog\n")  # ',' instead of ';': 'dog' would be dropped
+    with pytest.raises(CosaError) as error:
+        read_tags(tags, ("cat", "dog"), ["a", "b"])
+    one_line(error, f"{tags}:2: more fields than the header's 2 (separate class names with ';')")
+
+
+def test_converting_a_cosa_checkpoint_says_it_needs_no_conversion(tmp_path, capsys, checkpoint):
+    line = cli_error(capsys, "convert-official", checkpoint, tmp_path / "out.pt")
+    assert f"{checkpoint}: is a cosa checkpoint already" in line and not (tmp_path / "out.pt").exists()

@@ -171,3 +171,39 @@ def test_unknown_config_key(tiny_data, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run",
                            "train.iteratons=3")
     assert_one_line_error(code, err, "train.iteratons")
+
+
+# --- second pass: numbers and devices are checked while the arguments are parsed ---------------------
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--batch-size", 0], "argument --batch-size: must be at least 1"),
+    (["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--size", 0], "argument --size: must be at least 16"),
+    (["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--size", 7], "argument --size: must be at least 16"),
+    (["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--scales", 1, 0], "argument --scales: must be positive, not '0'"),
+    (["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--scales", -1], "argument --scales: must be positive, not '-1'"),
+    (["data", "synthetic", "--out", "d", "--seed", -1], "argument --seed: must be in 0..4294967295"),
+    (["data", "synthetic", "--out", "d", "--size", 0], "argument --size: must be at least 32"),
+    (["data", "synthetic", "--out", "d", "--train", 0], "argument --train: must be at least 1"),
+    (["data", "synthetic", "--out", "d", "--val", -1], "argument --val: must be at least 0"),
+    (["demo", "--out", "d", "--seed", -1], "argument --seed: must be in 0..4294967295"),
+    (["demo", "--out", "d", "--train-images", 0], "argument --train-images: must be at least 1"),
+    (["demo", "--out", "d", "--image-size", 8], "argument --image-size: must be at least 32"),
+    (["demo", "--out", "d", "--val-images", 0], "argument --val-images: must be at least 1"),  # it evaluates on them
+    (["evaluate", "--checkpoint", "m.pt", "--crf", "--crf-workers", -1], "argument --crf-workers: must be at least 0"),
+])
+def test_numeric_options_out_of_range_are_refused_while_parsing(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, message)
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+@pytest.mark.parametrize("command", ["predict", "export-pseudo-labels"])
+@pytest.mark.parametrize("device", ["mps", "cpu:1", "gpu"])
+def test_an_unknown_device_is_one_line(trained_run, tiny_data, tmp_path, capsys, command, device):
+    checkpoint = trained_run / "checkpoints" / "last.pt"
+    argv = (["predict", "--checkpoint", checkpoint, tiny_data / "images" / "val_0000.png"] if command == "predict"
+            else ["export-pseudo-labels", "--checkpoint", checkpoint, "--data", tiny_data])
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "out", "--device", device)
+    assert_one_line_error(code, err, f"--device={device}: not a device (auto, cpu, cuda or cuda:N)")
+    assert not (tmp_path / "out").exists()

@@ -77,3 +77,43 @@ def test_saved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(str(tmp_path / "config.yaml")) == cfg
     assert config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()), "test") == cfg
+
+
+# --- second pass: mistakes a new user makes ------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method=3", "config key 'method' is a section; set its keys (e.g. method.KEY=VALUE), not a value"),
+        ("train.iterations.x=1", "config key 'train.iterations' is a value, not a section"),
+        ("train.seed=-1", "'train.seed': must be in 0..4294967295"),
+        ("train.seed=4294967296", "'train.seed': must be in 0..4294967295"),
+        ("train.device=cpu:1", "'train.device': must be auto, cpu, cuda or cuda:N"),
+        ("train.device=cuda:x", "'train.device': must be auto, cpu, cuda or cuda:N"),
+        ("train.device=mps", "'train.device': must be auto, cpu, cuda or cuda:N"),
+        ("eval.scales=[]", "'eval.scales': must be a non-empty list of positive scales"),
+    ],
+)
+def test_second_pass_overrides_name_the_key_and_the_fault(override, message):
+    with pytest.raises(CosaError) as error:
+        load_config("demo", overrides=[override])
+    assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
+
+
+def test_a_section_given_a_value_in_a_file_names_the_file_and_the_section(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: demo\ntrain: 5\n")
+    with pytest.raises(CosaError, match=r"mine.yaml: config key 'train' is a section; set its keys"):
+        load_config(str(path))
+
+
+def test_an_empty_config_file_is_refused_not_taken_as_the_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n")
+    with pytest.raises(CosaError, match=r"empty.yaml: the config file is empty"):
+        load_config(str(path))
+
+
+def test_a_config_path_that_is_a_folder_is_named_a_folder(tmp_path):
+    with pytest.raises(CosaError, match=r": is a folder, not a YAML config file"):
+        load_config(str(tmp_path))

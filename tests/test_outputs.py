@@ -276,3 +276,51 @@ def test_a_full_disk_is_one_line_naming_the_file(checkpoint, images, tiny_data, 
     code, _, err = run_cli(capsys, *argv)
     assert_one_line_error(code, err, f"{written}: cannot write (No space left on device)")
     assert not written.exists()
+
+
+# --- 6. second pass: a run folder and plots apart from the dataset ------------------------------------
+
+@pytest.mark.parametrize("where", ["is", "inside", "contains"])
+def test_train_refuses_a_run_folder_in_or_around_the_dataset(tmp_path, capsys, tiny_data, where):
+    dataset = shutil.copytree(tiny_data, tmp_path / "top" / "dataset")
+    run = {"is": dataset, "inside": dataset / "run", "contains": tmp_path / "top"}[where]
+    before = snapshot(tmp_path / "top")
+    relation = {"is": "is", "inside": "is inside", "contains": "contains"}[where]
+    assert_refused(capsys, ["train", "--config", "demo", "--data", dataset, "--out", run, *TINY_OVERRIDES],
+                   f"--out {run} {relation} the dataset {dataset}", "choose another folder")
+    assert snapshot(tmp_path / "top") == before and not (dataset / "run").exists()
+
+
+def plotted_run(run: Path, dataset: Path) -> Path:
+    """A run folder with a metric log, whose config names ``dataset``."""
+    from cosa.config.load import load_config, save_config
+
+    run.mkdir()
+    save_config(load_config("demo", None, str(dataset), TINY_OVERRIDES), run / "config.yaml")
+    (run / "metrics.jsonl").write_text('{"iteration": 2, "train/loss": 1.0}\n{"iteration": 4, "train/loss": 0.5}\n')
+    return run
+
+
+@pytest.mark.parametrize("where", ["dataset", "dataset/plots", "run file"])
+def test_plot_refuses_an_out_folder_in_the_dataset_or_on_a_run_file(dataset, tmp_path, capsys, where):
+    run = plotted_run(tmp_path / "run", dataset)
+    out = {"dataset": dataset, "dataset/plots": dataset / "plots", "run file": run / "metrics.jsonl"}[where]
+    before = snapshot(dataset, run)
+    message = {"dataset": f"--out {out} is the dataset {dataset}", "dataset/plots": f"--out {out} is inside the dataset",
+               "run file": f"--out {out} is the run file"}[where]
+    assert_refused(capsys, ["plot", run, "--out", out], message)
+    assert snapshot(dataset, run) == before
+
+
+def test_plot_keeps_the_files_of_a_non_empty_out_folder_without_overwrite(tiny_data, tmp_path, capsys):
+    run = plotted_run(tmp_path / "run", tiny_data)
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "losses.png").write_bytes(b"my own figure")
+    assert_refused(capsys, ["plot", run, "--out", out], f"--out {out} is not empty", "--overwrite")
+    assert (out / "losses.png").read_bytes() == b"my own figure"
+    fresh = tmp_path / "fresh"
+    assert run_cli(capsys, "plot", run, "--out", fresh)[0] == 0 and (fresh / "losses.png").is_file()
+    assert run_cli(capsys, "plot", run, "--out", fresh, "--overwrite")[0] == 0
+    assert run_cli(capsys, "plot", run)[0] == 0  # the default RUN/plots is refreshed, as before
+    assert run_cli(capsys, "plot", run)[0] == 0 and (run / "plots" / "losses.png").is_file()

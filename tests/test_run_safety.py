@@ -494,3 +494,35 @@ def test_truncating_the_metric_log_on_resume_is_atomic(tmp_path, monkeypatch):
     assert log.read_bytes() == before and [path.name for path in tmp_path.iterdir()] == ["metrics.jsonl"]
     RunLog(tmp_path, enabled=True, resume_from=2).close()
     assert [entry["iteration"] for entry in read_metrics(tmp_path)] == [2]
+
+
+# --- second pass: mistakes found before the run folder is touched ----------------------------------
+
+def test_a_batch_the_processes_cannot_share_is_refused_before_the_run_folder_is_made(tiny_data, tmp_path, capsys,
+                                                                                      monkeypatch):
+    from cosa.engine import distributed
+
+    # What torchrun with 2 processes gives rank 0; the check needs no collective, so none is started.
+    monkeypatch.setattr(distributed, "init_distributed",
+                        lambda device: distributed.DistContext(0, 2, 0, torch.device("cpu")))
+    run = tmp_path / "run"
+    line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", run, *SHORT, "train.batch_size=3")
+    assert line.endswith("train.batch_size=3 must be divisible by the number of processes (2)")
+    assert not run.exists()  # no config.yaml that would make the corrected command refuse the folder
+
+
+@pytest.mark.parametrize("mistake", ["no dataset", "empty dataset folder", "unknown backbone"])
+def test_a_run_that_cannot_start_leaves_no_empty_run_folder(tiny_data, tmp_path, capsys, mistake):
+    (tmp_path / "empty").mkdir()
+    data = {"no dataset": [], "empty dataset folder": ["--data", tmp_path / "empty"],
+            "unknown backbone": ["--data", tiny_data]}[mistake]
+    options = [*data, *SHORT, *(["model.backbone=resnet999"] if mistake == "unknown backbone" else [])]
+    run = tmp_path / "run"
+    line = train_error(capsys, "--config", "demo", "--out", run, *options)
+    assert {"no dataset": "no dataset", "empty dataset folder": "cannot tell the dataset layout",
+            "unknown backbone": "resnet999"}[mistake] in line
+    assert not run.exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    train_error(capsys, "--config", "demo", "--out", tmp_path / "mine", *options)
+    assert [path.name for path in (tmp_path / "mine").iterdir()] == ["notes.txt"]  # a folder it did not make stays

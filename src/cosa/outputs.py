@@ -31,7 +31,7 @@ Inputs = Iterable[tuple[str, "str | Path"]]  # (what it is, e.g. "the dataset"; 
 def check_output_file(path: str | Path, option: str, inputs: Inputs = ()) -> None:
     """Refuse an output file that is an input or inside one, a folder, or in a folder that cannot be written."""
     path = Path(path)
-    _refuse_inputs(path, option, inputs, "file")
+    refuse_inputs(path, option, inputs, "file")
     if path.is_dir():
         raise CosaError(f"{option} {path} is a folder; name a file")
     _require_writable(path.parent, option, path)  # the file is replaced by a renamed sibling: its folder counts
@@ -69,7 +69,7 @@ class OutputFolder:
 
     def check(self, inputs: Inputs) -> None:
         """The checks, again with ``inputs`` that became known later (a checkpoint's dataset)."""
-        _refuse_inputs(self.path, self.option, inputs, "folder")
+        refuse_inputs(self.path, self.option, inputs, "folder")
         check_output_folder(self.path, self.option)
         with os_errors_named(self.path, "read"):
             if not self.path.is_dir() or not any(self.path.iterdir()):
@@ -123,7 +123,9 @@ class OutputFolder:
                         leftover.unlink(missing_ok=True)
 
 
-def _refuse_inputs(path: Path, option: str, inputs: Inputs, noun: str) -> None:
+def refuse_inputs(path: str | Path, option: str, inputs: Inputs, noun: str) -> None:
+    """Refuse an output ``path`` that is, is inside or contains one of ``inputs``; ``noun``: file or folder."""
+    path = Path(path).expanduser()
     real = path.resolve()
     for what, source in inputs:
         source_real = Path(source).expanduser().resolve()

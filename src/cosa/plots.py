@@ -24,10 +24,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from cosa.config.load import read_saved_config  # noqa: E402
 from cosa.engine.monitor import BINS  # noqa: E402
+from cosa.engine.run_dir import RUN_ENTRIES  # noqa: E402
 from cosa.engine.runlog import read_metrics  # noqa: E402
+from cosa.errors import CosaError  # noqa: E402
 from cosa.files import write_file  # noqa: E402
-from cosa.outputs import check_output_folder  # noqa: E402
+from cosa.outputs import OutputFolder, check_output_folder  # noqa: E402
 
 DPI = 110
 # file name, metrics.jsonl key prefix, title, y label, log scale
@@ -79,7 +82,9 @@ def _confidence_figure(records: list[dict]) -> Figure | None:
         return table
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    extent = (iterations[0], iterations[-1], 0, 1)
+    # One column (a single logged iteration) still needs a width: matplotlib warns about an empty range.
+    extent = (iterations[0], iterations[-1], 0, 1) if len(iterations) > 1 else (iterations[0] - 0.5,
+                                                                                 iterations[0] + 0.5, 0, 1)
     for axis, table, title in ((axes[0], grid(right), "strongest class is the truth (%)"),
                                (axes[1], grid(background), "truth is background (%)")):
         image = axis.imshow(table, origin="lower", aspect="auto", extent=extent, vmin=0, vmax=100, cmap="viridis")
@@ -129,8 +134,26 @@ def run_pngs(run_dir: str | Path) -> dict[str, bytes]:
     return {name: png_bytes(figure) for name, figure in run_figures(read_metrics(run_dir)).items()}
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
-    """Write the figures of ``run_dir`` into ``out`` (default RUN/plots); returns their paths."""
-    out = Path(out) if out else Path(run_dir) / "plots"
-    check_output_folder(out, "--out")
-    return [write_file(out / name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]
+def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> list[Path]:
+    """Write the figures of ``run_dir`` into ``out`` (default RUN/plots); returns their paths.
+
+    The default folder belongs to the run, and a new plot refreshes it. A folder named by ``out``
+    is an output folder like any other (:class:`OutputFolder`): apart from the run's files and its
+    dataset, and empty unless ``overwrite`` replaces the figures of an earlier ``cosa plot``.
+    """
+    if not out:
+        folder = Path(run_dir) / "plots"
+        check_output_folder(folder, "--out")
+        return [write_file(folder / name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]
+    inputs = [("the run file", Path(run_dir) / name) for name in RUN_ENTRIES]
+    dataset = _dataset_of(Path(run_dir))
+    folder = OutputFolder(out, "--out", "cosa plot", overwrite, inputs + ([("the dataset", dataset)] if dataset else []))
+    return [folder.write(name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]
+
+
+def _dataset_of(run_dir: Path) -> str | None:
+    """The dataset root named by the run's ``config.yaml``, if it can be read (plots need no more of it)."""
+    try:
+        return read_saved_config(run_dir / "config.yaml").data.root if (run_dir / "config.yaml").is_file() else None
+    except CosaError:
+        return None

@@ -10,6 +10,9 @@ if TYPE_CHECKING:
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    from cosa.cli import at_least, at_least_one, seed
+    from cosa.data import SYNTHETIC_MIN_SIZE
+
     parser = commands.add_parser("data", help="dataset tools (synthetic, check, prepare-voc, prepare-coco)")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -20,10 +23,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     synthetic.add_argument("--out", required=True, help="output folder, empty or new")
     synthetic.add_argument("--overwrite", action="store_true",
                            help="replace a synthetic dataset written there before (only its files)")
-    synthetic.add_argument("--seed", type=int, default=0)
-    synthetic.add_argument("--train", type=int, default=600, help="training images (default 600)")
-    synthetic.add_argument("--val", type=int, default=150, help="validation images (default 150)")
-    synthetic.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    synthetic.add_argument("--seed", type=seed, default=0)
+    synthetic.add_argument("--train", type=at_least_one, default=600, help="training images (default 600)")
+    synthetic.add_argument("--val", type=at_least(0), default=150, help="validation images (default 150)")
+    synthetic.add_argument("--size", type=at_least(SYNTHETIC_MIN_SIZE), default=128, help="image side in pixels (default 128)")
     synthetic.set_defaults(run=run_synthetic)
 
     check = actions.add_parser("check", help="validate a dataset and list every problem")

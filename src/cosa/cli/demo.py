@@ -7,7 +7,9 @@ import json
 import time
 from pathlib import Path
 
+from cosa.cli import at_least, at_least_one, seed
 from cosa.cli.train import run_training
+from cosa.data import SYNTHETIC_MIN_SIZE
 from cosa.outputs import OutputFolder
 
 GRID_IMAGES = 6
@@ -22,10 +24,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="demo", help="output folder, empty or new (default ./demo)")
     parser.add_argument("--overwrite", action="store_true", help="replace a demo written in --out before")
-    parser.add_argument("--seed", type=int, default=0, help="dataset and training seed")
-    parser.add_argument("--train-images", type=int, default=600, help="synthetic training images (default 600)")
-    parser.add_argument("--val-images", type=int, default=150, help="synthetic validation images (default 150)")
-    parser.add_argument("--image-size", type=int, default=128, help="synthetic image side (default 128)")
+    parser.add_argument("--seed", type=seed, default=0, help="dataset and training seed")
+    parser.add_argument("--train-images", type=at_least_one, default=600, help="synthetic training images (default 600)")
+    parser.add_argument("--val-images", type=at_least_one, default=150, help="synthetic validation images (default 150)")
+    parser.add_argument("--image-size", type=at_least(SYNTHETIC_MIN_SIZE), default=128, help="synthetic image side (default 128)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the demo preset")
     parser.set_defaults(run=run)
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_training(cfg, run_dir)  # ends with an evaluation of the whole validation split
     train_minutes = (time.time() - started) / 60
 
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, setting="train.device")
     model = load_trained(run_dir / "checkpoints" / "last.pt", device)
     single = DistContext(0, 1, 0, device)
     val = load_split(data, cfg.data.val_split)

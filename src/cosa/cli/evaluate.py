@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from cosa.cli import NETWORKS, at_least_one
+from cosa.cli import NETWORKS, at_least, at_least_one
 from cosa.errors import CosaError
 from cosa.files import write_text_atomically
 from cosa.outputs import check_output_file
@@ -25,7 +25,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "without it a single scale, no flip")
     parser.add_argument("--crf", action="store_true",
                         help="also report both mIoUs after a dense CRF (needs: pip install 'cosa[crf]')")
-    parser.add_argument("--crf-workers", type=int, metavar="N",
+    parser.add_argument("--crf-workers", type=at_least(0), metavar="N",
                         help="processes that run the CRF (default: min(4, CPU cores); 0 or 1: this process); "
                              "the numbers do not depend on it")
     parser.add_argument("--network", choices=NETWORKS, default="assignment", help="which network (default assignment)")

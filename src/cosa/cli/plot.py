@@ -15,7 +15,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "training split has masks), losses.png and miou.png.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR")
-    parser.add_argument("--out", help="output folder (default RUN_DIR/plots)")
+    parser.add_argument("--out", help="output folder, apart from the run's files and its dataset; empty or new "
+                                      "(default RUN_DIR/plots, which a new plot refreshes)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the figures of an earlier plot in --out (only those)")
     parser.set_defaults(run=run)
 
 
@@ -24,6 +27,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not (Path(args.run_dir) / "metrics.jsonl").is_file():
         raise CosaError(f"{args.run_dir}: not a run directory (no metrics.jsonl)")
-    for path in plot_run(args.run_dir, args.out):
+    for path in plot_run(args.run_dir, args.out, args.overwrite):
         print(path)
     return 0

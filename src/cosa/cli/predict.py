@@ -7,8 +7,8 @@ import dataclasses
 from contextlib import nullcontext
 from pathlib import Path
 
-from cosa.cli import NETWORKS
-from cosa.config.schema import Config
+from cosa.cli import NETWORKS, at_least, at_least_one, positive_number
+from cosa.config.schema import MIN_EVAL_SIZE, Config
 from cosa.data import IMAGE_SUFFIXES
 from cosa.errors import CosaError
 from cosa.outputs import OutputFolder
@@ -31,9 +31,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="replace the outputs of an earlier predict in --out and --voc-submission (only those)")
     parser.add_argument("--network", choices=NETWORKS, default="assignment")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--size", type=int, metavar="N", help="network input size N×N (default: eval.size, 448)")
-    parser.add_argument("--scales", type=float, nargs="+", metavar="S",
+    parser.add_argument("--batch-size", type=at_least_one, default=4)
+    parser.add_argument("--size", type=at_least(MIN_EVAL_SIZE), metavar="N", help="network input size N×N (default: eval.size, 448)")
+    parser.add_argument("--scales", type=positive_number, nargs="+", metavar="S",
                         help="input scales whose logits are summed (default: eval.scales, 1.0 0.5 1.5 0.75 1.25)")
     parser.add_argument("--no-flip", action="store_true", help="do not add the flipped images (default: eval.flip)")
     parser.add_argument("--tags", metavar="FILE",
@@ -42,7 +42,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--crf", action="store_true",
                         help="dense CRF on the softmax of the logits, with the checkpoint's eval.crf_params "
                              "(needs: pip install 'cosa[crf]')")
-    parser.add_argument("--crf-workers", type=int, metavar="N",
+    parser.add_argument("--crf-workers", type=at_least(0), metavar="N",
                         help="processes that run the CRF (default: min(4, CPU cores); 0 or 1: this process); "
                              "the masks do not depend on it")
     parser.add_argument("--save-logits", action="store_true",
@@ -78,8 +78,6 @@ def protocol(cfg: Config, args: argparse.Namespace) -> Config:
     """The checkpoint's config with the --size, --scales and --no-flip of the command line."""
     size = cfg.eval.size if args.size is None else args.size
     scales = cfg.eval.scales if args.scales is None else args.scales
-    if size <= 0 or min(scales) <= 0:
-        raise CosaError("--size and --scales must be positive")
     if not set(scales) & set(cfg.method.assignment_scales):
         raise CosaError(f"--scales must include one of the CAM scales {cfg.method.assignment_scales} "
                         "(method.assignment_scales)")
@@ -108,12 +106,12 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging()
     out, voc_submission = output_folders(args)
+    images = collect_images(args.inputs)  # a missing or empty input is told before the model is loaded
     device = resolve_device(args.device)
     model = load_trained(args.checkpoint, device, args.network)
     if args.voc_submission:
         check_voc_classes(model.class_names, args.checkpoint)
     cfg = protocol(model.cfg, args)
-    images = collect_images(args.inputs)
     tags = read_tags(args.tags, model.class_names, [path.stem for path in images]) if args.tags else None
     writer = PredictionWriter(out, args.save_logits, voc_submission)
     with CrfPool(cfg.eval.crf_params, args.crf_workers) if args.crf else nullcontext() as crf_pool:

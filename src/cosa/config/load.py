@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cosa.config.schema import (
-    AMP_MODES, CONTRASTIVE_SPACES, DENSE_FILTERS, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES, Config,
+    AMP_MODES, CONTRASTIVE_SPACES, DENSE_FILTERS, DEVICE_NAMES, MAX_SEED, MIN_EVAL_SIZE, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES,
+    Config, is_device_name,
 )
 from cosa.errors import CosaError
 from cosa.files import write_text_atomically
@@ -35,6 +36,8 @@ def _bundled(kind: str, name: str) -> DictConfig:
 
 
 def _read_yaml(path: Path) -> DictConfig:
+    if path.is_dir():
+        raise CosaError(f"{path}: is a folder, not a YAML config file")
     try:
         loaded = OmegaConf.load(path)
     except FileNotFoundError:
@@ -43,6 +46,8 @@ def _read_yaml(path: Path) -> DictConfig:
         raise CosaError(f"{path}: not a valid YAML config ({' '.join(str(error).split())})") from None
     if not isinstance(loaded, DictConfig):
         raise CosaError(f"{path}: a config file must be a mapping of sections")
+    if not loaded:  # it would silently mean the schema defaults, which no one asks for with a file
+        raise CosaError(f"{path}: the config file is empty (start it with 'base: PRESET', one of {', '.join(PRESETS)})")
     return loaded
 
 
@@ -62,12 +67,37 @@ def _omegaconf_syntax(value: Any, key: str = "") -> tuple[str, str] | None:
     return next((found for name, child in children if (found := _omegaconf_syntax(child, name))), None)
 
 
+def _shape_mismatch(base: DictConfig, update: Mapping, prefix: str = "") -> str | None:
+    """Why ``update`` does not fit the sections of ``base``: a value for a section, or keys for a value.
+
+    OmegaConf would name no key for the first (``method=3``) and a type for the second.
+    Unknown keys are left to the merge, which names them.
+    """
+    for name, value in update.items():
+        key = f"{prefix}{name}"
+        if not isinstance(name, str) or name not in base:
+            continue
+        node = base[name]
+        if isinstance(node, DictConfig):
+            if not isinstance(value, Mapping):
+                return f"config key '{key}' is a section; set its keys (e.g. {key}.KEY=VALUE), not a value"
+            found = _shape_mismatch(node, value, f"{key}.")
+            if found:
+                return found
+        elif isinstance(value, Mapping):
+            return f"config key '{key}' is a value, not a section"
+    return None
+
+
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
     plain = OmegaConf.to_container(update, resolve=False) if isinstance(update, DictConfig) else update
     syntax = _omegaconf_syntax(plain)
     if syntax:
         raise CosaError(f"{source}: config key '{syntax[0]}' is '{syntax[1]}': configs hold plain values, "
                         "not OmegaConf interpolations ('${…}') or missing-value marks ('???')")
+    mismatch = _shape_mismatch(base, plain) if isinstance(plain, Mapping) else None
+    if mismatch:
+        raise CosaError(f"{source}: {mismatch}")
     try:
         return OmegaConf.merge(base, update)
     except OmegaConfBaseException as error:
@@ -252,12 +282,13 @@ def validate(cfg: Config) -> None:
     _require(cfg.train.assignment_amp in ("same", *AMP_MODES), "train.assignment_amp",
              f"must be one of same, {', '.join(AMP_MODES)}")
     _require(cfg.train.nonfinite in NONFINITE_MODES, "train.nonfinite", f"must be one of {', '.join(NONFINITE_MODES)}")
-    _require(cfg.train.device == "auto" or cfg.train.device.split(":")[0] in ("cpu", "cuda"),
-             "train.device", "must be auto, cpu or cuda[:N]")
+    _require(0 <= cfg.train.seed <= MAX_SEED, "train.seed", f"must be in 0..{MAX_SEED}")
+    _require(is_device_name(cfg.train.device), "train.device", f"must be {DEVICE_NAMES}")
     for key in ("log_every", "eval_every", "checkpoint_every"):
         _require(getattr(cfg.train, key) > 0, f"train.{key}", "must be positive")
-    _require(cfg.eval.size >= 16, "eval.size", "must be at least 16")
-    _require(len(cfg.eval.scales) > 0 and min(cfg.eval.scales) > 0, "eval.scales", "must be positive")
+    _require(cfg.eval.size >= MIN_EVAL_SIZE, "eval.size", f"must be at least {MIN_EVAL_SIZE}")
+    _require(len(cfg.eval.scales) > 0 and min(cfg.eval.scales) > 0, "eval.scales",
+             "must be a non-empty list of positive scales")
     _require(0.0 <= cfg.eval.cam_threshold <= 1.0, "eval.cam_threshold", "must be in [0, 1]")
     _require(cfg.eval.batch_size > 0, "eval.batch_size", "must be positive")
     _require(cfg.eval.max_images is None or cfg.eval.max_images > 0, "eval.max_images", "must be positive or null")

@@ -6,6 +6,7 @@ Presets (``presets/*.yaml``) and recipes (``recipes/*.yaml``) only override thes
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -18,6 +19,22 @@ NONFINITE_MODES = ("stop", "skip")
 DENSE_FILTERS = ("released", "gaussian")
 CONTRASTIVE_SPACES = ("cam", "aux_cam", "feature")
 # The paper's techniques: sections of MethodConfig, each with its own `enabled` switch.
+# Seeds feed numpy's generators, which take 0..2**32-1 (a negative seed is a traceback there).
+MAX_SEED = 2**32 - 1
+# The smallest network input side for evaluation and prediction (eval.size, cosa predict --size).
+MIN_EVAL_SIZE = 16
+DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is a device cosa runs on: ``train.device`` and every ``--device``.
+
+    torch accepts more (``cpu:1``, ``mps``, ``meta``), which would be ignored or fail deep inside.
+    """
+    return _DEVICE.fullmatch(name) is not None
+
+
 TECHNIQUES = ("threshold_search", "raw", "contrastive")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cosa.config.schema import DataConfig
 from cosa.data.io import read_image, read_mask
-from cosa.data.layouts import available_splits, detect_layout, load_split, partial_masks_problem
+from cosa.data.layouts import available_splits, dataset_root, detect_layout, load_split, partial_masks_problem
 from cosa.errors import CosaError
 
 # The split that training evaluates on: data.val_split of the schema and of every preset.
@@ -30,9 +30,7 @@ def check_dataset(root: str | Path) -> CheckReport:
     labels is allowed (a background-only image) but may be a forgotten label. A validation split
     with some masks missing is a problem, as it stops training (one without any mask is not).
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise CosaError(f"{root}: dataset directory not found")
+    root = dataset_root(root)
     report = CheckReport(root, detect_layout(root))
     splits = available_splits(root, report.layout)
     if not splits:

@@ -83,6 +83,16 @@ class TrainingViews(Dataset):
         return views
 
 
+def per_process_batch(global_batch: int, world_size: int) -> int:
+    """Each process's share of ``train.batch_size``, the global batch; it must divide evenly.
+
+    ``cosa train`` checks it before it touches the run folder (a refusal then leaves nothing behind).
+    """
+    if global_batch % world_size:
+        raise CosaError(f"train.batch_size={global_batch} must be divisible by the number of processes ({world_size})")
+    return global_batch // world_size
+
+
 class StreamSampler(Sampler[int]):
     """This process's share of global batches ``start_step .. total_steps - 1``.
 
@@ -91,11 +101,7 @@ class StreamSampler(Sampler[int]):
     """
 
     def __init__(self, global_batch: int, rank: int, world_size: int, start_step: int, total_steps: int) -> None:
-        if global_batch % world_size:
-            raise CosaError(
-                f"train.batch_size={global_batch} must be divisible by the number of processes ({world_size})"
-            )
-        self.per_process = global_batch // world_size
+        self.per_process = per_process_batch(global_batch, world_size)
         self.global_batch = global_batch
         self.rank = rank
         self.start_step = start_step

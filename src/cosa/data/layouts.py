@@ -85,16 +85,26 @@ def partial_masks_problem(split: DatasetSplit) -> str | None:
             f"images ({shown}); evaluation needs all of them")
 
 
-def detect_layout(root: Path) -> str:
+def _layout(root: Path) -> str | None:
     if (root / "classes.txt").is_file():
         return "folder"
     if (root / "JPEGImages").is_dir() and ((root / "SegmentationClassAug").is_dir() or (root / "ImageSets").is_dir()):
         return "voc"
     if (root / "SegmentationClass" / "train2014").is_dir() or (root / "SegmentationClass" / "val2014").is_dir():
         return "coco"
+    return None
+
+
+def detect_layout(root: Path) -> str:
+    layout = _layout(root)
+    if layout is not None:
+        return layout
+    # A folder inside a dataset (its images/ or JPEGImages/) given for the dataset: name the root.
+    parent = next((folder for folder in root.resolve().parents if _layout(folder)), None)
+    hint = f" (is the dataset root {parent}?)" if parent is not None else ""
     raise CosaError(
         f"{root}: cannot tell the dataset layout (expected classes.txt for a folder dataset, "
-        "JPEGImages/ + SegmentationClassAug/ for VOC, or SegmentationClass/train2014/ for COCO)"
+        f"JPEGImages/ + SegmentationClassAug/ for VOC, or SegmentationClass/train2014/ for COCO){hint}"
     )
 
 
@@ -107,15 +117,23 @@ def available_splits(root: Path, layout: str) -> list[str]:
     return sorted({"train", "val", *(path.stem for path in root.glob("*.txt"))})
 
 
+def dataset_root(root: str | Path) -> Path:
+    """``root`` as a path, when it is a folder: a dataset root (``--data``, ``cosa data …``) must be one."""
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise CosaError(f"{root}: is a file, not a dataset folder")
+    if not root.is_dir():
+        raise CosaError(f"{root}: dataset directory not found")
+    return root
+
+
 def load_split(root: str | Path, split: str, problems: list[str] | None = None) -> DatasetSplit:
     """Read one split of the dataset at ``root`` (layout detected from its contents).
 
     Bad entries raise :class:`CosaError`; with a ``problems`` list they are recorded there and
     skipped instead, so that ``cosa data check`` can report all of them at once.
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise CosaError(f"{root}: dataset directory not found")
+    root = dataset_root(root)
     layout = detect_layout(root)
     reader = {"folder": _read_folder, "voc": _read_voc, "coco": _read_coco}[layout]
     dataset = reader(root, split, problems)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from cosa.data.classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from cosa.data.io import IGNORE_INDEX, write_mask
-from cosa.data.layouts import _read_list, detect_layout, load_split
+from cosa.data.layouts import _read_list, dataset_root, detect_layout, load_split
 from cosa.errors import CosaError
 
 VOC_SPLITS = ("train_aug", "val")
@@ -66,10 +66,7 @@ class PrepareReport:
 
 
 def _existing_dir(root: str | Path) -> Path:
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise CosaError(f"{root}: dataset directory not found")
-    return root
+    return dataset_root(root)
 
 
 def _examples(names: list[str]) -> str:

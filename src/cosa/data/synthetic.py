@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cosa.config.schema import MAX_SEED
+from cosa.data import SYNTHETIC_MIN_SIZE
 from cosa.data.io import write_mask
 from cosa.errors import CosaError
 from cosa.outputs import OutputFolder
@@ -501,8 +503,10 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
     dataset, which is replaced (:class:`cosa.outputs.OutputFolder`). The same arguments always
     give byte-identical files.
     """
-    if image_size < 32:
-        raise CosaError(f"image_size {image_size}: must be at least 32 pixels")
+    if image_size < SYNTHETIC_MIN_SIZE:
+        raise CosaError(f"image_size {image_size}: must be at least {SYNTHETIC_MIN_SIZE} pixels")
+    if not 0 <= seed <= MAX_SEED:  # numpy's generators take no other seed
+        raise CosaError(f"seed {seed}: must be in 0..{MAX_SEED}")
     if num_train < 1 or num_val < 0:
         raise CosaError(f"num_train {num_train}, num_val {num_val}: need at least one training image, and num_val >= 0")
     folder = OutputFolder(out, "--out", "cosa data synthetic", overwrite)

@@ -39,8 +39,15 @@ def read_torch_file(path: str | Path, allowed_globals: Sequence[Callable | tuple
     containers, that the file may name (``torch.serialization.safe_globals`` entries).
     """
     path = Path(path)
+    if path.is_dir():
+        inside = next((candidate for candidate in (path / "checkpoints" / "last.pt", path / "last.pt")
+                       if candidate.is_file()), None)
+        hint = f" (its last checkpoint is {inside})" if inside else ""
+        raise CosaError(f"{path}: is a folder, not a checkpoint{hint}")
     if not path.is_file():
         raise CosaError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise CosaError(f"{path}: cannot read checkpoint (the file is empty)")
     try:
         allowing = contextlib.nullcontext()
         if allowed_globals:  # safe_globals is torch>=2.5 (name tuples >=2.6): plain loads must not need it

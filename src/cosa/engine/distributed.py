@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from cosa.config.schema import DEVICE_NAMES, is_device_name
 from cosa.errors import CosaError
 
 
@@ -32,15 +33,14 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0, setting: str = "device") -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, setting: str = "--device") -> torch.device:
     """The device ``name`` (auto, cpu, cuda, cuda:N) means here; a missing GPU is an error naming ``setting``."""
+    if not is_device_name(name):
+        raise CosaError(f"{setting}={name}: not a device ({DEVICE_NAMES})")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     resolved = f"cuda:{local_rank}" if name == "cuda" else name
-    try:
-        device = torch.device(resolved)
-    except RuntimeError:
-        raise CosaError(f"{setting}={name}: not a device (auto, cpu, cuda or cuda:N)") from None
+    device = torch.device(resolved)
     if device.type == "cuda" and device.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
         here = f"CUDA devices here: cuda:0..cuda:{count - 1}" if count else "no CUDA device here"

@@ -64,6 +64,9 @@ def read_tags(path: str | Path, class_names: Sequence[str], image_names: Sequenc
             if not reader.fieldnames or not {"image", "labels"} <= set(reader.fieldnames):
                 raise CosaError(f"{path}: header must contain the columns image,labels")
             for line, row in enumerate(reader, start=2):
+                if None in row:  # labels separated by ',': the extra ones would be dropped
+                    raise CosaError(f"{path}:{line}: more fields than the header's {len(row) - 1} "
+                                    "(separate class names with ';')")
                 image = (row["image"] or "").strip()
                 name = Path(image).stem
                 names = [label.strip() for label in (row["labels"] or "").split(";") if label.strip()]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -39,9 +40,12 @@ def claim(run_dir: Path, resume: bool, dist: DistContext) -> Iterator[None]:
     """Hold ``run_dir`` for this run, and release it on every exit (errors, Ctrl-C and SIGTERM too).
 
     Rank 0 locks and checks the folder; every process learns the outcome in one collective, so a
-    refusal ends them all instead of leaving the others waiting for rank 0.
+    refusal ends them all instead of leaving the others waiting for rank 0. A folder that the
+    claim made and that is still empty at the end (the run failed before writing anything: no
+    dataset, an unknown backbone) is removed, so that nothing is left to clear up.
     """
     locked = False
+    made = not run_dir.exists()
     try:
         refusal = None
         if dist.is_main:
@@ -57,6 +61,9 @@ def claim(run_dir: Path, resume: bool, dist: DistContext) -> Iterator[None]:
     finally:
         if locked:
             _unlock(run_dir)
+            if made:
+                with contextlib.suppress(OSError):  # not empty (a file written, another run's lock): kept
+                    run_dir.rmdir()
 
 
 def stored_config(run_dir: Path) -> Config:

@@ -73,6 +73,9 @@ def is_official_checkpoint(payload: Any) -> bool:
 def load_official(path: str | Path) -> dict:
     """The raw contents of an official file, read with ``weights_only=True`` and :data:`OFFICIAL_GLOBALS`."""
     payload = read_torch_file(path, OFFICIAL_GLOBALS)
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        raise CosaError(f"{path}: is a cosa checkpoint already; evaluate, predict and export-pseudo-labels "
+                        "read it as it is")
     if not is_official_checkpoint(payload):
         raise CosaError(f"{path}: not an official CoSA checkpoint (expected a dict whose 'model' entry is a "
                         "state dict of encoder.*, classifier, aux_classifier and decoder tensors)")
