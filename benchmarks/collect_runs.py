@@ -22,6 +22,7 @@ import yaml
 from common import environment
 
 from cosa.config import load_config
+from cosa.config.load import flat_keys
 from cosa.config.schema import TECHNIQUES
 
 METRICS = ("miou_unmasked", "cam_miou", "cpl_precision", "coexistence", "coexistence_cam")
@@ -41,20 +42,10 @@ ADDED_LATER = {"method.contrastive.space": "cam", "method.contrastive.warmup_ite
                "method.contrastive.detach_normalizer": False, "method.contrastive.detach_features": False}
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def differences(config: dict, preset: str) -> list[str]:
     """``key=value`` for each setting of ``config`` (a run's config.yaml) that ``preset`` lacks or sets otherwise."""
-    base = flatten(dataclasses.asdict(load_config(preset, config["method"]["recipe"], None, [])))
-    settings = {**ADDED_LATER, **flatten(config)}
+    base = flat_keys(dataclasses.asdict(load_config(preset, config["method"]["recipe"], None, [])))
+    settings = {**ADDED_LATER, **flat_keys(config)}
     disabled = [f"method.{technique}" for technique in TECHNIQUES if not settings[f"method.{technique}.enabled"]]
     changed = []
     for key, value in sorted(settings.items()):

@@ -59,6 +59,15 @@ def save_untrained_checkpoint(path, class_names, *overrides):
     return path
 
 
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tiny_data, tmp_path_factory):
+    """An untrained checkpoint for the tiny dataset's classes (module-scoped, each module its own)."""
+    from cosa.data.layouts import read_class_names
+
+    return save_untrained_checkpoint(tmp_path_factory.mktemp("checkpoint") / "last.pt",
+                                     read_class_names(tiny_data / "classes.txt"))
+
+
 def run_cli(capsys, *argv):
     """(exit status, stdout, stderr) of ``cosa ARGV``; argparse's refusals exit with status 2 too."""
     try:

@@ -22,9 +22,8 @@ from conftest import TINY_OVERRIDES, assert_one_line_error, run_cli, save_untrai
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_data, tmp_path_factory):
-    return save_untrained_checkpoint(tmp_path_factory.mktemp("checkpoint") / "last.pt",
-                                     read_class_names(tiny_data / "classes.txt"))
+def checkpoint(untrained_checkpoint):
+    return untrained_checkpoint
 
 
 @pytest.fixture

@@ -35,9 +35,8 @@ needs_crf = pytest.mark.skipif(not has_pydensecrf(), reason="the optional crf ex
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_data, tmp_path_factory):
-    return save_untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt",
-                                     read_class_names(tiny_data / "classes.txt"))
+def checkpoint(untrained_checkpoint):
+    return untrained_checkpoint
 
 
 @pytest.fixture

@@ -192,11 +192,12 @@ def save_config(cfg: Config, path: str | Path) -> None:
     write_text_atomically(path, OmegaConf.to_yaml(OmegaConf.create(asdict(cfg))))
 
 
-def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
+def flat_keys(values: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as one level of dotted keys: ``{'train.seed': 0, …}``."""
     flat = {}
     for key, value in values.items():
         if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
+            flat.update(flat_keys(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -208,7 +209,7 @@ def resumed_config(stored: Config, requested: Config, what: str) -> Config:
     Anything else would silently make the rest of the run another experiment than its start:
     a one-line error ``WHAT would change KEY (OLD → NEW), …`` lists every difference.
     """
-    old, new = _flat(asdict(stored)), _flat(asdict(requested))
+    old, new = flat_keys(asdict(stored)), flat_keys(asdict(requested))
     changes = [f"{key} ({old[key]} → {new[key]})" for key in old
                if old[key] != new[key] and not (key == RAISABLE_ON_RESUME and new[key] > old[key])]
     if changes:
