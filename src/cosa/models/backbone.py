@@ -1,9 +1,11 @@
 """Backbones from timm that give a final and an auxiliary feature map (METHOD.md §1).
 
-- Vision transformers: patch tokens reshaped to D×h×w; the final map is the last block after the
-  final LayerNorm, the auxiliary map the output of block ``aux_layer`` without normalisation.
-  The positional embedding is resampled bicubically to the input grid and frozen. Parameter
-  names are timm's, as in the released checkpoints' ``encoder.*``.
+- Vision transformers (timm's ``VisionTransformer``: the original ViT, CLIP, DINOv2 with
+  registers, DeiT-III, SigLIP, ...): patch tokens reshaped to D×h×w, h and w the input size over
+  the model's patch size; the final map is the last block after the final norm, the auxiliary
+  map the output of block ``aux_layer`` without normalisation. The positional embedding is
+  resampled bicubically to the input grid and frozen. Parameter names are timm's, as in the
+  released checkpoints' ``encoder.*``.
 - Any other timm model with ``features_only`` (CNNs): the last feature stage is the final map,
   stage ``aux_layer`` the auxiliary one, with the last stages dilated to ``output_stride``.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import timm
 import torch
-import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -21,15 +23,24 @@ from cosa.models.pretrained import match_state_dict, read_state_dict, resolve_we
 
 
 class ViTBackbone(nn.Module):
+    """A timm ``VisionTransformer`` without its pooling and head: the model's patch embedding,
+    prefix tokens (class and register tokens, those it has), positional embedding, ``norm_pre``,
+    blocks and final norm, under the model's names. Tokens are laid out as the model's
+    ``_pos_embed`` lays them out, with the positional embedding resampled as released."""
+
     def __init__(self, vit: VisionTransformer, aux_layer: int) -> None:
         super().__init__()
         self.patch_embed = vit.patch_embed
-        self.cls_token = vit.cls_token
-        self.pos_embed = vit.pos_embed
+        for name in ("cls_token", "reg_token", "pos_embed"):
+            self.register_parameter(name, getattr(vit, name))
         self.pos_embed.requires_grad_(False)
+        self.norm_pre = vit.norm_pre
         self.blocks = vit.blocks
         self.norm = vit.norm
         self.num_prefix_tokens = vit.num_prefix_tokens
+        # How many prefix tokens have an entry of their own in pos_embed: all of them in the
+        # original ViT and CLIP, none with no_embed_class (DeiT-III, DINOv2) or no class token (SigLIP).
+        self.pos_prefix_tokens = 0 if vit.no_embed_class else vit.num_prefix_tokens
         self.pos_grid = tuple(vit.patch_embed.grid_size)
         self.aux_index = aux_layer % len(vit.blocks)
         self.channels = self.aux_channels = vit.embed_dim
@@ -37,13 +48,14 @@ class ViTBackbone(nn.Module):
         self.stride = self.patch_size[0]
 
     def resampled_pos_embed(self, height: int, width: int) -> torch.Tensor:
-        prefix = self.pos_embed[:, : self.num_prefix_tokens]
-        grid = self.pos_embed[:, self.num_prefix_tokens:]
-        if (height, width) != self.pos_grid:
-            grid = grid.reshape(1, *self.pos_grid, -1).permute(0, 3, 1, 2)
-            grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
-            grid = grid.permute(0, 2, 3, 1).reshape(1, height * width, -1)
-        return torch.cat([prefix, grid], dim=1)
+        # timm's own _pos_embed resamples with antialias=True and cannot be told otherwise; the
+        # released bicubic resampling has no antialiasing, which gives other values both when the
+        # grid shrinks and, through another cubic kernel, when it grows.
+        return resample_abs_pos_embed(
+            self.pos_embed, new_size=[height, width], old_size=list(self.pos_grid),
+            num_prefix_tokens=self.pos_prefix_tokens, interpolation="bicubic", antialias=False,
+            align_corners=False,
+        )
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # As the released ViT's patch convolution does, drop the pixels past the last whole patch
@@ -52,9 +64,15 @@ class ViTBackbone(nn.Module):
         images = images[..., : height - height % self.patch_size[0], : width - width % self.patch_size[1]]
         patches = self.patch_embed(images)  # B×h×w×D
         batch, height, width, dim = patches.shape
-        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), patches.reshape(batch, height * width, dim)], dim=1)
-        tokens = tokens + self.resampled_pos_embed(height, width)
-        aux = tokens
+        patches = patches.reshape(batch, height * width, dim)
+        pos_embed = self.resampled_pos_embed(height, width)
+        # The layout of the model's _pos_embed, which cannot take the resampled embedding.
+        prefix = [token.expand(batch, -1, -1) for token in (self.cls_token, self.reg_token) if token is not None]
+        if self.pos_prefix_tokens:
+            tokens = torch.cat([*prefix, patches], dim=1) + pos_embed
+        else:
+            tokens = torch.cat([*prefix, patches + pos_embed], dim=1)
+        tokens = self.norm_pre(tokens)
         for index, block in enumerate(self.blocks):
             tokens = block(tokens)
             if index == self.aux_index:
@@ -103,6 +121,10 @@ def build_backbone(name: str, pretrained: str, aux_layer: int, output_stride: in
     except RuntimeError as error:
         raise CosaError(f"model.backbone={name}: {error}") from None
     if isinstance(probe, VisionTransformer):
+        if type(probe)._pos_embed is not VisionTransformer._pos_embed or probe.pos_embed is None:
+            raise CosaError(f"model.backbone={name}: {type(probe).__name__} lays out its tokens in its own way "
+                            "(a distillation token, no positional embedding); only the token layouts of "
+                            "timm's VisionTransformer are supported")
         vit = timm.create_model(
             name, pretrained=hub, num_classes=0, dynamic_img_size=True,
             drop_rate=0.0, drop_path_rate=0.0, attn_drop_rate=0.0,
