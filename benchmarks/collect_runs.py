@@ -22,7 +22,7 @@ import yaml
 from common import environment
 
 from cosa.config import load_config
-from cosa.config.load import flat_keys
+from cosa.config.load import REMOVED_KEYS, flat_keys
 from cosa.config.schema import TECHNIQUES
 
 METRICS = ("miou_unmasked", "cam_miou", "cpl_precision", "coexistence", "coexistence_cam")
@@ -35,17 +35,32 @@ REMOVED_DEFAULTS = {
     "method.contrastive.normalizer": "max",
     "method.contrastive.background_pull": False,
 }
-# Settings added during that tuning (detach_positives came back in f311f70): a run made before a
-# key existed had this value.
+# Settings added during that tuning: a run made before a key existed had this value.
 ADDED_LATER = {"method.contrastive.space": "cam", "method.contrastive.warmup_iters": None,
                "method.contrastive.detach_positives": False, "method.contrastive.negative_margin": 0,
                "method.contrastive.detach_normalizer": False, "method.contrastive.detach_features": False}
+# Keys removed since (cosa.config.load.REMOVED_KEYS). At the value of the behaviour that remains
+# one is no difference: every run has that behaviour now. At another value it stays a difference,
+# so such a run is not counted with today's.
+REMOVED_DEFAULTS.update({key: removed.kept for key, removed in REMOVED_KEYS.items()})
+
+
+def filled_in(config: dict) -> dict:
+    """A run's flat settings, with the keys its schema lacked at the values they had then.
+
+    Every schema before the removal of REMOVED_KEYS held ``model.freeze_batchnorm``; a config
+    without it lacks the removed keys because it is newer, and has the behaviour that remains.
+    """
+    settings = flat_keys(config)
+    older = "model.freeze_batchnorm" in settings
+    added = {key: value for key, value in ADDED_LATER.items() if older or key not in REMOVED_KEYS}
+    return {**added, **settings}
 
 
 def differences(config: dict, preset: str) -> list[str]:
     """``key=value`` for each setting of ``config`` (a run's config.yaml) that ``preset`` lacks or sets otherwise."""
     base = flat_keys(dataclasses.asdict(load_config(preset, config["method"]["recipe"], None, [])))
-    settings = {**ADDED_LATER, **flat_keys(config)}
+    settings = filled_in(config)
     disabled = [f"method.{technique}" for technique in TECHNIQUES if not settings[f"method.{technique}.enabled"]]
     changed = []
     for key, value in sorted(settings.items()):

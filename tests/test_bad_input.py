@@ -448,6 +448,85 @@ def checkpoint(tmp_path_factory) -> Path:
     return fake_checkpoint(tmp_path_factory.mktemp("checkpoint") / "last.pt")
 
 
+def with_stored(checkpoint: Path, path: Path, section: str, key: str, value) -> Path:
+    """A copy of ``checkpoint`` at ``path`` whose stored config sets ``section.key`` to ``value``."""
+    payload = torch.load(checkpoint, weights_only=True)
+    node = payload["config"]
+    for name in section.split("."):
+        node = node[name]
+    node[key] = value
+    save_checkpoint(path, payload)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        pytest.param("data", "crop_size", 8, "bad value for config key 'data.crop_size': must be at least 16",
+                     id="invalid-value"),
+        pytest.param("method.raw", "enabled", True, "'method.raw.enabled' is true, but recipe cam-only ignores it",
+                     id="ignored-technique"),
+        pytest.param("method.raw", "mode", "all", "config key 'method.raw.mode' was removed and its value 'all' "
+                     "with it: RAW keeps the CPL's ignore band", id="removed-key"),
+        pytest.param("method.regularizer", "filter", "exact", "config key 'method.regularizer.filter' was removed",
+                     id="older-filter"),
+    ],
+)
+def test_a_checkpoint_whose_config_is_invalid_is_refused_in_one_line(tmp_path, capsys, checkpoint, section, key,
+                                                                     value, message):
+    path = with_stored(checkpoint, tmp_path / "bad.pt", section, key, value)
+    if key == "enabled":
+        with_stored(path, path, "method", "recipe", "cam-only")
+    for command in (["evaluate", "--checkpoint", path, "--data", good_dataset(tmp_path / "ds"), "--split", "train"],
+                    ["predict", "--checkpoint", path, tmp_path / "ds" / "images", "--out", tmp_path / "o"]):
+        line = cli_error(capsys, *command)
+        assert f"{path} (config): " in line and message in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_checkpoint_with_removed_keys_of_the_remaining_behaviour_loads(tmp_path, checkpoint):
+    from cosa.cli.common import load_trained
+
+    path = with_stored(checkpoint, tmp_path / "old.pt", "model", "freeze_batchnorm", False)
+    for section, key, value in [("method.raw", "mode", "confident"), ("method.regularizer", "filter", "released"),
+                                ("method.contrastive", "space", "cam"), ("method.contrastive", "negative_margin", 0),
+                                ("method.contrastive", "detach_features", True), ("method", "cpl_released_resampling",
+                                                                                  True)]:
+        with_stored(path, path, section, key, value)
+    assert load_trained(path, torch.device("cpu")).cfg == load_trained(checkpoint, torch.device("cpu")).cfg
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("model.freeze_batchnorm", "false"), ("method.raw.mode", "all"), ("method.regularizer.filter", "released"),
+    ("method.contrastive.space", "cam"), ("method.contrastive.detach_positives", "true"),
+    ("method.contrastive.detach_features", "false"), ("method.contrastive.detach_normalizer", "true"),
+    ("method.contrastive.negative_margin", "1"), ("method.cpl_released_resampling", "true"),
+])
+def test_train_refuses_a_removed_key_in_a_file_or_override_in_one_line(tmp_path, capsys, key, value):
+    from cosa.config.load import REMOVED_KEYS
+
+    data, out = good_dataset(tmp_path / "ds"), tmp_path / "run"
+    *sections, name = key.split(".")
+    config = tmp_path / "mine.yaml"
+    config.write_text("base: demo\n" + "".join(f"{'  ' * i}{section}:\n" for i, section in enumerate(sections))
+                      + f"{'  ' * len(sections)}{name}: {value}\n")
+    line = cli_error(capsys, "train", "--config", config, "--data", data, "--out", out)
+    assert line == f"cosa: error: {config}: config key '{key}' was removed: {REMOVED_KEYS[key].remains}"
+    line = cli_error(capsys, "train", "--config", "demo", "--data", data, "--out", out, f"{key}={value}")
+    assert line == f"cosa: error: override: config key '{key}' was removed: {REMOVED_KEYS[key].remains}"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("recipe", ["cam-only", "supervised"])
+@pytest.mark.parametrize("technique", ["threshold_search", "raw", "contrastive"])
+def test_train_refuses_a_technique_the_recipe_ignores_in_one_line(tmp_path, capsys, recipe, technique):
+    data, out = good_dataset(tmp_path / "ds"), tmp_path / "run"
+    line = cli_error(capsys, "train", "--config", "demo", "--recipe", recipe, "--data", data, "--out", out,
+                     f"method.{technique}.enabled=true")
+    assert f"config key 'method.{technique}.enabled' is true, but recipe {recipe} ignores it" in line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

@@ -1,10 +1,13 @@
 """Presets, recipes, overrides and one-line errors for bad keys and values."""
 
+from dataclasses import asdict
+
 import pytest
 import yaml
 
 from cosa.config import PRESETS, RECIPES, load_config, save_config
-from cosa.config.load import config_from_dict
+from cosa.config.load import REMOVED_KEYS, config_from_dict, read_saved_config
+from cosa.config.schema import TECHNIQUES
 from cosa.errors import CosaError
 
 
@@ -44,7 +47,7 @@ def test_overrides_and_data_root_apply_last():
         ("train.iterations=0", "train.iterations"),
         ("method.cam_thresholds.low=0.9", "method.cam_thresholds"),
         ("train.amp=fp8", "train.amp"),
-        ("method.raw.mode=soft", "method.raw.mode"),
+        ("method.raw.mode=soft", "config key 'method.raw.mode' was removed"),
         ("noequals", "key=value"),
     ],
 )
@@ -117,3 +120,111 @@ def test_an_empty_config_file_is_refused_not_taken_as_the_defaults(tmp_path):
 def test_a_config_path_that_is_a_folder_is_named_a_folder(tmp_path):
     with pytest.raises(CosaError, match=r": is a folder, not a YAML config file"):
         load_config(str(tmp_path))
+
+
+# --- removed keys ---------------------------------------------------------------------------------
+
+# Each removed key, a value of the remaining behaviour, and a value of a removed one.
+REMOVED = [
+    ("model.freeze_batchnorm", False, True),
+    ("method.cpl_released_resampling", True, False),
+    ("method.regularizer.filter", "released", "gaussian"),
+    ("method.raw.mode", "confident", "all"),
+    ("method.contrastive.space", "cam", "feature"),
+    ("method.contrastive.detach_positives", True, False),
+    ("method.contrastive.detach_features", True, False),
+    ("method.contrastive.detach_normalizer", False, True),
+    ("method.contrastive.negative_margin", 0, 2),
+]
+
+
+def nested(key: str, value) -> dict:
+    *sections, name = key.split(".")
+    result = {name: value}
+    for section in reversed(sections):
+        result = {section: result}
+    return result
+
+
+def test_the_table_of_removed_keys_is_the_one_tested():
+    assert {key for key, _, _ in REMOVED} == set(REMOVED_KEYS)
+
+
+@pytest.mark.parametrize(("key", "kept", "other"), REMOVED, ids=[key for key, _, _ in REMOVED])
+def test_a_removed_key_in_a_config_file_or_override_is_one_line_naming_what_remains(tmp_path, key, kept, other):
+    path = tmp_path / "mine.yaml"
+    for value in (kept, other):  # even the value of the remaining behaviour: the key is gone
+        path.write_text(yaml.safe_dump({"base": "demo", **nested(key, value)}))
+        with pytest.raises(CosaError) as error:
+            load_config(str(path))
+        message = str(error.value)
+        assert message == f"{path}: config key '{key}' was removed: {REMOVED_KEYS[key].remains}"
+        with pytest.raises(CosaError) as error:
+            load_config("demo", "paper", overrides=[f"{key}={yaml.safe_dump(value).splitlines()[0]}"])
+        assert str(error.value) == f"override: config key '{key}' was removed: {REMOVED_KEYS[key].remains}"
+
+
+def stored_with(key: str, value, recipe: str = "paper") -> dict:
+    values = asdict(load_config("demo", recipe))
+    *sections, name = key.split(".")
+    node = values
+    for section in sections:
+        node = node[section]
+    node[name] = value
+    return values
+
+
+@pytest.mark.parametrize(("key", "kept", "other"), REMOVED, ids=[key for key, _, _ in REMOVED])
+def test_a_stored_config_drops_a_removed_key_of_the_remaining_behaviour_and_refuses_another(tmp_path, key, kept,
+                                                                                             other):
+    assert config_from_dict(stored_with(key, kept), "last.pt (config)") == load_config("demo", "paper")
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(stored_with(key, kept)))
+    assert read_saved_config(saved) == load_config("demo", "paper")
+    with pytest.raises(CosaError) as error:
+        config_from_dict(stored_with(key, other), "last.pt (config)")
+    assert str(error.value) == (f"last.pt (config): config key '{key}' was removed and its value {other!r} with it: "
+                                f"{REMOVED_KEYS[key].remains}")
+
+
+@pytest.mark.parametrize("value", ["auto", "exact", "lattice"])
+def test_the_filters_of_older_files_are_named_removed(value):
+    with pytest.raises(CosaError, match=r"config key 'method.regularizer.filter' was removed and its value "
+                                        rf"'{value}' with it: L_reg filters with the released permutohedral"):
+        config_from_dict(stored_with("method.regularizer.filter", value), "old.pt (config)")
+
+
+def test_a_stored_config_is_validated_like_a_users():
+    values = stored_with("data.crop_size", 8)
+    with pytest.raises(CosaError, match=r"bad value for config key 'data.crop_size': must be at least 16"):
+        config_from_dict(values, "last.pt (config)")
+    values = stored_with("method.raw.enabled", True, recipe="cam-only")
+    with pytest.raises(CosaError, match=r"'method.raw.enabled' is true, but recipe cam-only ignores it"):
+        config_from_dict(values, "last.pt (config)")
+
+
+# --- techniques a recipe ignores -------------------------------------------------------------------
+
+@pytest.mark.parametrize("recipe", ["cam-only", "supervised"])
+@pytest.mark.parametrize("technique", TECHNIQUES)
+def test_a_technique_the_recipe_ignores_is_refused(recipe, technique):
+    with pytest.raises(CosaError) as error:
+        load_config("demo", recipe, overrides=[f"method.{technique}.enabled=true"])
+    assert str(error.value) == (f"config key 'method.{technique}.enabled' is true, but recipe {recipe} ignores it: "
+                                "it trains without pseudo-labels, which the techniques act on (recipes release "
+                                "and paper use them)")
+    assert not getattr(load_config("demo", recipe, overrides=[f"method.{technique}.enabled=false"]).method,
+                       technique).enabled
+
+
+@pytest.mark.parametrize("recipe", ["release", "paper"])
+@pytest.mark.parametrize("technique", TECHNIQUES)
+def test_the_pseudo_label_recipes_take_each_technique(recipe, technique):
+    cfg = load_config("demo", recipe, overrides=[f"method.{technique}.enabled=true"])
+    assert getattr(cfg.method, technique).enabled
+
+
+def test_the_paper_recipe_switches_on_every_technique_and_the_demo_delays_l_csc():
+    paper = load_config("demo", "paper").method
+    assert all(getattr(paper, technique).enabled for technique in TECHNIQUES)
+    assert paper.contrastive.warmup_iters == 200 and paper.loss_warmup_iters == 75

@@ -79,13 +79,6 @@ def test_network_outputs_and_classification_by_global_max_pooling():
                if any(p is h for h in heads))
 
 
-def test_frozen_batchnorm_stays_in_eval_mode():
-    cfg = ModelConfig(backbone="mobilenetv2_050", pretrained="none", aux_layer=-2, freeze_batchnorm=True)
-    net = build_network(cfg, num_classes=2).train()
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert norms and not any(m.training for m in norms) and net.decoder.training
-
-
 def test_torchvision_mobilenet_weights_load_by_position(tmp_path):
     torch.manual_seed(0)
     reference = torchvision.models.mobilenet_v2().eval()

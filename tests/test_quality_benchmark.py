@@ -32,13 +32,13 @@ def finished(root: Path, recipe: str, overrides: list[str], quality) -> Path:
 
 
 def test_settings_of_a_technique_that_is_off_do_not_force_a_new_run(tmp_path, quality):
-    # Made when RAW's default mode was "all", with RAW off: the same training as today's release.
-    run = finished(tmp_path, "release", ["method.raw.mode=all", "train.seed=0"], quality)
+    # RAW off: its temperature does not change the training, which is today's release.
+    run = finished(tmp_path, "release", ["method.raw.temperature=0.5", "train.seed=0"], quality)
     assert quality.finished_run(run, load_config("demo", "release", str(tmp_path), ["train.seed=0"])) is not None
 
 
 def test_a_setting_that_changes_the_training_forces_a_new_run(tmp_path, quality):
-    run = finished(tmp_path, "release", ["method.raw.enabled=true", "method.raw.mode=all", "train.seed=0"], quality)
+    run = finished(tmp_path, "release", ["method.raw.enabled=true", "method.raw.temperature=0.5", "train.seed=0"], quality)
     now = load_config("demo", "release", str(tmp_path), ["method.raw.enabled=true", "train.seed=0"])
     assert quality.finished_run(run, now) is None
     assert quality.finished_run(run, load_config("demo", "release", str(tmp_path), ["train.seed=1"])) is None

@@ -176,11 +176,10 @@ def lreg_inputs(arrays: dict[str, np.ndarray], case: str) -> tuple[torch.Tensor,
 
 @pytest.mark.parametrize("case", ["small", "voc"])
 def test_dense_energy_loss_has_the_released_size(released_lreg, case):
-    regularizer = load_config("voc", "release").method.regularizer
     sigma_rgb, sigma_xy, scale, weight = released_lreg[f"{case}_params"].tolist()
     images, probs, roi, cpl = lreg_inputs(released_lreg, case)
     loss = dense_energy_loss(images, probs, roi, cpl, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy, scale=scale,
-                             weight=weight, method=regularizer.filter)
+                             weight=weight)
     assert float(loss) == pytest.approx(float(released_lreg[f"{case}_loss"]), rel=0.01)
 
 
@@ -191,8 +190,7 @@ def test_dense_filter_is_the_released_lattice(released_lreg):
     small_probs = F.interpolate(probs, scale_factor=scale, mode="bilinear", align_corners=False,
                                 recompute_scale_factor=True)
     small_roi = F.interpolate(roi[:, None], scale_factor=scale, mode="nearest", recompute_scale_factor=True)
-    method = load_config("voc", "release").method.regularizer.filter
     for b, expected in enumerate(released_lreg["small_filtered"]):
-        filtered = dense_filter(small[b], small_probs[b] * small_roi[b], sigma_rgb, sigma_xy * scale, method)
+        filtered = dense_filter(small[b], small_probs[b] * small_roi[b], sigma_rgb, sigma_xy * scale)
         error = float((filtered - tensor(expected)).norm() / np.linalg.norm(expected))
         assert error < 0.01

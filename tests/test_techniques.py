@@ -15,7 +15,6 @@ from cosa.method.losses import (
     balanced_segmentation_loss,
     contrastive_separation_loss,
     hard_segmentation_labels,
-    prototype_separation_loss,
 )
 from cosa.method.pseudo_labels import reliability_weighted_labels
 from cosa.method.thresholds import CplThresholds, Histogram, ThresholdSearch, fit_mixture, mixture_thresholds
@@ -110,29 +109,30 @@ def raw_weight(score: float, middle: float, temperature: float = 0.1) -> float:
 
 def test_raw_weights_at_hand_computed_points():
     middle = (0.7 + 0.25) / 2
-    scores = [middle, 1.0, 0.0, 0.6]
-    cams = torch.tensor([[scores]]).view(1, 1, 1, 4).repeat(1, 2, 1, 1)
+    scores = [middle, 1.0, 0.0, 0.6, 0.8, 0.2]
+    cams = torch.tensor([[scores]]).view(1, 1, 1, 6).repeat(1, 2, 1, 1)
     cams[:, 1] = 0.0  # the second class is absent
     labels = torch.tensor([[1.0, 0.0]])
-    inside = torch.ones(1, 1, 4, dtype=torch.bool)
+    inside = torch.ones(1, 1, 6, dtype=torch.bool)
     target, weights = reliability_weighted_labels(cams, labels, inside, 0.7, 0.25, 0.1, 1.0)
-    assert target.tolist() == [[[0, 1, 0, 1]]]  # ties go to background; never the absent class
-    expected = [raw_weight(s, middle) for s in scores]
-    assert expected[0] == pytest.approx(0.0, abs=1e-9) and expected[1] > 0.9
+    # The band between δ_l and δ_h (middle, 0.6) stays ignore; never the absent class.
+    assert target.tolist() == [[[IGNORE, 1, 0, IGNORE, 1, 0]]]
+    expected = [0.0 if 0.25 <= s <= 0.7 else raw_weight(s, middle) for s in scores]
+    assert expected[1] > 0.9 and 0 < expected[4] < expected[1]
     assert weights[0, 0].tolist() == pytest.approx(expected, abs=1e-5)
     squared = reliability_weighted_labels(cams, labels, inside, 0.7, 0.25, 0.1, 2.0)[1]
     assert squared[0, 0].tolist() == pytest.approx([w * w for w in expected], abs=1e-5)
 
 
-def test_raw_ignores_outside_the_box_and_optionally_the_band():
+def test_raw_ignores_outside_the_box_and_the_band():
     cams = torch.tensor([0.1, 0.5, 0.9, 0.9]).view(1, 1, 1, 4)
     labels = torch.ones(1, 1)
     inside = torch.tensor([[[True, True, True, False]]])
-    target, weights = reliability_weighted_labels(cams, labels, inside, 0.7, 0.25, 0.1, 1.0, keep_ignore_band=True)
+    target, weights = reliability_weighted_labels(cams, labels, inside, 0.7, 0.25, 0.1, 1.0)
     assert target.tolist() == [[[0, IGNORE, 1, IGNORE]]]
     assert weights[0, 0, 1] == 0 and weights[0, 0, 3] == 0 and weights[0, 0, 0] > 0 and weights[0, 0, 2] > 0
     no_tags = reliability_weighted_labels(cams, torch.zeros(1, 1), inside, 0.7, 0.25, 0.1, 1.0)
-    assert no_tags[0].tolist() == [[[0, 0, 0, IGNORE]]] and no_tags[1][0, 0, :3].tolist() == [1.0, 1.0, 1.0]
+    assert no_tags[0].tolist() == [[[0, IGNORE, 0, IGNORE]]] and no_tags[1][0, 0, [0, 2]].tolist() == [1.0, 1.0]
 
 
 def test_weighted_balanced_loss_divides_by_counts_not_weights():
@@ -167,41 +167,25 @@ def test_contrastive_separation_falls_as_the_class_leaves_the_background():
     assert values == sorted(values, reverse=True) and values[0] > values[-1] + 1
 
 
-def test_contrastive_separation_with_detached_positives_only_pushes_the_background_down():
-    # Class pixels at 3 (the maximum) and 1, background at 2 and 0.5: k = 2 negatives.
+def test_contrastive_separation_only_pushes_the_background_down():
+    # Class pixels at 3 (the maximum) and 1, background at 2 and 0.5: k = 2 negatives. The class
+    # pixels' scores are constants: the weak class pixel is not lifted, only through M̂'s
+    # normalisation does the peak take a gradient.
     spl = torch.tensor([[[1, 1, 0, 0]]])
-    values, grads = {}, {}
-    for detach in (False, True):
-        cam = torch.tensor([3.0, 1.0, 2.0, 0.5]).view(1, 1, 1, 4).requires_grad_()
-        loss = contrastive_separation_loss(cam, spl, torch.ones(1, 1), 0.3, detach_positives=detach)
-        loss.backward()
-        values[detach], grads[detach] = float(loss), cam.grad.flatten()
-    assert values[True] == pytest.approx(values[False])
-    assert grads[False][1] < 0  # the full form lifts the weak class pixel ...
-    assert grads[True][1] == 0  # ... the detached one leaves it alone
-    assert grads[True][2] > 0 and grads[True][3] > 0  # and still pushes the background down
+    cam = torch.tensor([3.0, 1.0, 2.0, 0.5]).view(1, 1, 1, 4).requires_grad_()
+    loss = contrastive_separation_loss(cam, spl, torch.ones(1, 1), 0.3)
+    loss.backward()
+    grad = cam.grad.flatten()
+    assert grad[1] == 0  # the weak class pixel is left alone
+    assert grad[2] > 0 and grad[3] > 0  # the background is pushed down
+    assert grad[0] < 0  # the normaliser (the class's peak) keeps its gradient
+    scores = torch.tensor([3.0, 1.0, 2.0, 0.5]) / 3.00001 / 0.3
+    negatives = torch.logsumexp(scores[2:], 0)
+    expected = sum(float(torch.logaddexp(scores[i], negatives) - scores[i]) for i in (0, 1)) / 2
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
 
 
-def test_contrastive_separation_with_a_detached_normalizer_cannot_raise_the_peak():
-    # Class pixels detached, the peak (3) is a class pixel: through M̂'s division the loss would
-    # lower the background by raising the peak; with the normaliser detached only the background
-    # moves. Same value either way: the scores are the same numbers.
-    spl = torch.tensor([[[1, 1, 0, 0]]])
-    values, grads = {}, {}
-    for detach in (False, True):
-        cam = torch.tensor([3.0, 1.0, 2.0, 0.5]).view(1, 1, 1, 4).requires_grad_()
-        loss = contrastive_separation_loss(cam, spl, torch.ones(1, 1), 0.3, detach_positives=True,
-                                           detach_normalizer=detach)
-        loss.backward()
-        values[detach], grads[detach] = float(loss), cam.grad.flatten()
-    assert values[True] == pytest.approx(values[False])
-    assert grads[False][0] < 0  # the peak is pushed up ...
-    assert grads[True][0] == 0  # ... unless the normaliser is a constant
-    assert torch.allclose(grads[True][2:], grads[False][2:])  # the background's push is the same
-
-
-@pytest.mark.parametrize("detach_features", [False, True])
-def test_contrastive_separation_can_leave_the_encoder_features_alone(detach_features):
+def test_contrastive_separation_trains_the_classifier_not_the_features():
     torch.manual_seed(0)
     network = torch.nn.Module()
     network.classifier = torch.nn.Conv2d(4, 1, 1, bias=False)
@@ -211,36 +195,13 @@ def test_contrastive_separation_can_leave_the_encoder_features_alone(detach_feat
     spl = torch.zeros(1, 2, 3, 3)
     spl[0, 1, 1, 1] = 1.0  # class 1 in the centre, background around it
     spl[0, 0] = 1.0 - spl[0, 1]
-    cfg = MethodConfig(recipe="release")
-    cfg.contrastive.detach_features = detach_features
-    CoSAObjective(cfg).contrastive_separation(network, output, spl, torch.ones(1, 1)).backward()
-    assert network.classifier.weight.grad.abs().sum() > 0  # W learns either way ...
-    assert (features.grad is None) == detach_features  # ... the features only without the switch
-
-
-def test_contrastive_separation_in_aux_cam_space_shapes_the_auxiliary_cam_only():
-    spl = torch.zeros(1, 2, 3, 3)
-    spl[0, 1, 1, 1] = 1.0
-    spl[0, 0] = 1.0 - spl[0, 1]
-    cam, aux_cam = torch.rand(1, 1, 3, 3, requires_grad=True), torch.rand(1, 1, 3, 3, requires_grad=True)
-    output = NetworkOutput(cam=cam, aux_cam=aux_cam, logits=None, aux_logits=None, seg=None)
-    cfg = MethodConfig(recipe="release")
-    cfg.contrastive.space = "aux_cam"
-    loss = CoSAObjective(cfg).contrastive_separation(None, output, spl, torch.ones(1, 1))
+    loss = CoSAObjective(MethodConfig(recipe="paper")).contrastive_separation(network, output, spl, torch.ones(1, 1))
     loss.backward()
+    assert network.classifier.weight.grad.abs().sum() > 0  # W learns ...
+    assert features.grad is None  # ... the encoder features do not: L_csc reads W ∗ sg(F)
     hard = hard_segmentation_labels(spl, (3, 3), 0.5)
-    expected = contrastive_separation_loss(aux_cam.detach(), hard, torch.ones(1, 1), cfg.contrastive.temperature)
-    assert float(loss) == pytest.approx(float(expected)) and cam.grad is None and aux_cam.grad.abs().sum() > 0
-
-
-def test_contrastive_separation_margin_skips_the_objects_border():
-    # The class pixel (M̂ 1) has its border at M̂ 0.9 and context two cells away at 0.5: k = 1, so
-    # the one negative is the border without a margin and the context with a margin of one cell.
-    cam = torch.tensor([3.0, 2.7, 0.0, 1.5, 0.0]).view(1, 1, 1, 5)
-    spl = torch.tensor([[[1, 0, 0, 0, 0]]])
-    losses = [float(contrastive_separation_loss(cam, spl, torch.ones(1, 1), 0.1, negative_margin=m)) for m in (0, 1)]
-    assert losses[0] == pytest.approx(-math.log(math.exp(10) / (math.exp(10) + math.exp(9))), rel=1e-4)
-    assert losses[1] == pytest.approx(-math.log(math.exp(10) / (math.exp(10) + math.exp(5))), rel=1e-4)
+    expected = contrastive_separation_loss(output.cam.detach(), hard, torch.ones(1, 1), 0.3)
+    assert float(loss) == pytest.approx(float(expected))  # on the final CAM, not the auxiliary one
 
 
 def test_contrastive_separation_uses_present_classes_and_survives_missing_background():
@@ -251,46 +212,6 @@ def test_contrastive_separation_uses_present_classes_and_survives_missing_backgr
     loss = contrastive_separation_loss(cam, spl, labels, 0.1)
     loss.backward()
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6) and torch.isfinite(cam.grad).all()
-
-
-def test_prototype_separation_at_a_hand_computed_point():
-    # Features on the unit circle: background pixels at 0° and 90° (prototype at 45°), one class
-    # pixel at 180° (its own prototype). Its similarities: 1 to p_c and −cos 45° to p_0.
-    angles = torch.tensor([0.0, math.pi / 2, math.pi])
-    features = torch.stack([angles.cos(), angles.sin()]).view(1, 2, 1, 3)
-    spl = torch.tensor([[[0, 0, 1]]])
-    loss = prototype_separation_loss(features, spl, torch.ones(1, 1), temperature=0.1)
-    expected = -math.log(math.exp(10) / (math.exp(10) + math.exp(-10 * math.cos(math.pi / 4))))
-    assert float(loss) == pytest.approx(expected, rel=1e-4)
-
-
-def test_prototype_separation_falls_as_class_features_leave_the_background():
-    # Background features near e1; the class's turn from e1 (indistinguishable) to e0 (orthogonal).
-    generator = torch.Generator().manual_seed(0)
-    spl = torch.zeros(1, 6, 6, dtype=torch.long)
-    spl[0, 1:4, 1:4] = 1
-    spl[0, 5, 5] = IGNORE
-    noise = 0.05 * torch.randn(1, 8, 6, 6, generator=generator)
-    e0, e1 = torch.eye(8)[0].view(1, 8, 1, 1), torch.eye(8)[1].view(1, 8, 1, 1)
-    is_class = (spl == 1).float()[:, None]
-    values = []
-    for angle in (0.0, 0.3, 0.8, math.pi / 2):
-        turned = math.cos(angle) * e1 + math.sin(angle) * e0
-        features = noise + is_class * turned + (1 - is_class) * e1
-        values.append(float(prototype_separation_loss(features, spl, torch.ones(1, 1), 0.1)))
-    assert values[0] == pytest.approx(math.log(2), abs=0.05)
-    assert values == sorted(values, reverse=True) and values[-1] < 0.01
-
-
-def test_prototype_separation_uses_present_classes_and_needs_background():
-    features = torch.randn(2, 4, 3, 3, requires_grad=True)
-    spl = torch.ones(2, 3, 3, dtype=torch.long)  # image 0: class 1 only, no background
-    spl[1, 0] = 0
-    spl[1, 1:] = 2
-    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # image 1's class 2 is not a tag
-    loss = prototype_separation_loss(features, spl, labels, 0.1)
-    loss.backward()
-    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6) and torch.isfinite(features.grad).all()
 
 
 def test_pseudo_label_losses_count_from_the_step_after_the_warm_up_as_released():

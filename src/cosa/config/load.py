@@ -8,7 +8,7 @@ Unknown keys, values of the wrong type and OmegaConf syntax (``${…}``, ``???``
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cosa.config.schema import (
-    AMP_MODES, CONTRASTIVE_SPACES, DENSE_FILTERS, DEVICE_NAMES, MAX_SEED, MIN_EVAL_SIZE, NONFINITE_MODES, RAW_MODES, RECIPE_NAMES,
+    AMP_MODES, DEVICE_NAMES, MAX_SEED, MIN_EVAL_SIZE, NONFINITE_MODES, PSEUDO_LABEL_RECIPES, RECIPE_NAMES, TECHNIQUES,
     Config, is_device_name,
 )
 from cosa.errors import CosaError
@@ -28,6 +28,64 @@ RECIPES = RECIPE_NAMES
 _BASE_KEY = "base"  # a config file may start from a preset: ``base: voc``
 # The one value a resumed run may change: more iterations continue a run for longer.
 RAISABLE_ON_RESUME = "train.iterations"
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A config key that no longer exists: ``kept`` is its value that meant the behaviour that
+    remains, ``remains`` says what that behaviour is."""
+
+    kept: Any
+    remains: str
+
+
+# Keys of earlier schemas. A user's file or override naming one is refused, naming what remains.
+# A stored config (a run's config.yaml, a checkpoint) holds every key of the schema it was written
+# with: there a removed key at its ``kept`` value is dropped, so runs of the remaining behaviour
+# still load, and any other value is refused the same way (the code for it is gone).
+REMOVED_KEYS: dict[str, Removed] = {
+    "model.freeze_batchnorm": Removed(False, "BatchNorm layers train with the online network"),
+    "method.cpl_released_resampling": Removed(True, "the CPL is always the released resampling"),
+    "method.regularizer.filter": Removed("released", "L_reg filters with the released permutohedral lattice"),
+    "method.raw.mode": Removed("confident", "RAW keeps the CPL's ignore band and weights the labelled pixels"),
+    "method.contrastive.space": Removed("cam", "L_csc has one form, on the CAM"),
+    "method.contrastive.detach_positives": Removed(True, "L_csc holds the class pixels' scores constant"),
+    "method.contrastive.detach_features": Removed(True, "L_csc reads W ∗ sg(F) and trains the classifier W only"),
+    "method.contrastive.detach_normalizer": Removed(False, "L_csc keeps the gradient of each class map's maximum"),
+    "method.contrastive.negative_margin": Removed(0, "every background pixel is a negative of L_csc"),
+}
+
+
+def _is_kept(removed: Removed, value: Any) -> bool:
+    return value == removed.kept and isinstance(value, bool) == isinstance(removed.kept, bool)
+
+
+def _without_removed_keys(values: Mapping, source: str, stored: bool) -> Mapping:
+    """``values`` without the keys of :data:`REMOVED_KEYS` that may be dropped (see there); a
+    one-line error for any other. ``stored``: a config written by cosa, not by the user."""
+    flat = flat_keys(values) if isinstance(values, dict) else {}
+    found = [key for key in flat if key in REMOVED_KEYS]
+    for key in found:
+        removed = REMOVED_KEYS[key]
+        if not stored:
+            raise CosaError(f"{source}: config key '{key}' was removed: {removed.remains}")
+        if not _is_kept(removed, flat[key]):
+            raise CosaError(f"{source}: config key '{key}' was removed and its value {flat[key]!r} with it: "
+                            f"{removed.remains}")
+    if not found:
+        return values
+    return _nested({key: value for key, value in flat.items() if key not in found})
+
+
+def _nested(flat: Mapping[str, Any]) -> dict:
+    nested: dict = {}
+    for key, value in flat.items():
+        *sections, name = key.split(".")
+        node = nested
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = value
+    return nested
 
 
 def _bundled(kind: str, name: str) -> DictConfig:
@@ -89,8 +147,11 @@ def _shape_mismatch(base: DictConfig, update: Mapping, prefix: str = "") -> str 
     return None
 
 
-def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+def _merge(base: DictConfig, update: Any, source: str, stored: bool = False) -> DictConfig:
     plain = OmegaConf.to_container(update, resolve=False) if isinstance(update, DictConfig) else update
+    cleaned = _without_removed_keys(plain, source, stored)
+    if cleaned is not plain:
+        update = plain = cleaned
     syntax = _omegaconf_syntax(plain)
     if syntax:
         raise CosaError(f"{source}: config key '{syntax[0]}' is '{syntax[1]}': configs hold plain values, "
@@ -179,8 +240,15 @@ def _validated(merged: DictConfig) -> Config:
 
 
 def config_from_dict(values: Mapping, source: str) -> Config:
-    """Rebuild a :class:`Config` saved as a plain dict (in a checkpoint or config.yaml), validated."""
-    return _validated(_merge(OmegaConf.structured(Config), values, source))
+    """Rebuild a :class:`Config` saved as a plain dict (in a checkpoint or config.yaml), validated
+    like a user's: removed keys at the value of the remaining behaviour are dropped (REMOVED_KEYS)."""
+    if isinstance(values, DictConfig):
+        values = OmegaConf.to_container(values, resolve=False)
+    merged = _merge(OmegaConf.structured(Config), values, source, stored=True)
+    try:
+        return _validated(merged)
+    except CosaError as error:  # the values come from one file: name it
+        raise CosaError(f"{source}: {error}") from None
 
 
 def read_saved_config(path: Path) -> Config:
@@ -224,8 +292,16 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Range checks the schema's types cannot express."""
+    """Range checks the schema's types cannot express, and switches the recipe would ignore."""
     _require(cfg.method.recipe in RECIPES, "method.recipe", f"must be one of {', '.join(RECIPES)}")
+    if cfg.method.recipe not in PSEUDO_LABEL_RECIPES:
+        # The techniques act on the pseudo-labels, which only these recipes train with: a switch
+        # left on would silently do nothing.
+        for technique in TECHNIQUES:
+            if getattr(cfg.method, technique).enabled:
+                raise CosaError(f"config key 'method.{technique}.enabled' is true, but recipe {cfg.method.recipe} "
+                                f"ignores it: it trains without pseudo-labels, which the techniques act on "
+                                f"(recipes {' and '.join(PSEUDO_LABEL_RECIPES)} use them)")
     _require(cfg.data.crop_size >= 16, "data.crop_size", "must be at least 16")
     scale_range = cfg.data.scale_range
     _require(len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[-1], "data.scale_range",
@@ -248,11 +324,8 @@ def validate(cfg: Config) -> None:
     _require(0.0 <= search.momentum < 1.0, "method.threshold_search.momentum", "must be in [0, 1)")
     _require(search.tolerance > 0 and search.max_em_steps >= 1, "method.threshold_search",
              "needs tolerance > 0 and max_em_steps >= 1")
-    _require(cfg.method.raw.mode in RAW_MODES, "method.raw.mode", f"must be one of {', '.join(RAW_MODES)}")
     _require(cfg.method.raw.temperature > 0, "method.raw.temperature", "must be positive")
     _require(cfg.method.raw.power > 0, "method.raw.power", "must be positive")
-    _require(cfg.method.contrastive.space in CONTRASTIVE_SPACES, "method.contrastive.space",
-             f"must be one of {', '.join(CONTRASTIVE_SPACES)}")
     _require(cfg.method.contrastive.temperature > 0, "method.contrastive.temperature", "must be positive")
     _require(0.0 <= cfg.method.contrastive.spl_confidence <= 1.0, "method.contrastive.spl_confidence",
              "must be in [0, 1]")
@@ -264,10 +337,7 @@ def validate(cfg: Config) -> None:
         _require(getattr(cfg.method.regularizer, key) > 0, f"method.regularizer.{key}", "must be positive")
     for key in ("c2s_weight", "s2c_weight", "reg_weight", "supervised_weight"):
         _require(getattr(cfg.method, key) >= 0, f"method.{key}", "must be >= 0")
-    _require(cfg.method.regularizer.filter in DENSE_FILTERS, "method.regularizer.filter",
-             f"must be one of {', '.join(DENSE_FILTERS)}")
     _require(cfg.method.regularizer.energy_weight >= 0, "method.regularizer.energy_weight", "must be >= 0")
-    _require(cfg.method.contrastive.negative_margin >= 0, "method.contrastive.negative_margin", "must be >= 0")
     _require(cfg.method.contrastive.weight >= 0, "method.contrastive.weight", "must be >= 0")
     _require(cfg.method.contrastive.warmup_iters is None or cfg.method.contrastive.warmup_iters >= 0,
              "method.contrastive.warmup_iters", "must be >= 0 (or null: method.loss_warmup_iters)")

@@ -11,14 +11,10 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 RECIPE_NAMES = ("release", "paper", "cam-only", "supervised")
-RAW_MODES = ("all", "confident")
 # Recipes whose segmentation learns from the assignment network's pseudo-labels.
 PSEUDO_LABEL_RECIPES = ("release", "paper")
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_MODES = ("stop", "skip")
-DENSE_FILTERS = ("released", "gaussian")
-CONTRASTIVE_SPACES = ("cam", "aux_cam", "feature")
-# The paper's techniques: sections of MethodConfig, each with its own `enabled` switch.
 # Seeds feed numpy's generators, which take 0..2**32-1 (a negative seed is a traceback there).
 MAX_SEED = 2**32 - 1
 # The smallest network input side for evaluation and prediction (eval.size, cosa predict --size).
@@ -35,6 +31,8 @@ def is_device_name(name: str) -> bool:
     return _DEVICE.fullmatch(name) is not None
 
 
+# The paper's techniques: sections of MethodConfig, each with its own `enabled` switch. Only the
+# pseudo-label recipes read them; the others refuse them switched on (config.load.validate).
 TECHNIQUES = ("threshold_search", "raw", "contrastive")
 
 
@@ -59,8 +57,6 @@ class ModelConfig:
     aux_layer: int = -3
     # CNN backbones only: dilate the last stages to keep this stride.
     output_stride: int = 16
-    # CNN backbones only: keep BatchNorm statistics frozen (eval mode) in the online network.
-    freeze_batchnorm: bool = False
     decoder_channels: int = 512
     decoder_dilation: int = 5
 
@@ -77,11 +73,9 @@ class RegularizerConfig:
     # In crop pixels; the loss runs at ``scale`` resolution where it becomes sigma_xy·scale.
     sigma_xy: float = 100.0
     scale: float = 0.5
+    # For the released permutohedral lattice's sums (about 0.6 of the exact Gaussian's), the one
+    # filter L_reg uses (method/dense_energy.py).
     energy_weight: float = 1e-7
-    # The filter Σ_j K(i,j)·v(j): ``released``, the released permutohedral lattice (its sums about
-    # 0.6 of the Gaussian's, the scale the released energy_weight was chosen for), or ``gaussian``,
-    # the exact Gaussian sums (L_reg about 1.6× larger). docs/method.md.
-    filter: str = "released"
 
 
 @dataclass
@@ -99,47 +93,36 @@ class ThresholdSearchConfig:
 
 @dataclass
 class RawConfig:
-    """Reliability-based adaptive weighting of the CPL (METHOD.md §7.2, a reconstruction)."""
+    """Reliability-based adaptive weighting of the CPL, a reconstruction (method/pseudo_labels.py).
+
+    Pixels between δ_l and δ_h stay ignore, as in the CPL; RAW weights the labelled ones by how
+    clearly one choice dominates. Labelling the band too shrank objects (docs/method.md).
+    """
 
     enabled: bool = False
-    # all: every in-box pixel gets a label and a weight (METHOD.md's main form); confident: keep
-    # the ignore band and weight the labelled pixels. confident is the default because "all"
-    # shrank objects on the tuning data (docs/method.md).
-    mode: str = "confident"
     temperature: float = 0.1  # τ_r
     power: float = 1.0  # β
 
 
 @dataclass
 class ContrastiveConfig:
-    """Contrastive separation in CAMs, L_csc (METHOD.md §7.3, a reconstruction)."""
+    """Contrastive separation in CAMs, L_csc, a reconstruction (method/losses.py).
+
+    Each present class's CAM is contrasted against its hardest background pixels, every
+    background pixel of the hard SPL a candidate. It reads W ∗ sg(F): L_csc trains the classifier
+    W alone, not the encoder features the segmentation decoder also reads (through them it cost
+    the segmentation mIoU). The class pixels' scores are constants, so it pushes the background
+    down instead of also lifting the class over its SPL region; each class map's maximum, which
+    M̂ divides by, keeps its gradient (held constant, L_csc stopped lowering coexistence).
+    """
 
     enabled: bool = False
-    # cam: each class CAM contrasted against its hardest background pixels (METHOD.md §7.3's
-    # formula); aux_cam: the same on the auxiliary CAM A^a, whose layer the decoder does not read;
-    # feature: pixel features pulled to their SPL class prototype, pushed from the
-    # background's. The default, the CAM form with detached class pixels and features, τ_c 0.3
-    # and λ_csc 0.3 (METHOD.md: 0.1 and 0.1), lowered coexistence on the tuning data without
-    # costing the segmentation (docs/method.md).
-    space: str = "cam"
     weight: float = 0.3  # λ_csc
     temperature: float = 0.3  # τ_c
     spl_confidence: float = 0.5  # hard SPL: ignore where max Q is below this
-    # CAM spaces only: the class pixels' scores are constants, so L_csc only pushes the hardest
-    # background down instead of also lifting the class over its SPL region (docs/method.md).
-    detach_positives: bool = True
-    # CAM spaces only, a trial: each class map's maximum, which M̂ divides by, is a constant, so
-    # L_csc cannot lower the background by raising the class's peak. It then stopped lowering
-    # coexistence (docs/method.md).
-    detach_normalizer: bool = False
-    # space=cam only: L_csc reaches the classifier W alone, not the encoder features that the
-    # segmentation decoder also reads (through them it cost the segmentation mIoU).
-    detach_features: bool = True
-    # CAM spaces only: background within this many CAM cells of a class's pixels is not one of its
-    # negatives, so L_csc does not push the object's own border down (0: every background pixel).
-    negative_margin: int = 0
     # L_csc is off (weight 0) up to this iteration; None: the other pseudo-label losses' warm-up,
-    # method.loss_warmup_iters. A later start lets the SPL it learns from settle first.
+    # method.loss_warmup_iters. L_csc learns from the SPL, which is poor until the segmentation
+    # has trained for a while: a later start (the demo preset's) lets it settle first.
     warmup_iters: Optional[int] = None
 
 

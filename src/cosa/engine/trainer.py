@@ -83,7 +83,7 @@ class Trainer:
         # As released, the AN is built like the ON, not copied from it: the same pretrained
         # backbone, but heads from their own random initialisation, which the EMA then forgets.
         self.online, self.assignment = (self._build_network(pretrained=checkpoint is None) for _ in range(2))
-        self.online.train()  # applies model.freeze_batchnorm
+        self.online.train()
         self.assignment.eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.online, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")

@@ -25,7 +25,6 @@ from cosa.method.losses import (
     classification_loss,
     contrastive_separation_loss,
     hard_segmentation_labels,
-    prototype_separation_loss,
     segmentation_to_cam_loss,
     supervised_segmentation_loss,
 )
@@ -134,7 +133,6 @@ class CoSAObjective:
             "reg": timed(
                 "loss/reg", dense_energy_loss, to_pixel_values(strong), seg.softmax(dim=1), inside.float(), cpl,
                 sigma_rgb=reg.sigma_rgb, sigma_xy=reg.sigma_xy, scale=reg.scale, weight=reg.energy_weight,
-                method=reg.filter,
             ),
         }
         weighted = cfg.c2s_weight * terms["c2s"] + cfg.s2c_weight * terms["s2c"] + cfg.reg_weight * terms["reg"]
@@ -149,17 +147,12 @@ class CoSAObjective:
 
     def contrastive_separation(self, online: nn.Module, output: NetworkOutput, spl: torch.Tensor,
                                labels: torch.Tensor) -> torch.Tensor:
-        """L_csc on the ON's CAMs (final or auxiliary) or its features, from the hard SPL."""
+        """L_csc on W ∗ sg(F), from the hard SPL: it trains the classifier W, not the encoder
+        features that the segmentation decoder also reads."""
         csc = self.cfg.contrastive
-        cam = output.aux_cam if csc.space == "aux_cam" else output.cam
+        cam = F.conv2d(output.features.detach(), classifier_weight(online))
         hard_spl = hard_segmentation_labels(spl, tuple(cam.shape[-2:]), csc.spl_confidence)
-        if csc.space == "feature":
-            return prototype_separation_loss(output.features, hard_spl, labels, csc.temperature)
-        if csc.detach_features and csc.space == "cam":
-            cam = F.conv2d(output.features.detach(), classifier_weight(online))
-        return contrastive_separation_loss(
-            cam, hard_spl, labels, csc.temperature, csc.detach_positives, csc.negative_margin, csc.detach_normalizer
-        )
+        return contrastive_separation_loss(cam, hard_spl, labels, csc.temperature)
 
     def cam_to_segmentation(self, seg: torch.Tensor, assigned: Assignments, labels: torch.Tensor,
                             inside: torch.Tensor, cpl: torch.Tensor, aux_cpl: torch.Tensor) -> torch.Tensor:
@@ -168,14 +161,12 @@ class CoSAObjective:
         if not cfg.raw.enabled:
             return cam_to_segmentation_loss(seg, cpl, aux_cpl, cfg.background_balance)
         raw = cfg.raw
-        keep_band = raw.mode == "confident"
         targets, weights = reliability_weighted_labels(
-            assigned.cam, labels, inside, self.thresholds.cam.high, self.thresholds.cam.low,
-            raw.temperature, raw.power, keep_band,
+            assigned.cam, labels, inside, self.thresholds.cam.high, self.thresholds.cam.low, raw.temperature, raw.power,
         )
         aux_targets, aux_weights = reliability_weighted_labels(
             assigned.aux_cam, labels, inside, self.thresholds.aux.high, self.thresholds.aux.low,
-            raw.temperature, raw.power, keep_band,
+            raw.temperature, raw.power,
         )
         return cam_to_segmentation_loss(seg, targets, aux_targets, cfg.background_balance, weights, aux_weights)
 

@@ -63,78 +63,35 @@ def hard_segmentation_labels(spl: torch.Tensor, size: tuple[int, int], confidenc
 
 
 def contrastive_separation_loss(
-    cam_logits: torch.Tensor,
-    hard_spl: torch.Tensor,
-    labels: torch.Tensor,
-    temperature: float,
-    detach_positives: bool = False,
-    negative_margin: int = 0,
-    detach_normalizer: bool = False,
+    cam_logits: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """L_csc (METHOD.md §7.3, reconstruction): push each present class's CAM off the background.
+    """L_csc, a reconstruction: push each present class's CAM off the background.
 
     ``cam_logits`` are the ON's CAMs A (B×C×h×w), ``hard_spl`` the AN's hard SPL at h×w (0
     background, 1..C classes, 255 ignore). Per image and present class c: M̂_c = ReLU(A_c) /
     (max ReLU(A_c) + 1e-5); each pixel i of c is contrasted, InfoNCE-style at temperature τ_c,
     against the k = min(|B|, max(|F_c|, 1)) background pixels where M̂_c is highest. The mean
-    runs over all (class, pixel) pairs of the batch; 0 when there are none. With
-    ``detach_positives`` the class pixels' scores are constants: the loss only pushes the
-    background down (the maximum in M̂'s normalisation still takes gradients). With a
-    ``negative_margin`` of m cells, background pixels within m cells (Chebyshev distance) of a
-    pixel of c are not negatives of c: on a coarse CAM grid they are the object's own border.
-    With ``detach_normalizer`` the maximum M̂ divides by is a constant, so the loss lowers the
-    background's activation instead of raising the class's peak.
+    runs over all (class, pixel) pairs of the batch; 0 when there are none. The class pixels'
+    scores are constants: the loss pushes the background down rather than lifting the class over
+    its SPL region (the maximum in M̂'s normalisation still takes gradients).
     """
-    batch, classes, height, width = cam_logits.shape
+    classes = cam_logits.shape[1]
     activation = cam_logits.float().relu().flatten(2)
-    peak = activation.amax(dim=2, keepdim=True)
-    normalized = activation / ((peak.detach() if detach_normalizer else peak) + 1e-5)
+    normalized = activation / (activation.amax(dim=2, keepdim=True) + 1e-5)
     scores = normalized / temperature  # B×C×N
     target = hard_spl.flatten(1)[:, None, :]  # B×1×N
     class_ids = torch.arange(1, classes + 1, device=cam_logits.device)[None, :, None]
     present = labels[:, :, None] > 0
     foreground = (target == class_ids) & present  # B×C×N
     background = (target == 0).expand_as(foreground)
-    if negative_margin > 0:
-        near = F.max_pool2d(foreground.view(batch, classes, height, width).float(),
-                            2 * negative_margin + 1, stride=1, padding=negative_margin)
-        background = background & (near.flatten(2) == 0)
 
     k = torch.minimum(background.sum(2), foreground.sum(2).clamp(min=1))  # B×C
     # A large finite "minus infinity" keeps the gradient finite when an image has no background.
     hardest = scores.masked_fill(~background, _EXCLUDED).sort(dim=2, descending=True).values
     within_k = torch.arange(hardest.shape[2], device=hardest.device)[None, None, :] < k[:, :, None]
     negatives = hardest.masked_fill(~within_k, _EXCLUDED).logsumexp(dim=2, keepdim=True)
-    positives = scores.detach() if detach_positives else scores
+    positives = scores.detach()
     per_pixel = torch.logaddexp(positives, negatives) - positives  # −log(e^s / (e^s + Σ_N e^n))
-    pairs = foreground.sum()
-    return (per_pixel * foreground).sum() / pairs.clamp(min=1)
-
-
-def prototype_separation_loss(
-    features: torch.Tensor, hard_spl: torch.Tensor, labels: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """The feature-space L_csc (METHOD.md §7.3's alternative, a reconstruction).
-
-    ``features`` are the ON's final features F (B×D×h×w), ``hard_spl`` the AN's hard SPL at h×w.
-    Per image, the SPL regions of each present class and of the background give prototypes: the
-    normalised mean of their L2-normalised features, detached (targets, like the SPL itself).
-    Each pixel i of class c is pulled to its class prototype p_c and pushed from the background
-    prototype p_0 of its image: −log(e^{f_i·p_c/τ} / (e^{f_i·p_c/τ} + e^{f_i·p_0/τ})). The mean
-    runs over all (class, pixel) pairs of the batch; 0 when there are none, and an image without
-    background pixels contributes nothing.
-    """
-    classes = labels.shape[1]
-    unit = F.normalize(features.float().flatten(2), dim=1)  # B×D×N
-    target = hard_spl.flatten(1)  # B×N
-    members = F.one_hot(target.clamp(max=classes), classes + 1).transpose(1, 2).float()  # B×(C+1)×N
-    members = members * (target != IGNORE_INDEX)[:, None, :]
-    prototypes = F.normalize(torch.einsum("bkn,bdn->bkd", members, unit.detach()), dim=2)  # zero where empty
-    similarity = torch.einsum("bkd,bdn->bkn", prototypes, unit) / temperature  # B×(C+1)×N
-    present = labels > 0
-    has_background = members[:, 0].sum(1) > 0  # B
-    foreground = members[:, 1:].bool() & present[:, :, None] & has_background[:, None, None]  # B×C×N
-    per_pixel = F.softplus(similarity[:, :1] - similarity[:, 1:])  # −log(e^{s_c} / (e^{s_c} + e^{s_0}))
     pairs = foreground.sum()
     return (per_pixel * foreground).sum() / pairs.clamp(min=1)
 

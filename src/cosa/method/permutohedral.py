@@ -11,8 +11,7 @@ table is a sorted tensor of packed integer keys (``torch.unique``, looked up wit
 The lattice's response is a Gaussian of the right width whose tails are cut short, so its sums
 come out at about 0.6 of the exact ones on photographs, by a factor that depends on the image.
 Given the same features in the same order, the result equals the released extension's to float
-rounding (``tests/test_release_fidelity.py``);
-:func:`cosa.method.dense_energy.calibrated_lattice_filter` rescales it to the exact sums.
+rounding (``tests/test_release_fidelity.py``).
 """
 
 from __future__ import annotations

@@ -180,7 +180,6 @@ def reliability_weighted_labels(
     low: float | torch.Tensor,
     temperature: float,
     power: float,
-    keep_ignore_band: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """RAW (METHOD.md §7.2, reconstruction): hard labels and reliability weights, both B×H×W.
 
@@ -188,7 +187,8 @@ def reliability_weighted_labels(
     scored by their CAM. With q = softmax(scores / τ_r) over those K = 1 + #present choices,
     PPL = exp(entropy(q)) and the weight is ρ^β with ρ = (K/PPL − 1)/(K − 1): 0 where the pixel
     sits on the threshold, towards 1 where one choice dominates. Outside the crop box the label
-    is ignore and the weight 0; with ``keep_ignore_band`` pixels between δ_l and δ_h stay ignore.
+    is ignore and the weight 0, and so are they where the strongest CAM lies between δ_l and δ_h:
+    the CPL's ignore band stays (labelling it too shrank objects).
     """
     middle = (torch.as_tensor(high) + torch.as_tensor(low)).to(cams) / 2
     present = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[:, :, None, None] > 0
@@ -201,11 +201,10 @@ def reliability_weighted_labels(
     reliability = ((choices / entropy.exp() - 1) / (choices - 1).clamp(min=1)).clamp(0, 1)
     reliability = torch.where(choices > 1, reliability, torch.ones_like(reliability))  # no class: sure
     weights = reliability.pow(power) * inside
-    if keep_ignore_band:
-        strongest = cams.amax(dim=1)
-        band = (strongest >= low) & (strongest <= high)
-        choice = choice.masked_fill(band, IGNORE_INDEX)
-        weights = weights.masked_fill(band, 0.0)
+    strongest = cams.amax(dim=1)
+    band = (strongest >= low) & (strongest <= high)
+    choice = choice.masked_fill(band, IGNORE_INDEX)
+    weights = weights.masked_fill(band, 0.0)
     return choice.masked_fill(~inside, IGNORE_INDEX), weights
 
 

@@ -22,7 +22,7 @@ class NetworkOutput:
     logits: torch.Tensor  # B×C classification logits z = W · GMP(F)
     aux_logits: torch.Tensor  # B×C z^a
     seg: torch.Tensor  # B×(C+1)×h×w segmentation logits
-    features: torch.Tensor | None = None  # B×D×h×w final feature map F (feature-space L_csc)
+    features: torch.Tensor | None = None  # B×D×h×w final feature map F (L_csc reads W ∗ sg(F))
 
 
 class LargeFOV(nn.Module):
@@ -47,11 +47,10 @@ class LargeFOV(nn.Module):
 
 class CoSANet(nn.Module):
     def __init__(self, encoder: nn.Module, num_classes: int, decoder_channels: int = 512,
-                 decoder_dilation: int = 5, freeze_batchnorm: bool = False) -> None:
+                 decoder_dilation: int = 5) -> None:
         super().__init__()
         self.encoder = encoder
         self.num_classes = num_classes
-        self.freeze_batchnorm = freeze_batchnorm
         self.classifier = nn.Conv2d(encoder.channels, num_classes, 1, bias=False)
         self.aux_classifier = nn.Conv2d(encoder.aux_channels, num_classes, 1, bias=False)
         self.decoder = LargeFOV(encoder.channels, num_classes + 1, decoder_channels, decoder_dilation)
@@ -67,14 +66,6 @@ class CoSANet(nn.Module):
             features=features,
         )
 
-    def train(self, mode: bool = True) -> "CoSANet":
-        super().train(mode)
-        if mode and self.freeze_batchnorm:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
-
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, head parameters); the heads train at a higher learning rate."""
         backbone = [p for p in self.encoder.parameters() if p.requires_grad]
@@ -85,4 +76,4 @@ class CoSANet(nn.Module):
 def build_network(cfg: ModelConfig, num_classes: int, pretrained: bool = True) -> CoSANet:
     """The network of ``cfg``; ``pretrained=False`` skips weight loading (weights come from a checkpoint)."""
     encoder = build_backbone(cfg.backbone, cfg.pretrained if pretrained else "none", cfg.aux_layer, cfg.output_stride)
-    return CoSANet(encoder, num_classes, cfg.decoder_channels, cfg.decoder_dilation, cfg.freeze_batchnorm)
+    return CoSANet(encoder, num_classes, cfg.decoder_channels, cfg.decoder_dilation)
