@@ -1,4 +1,4 @@
-"""Cost of the dynamic threshold search (METHOD.md §7.1) as a share of a training step.
+"""Cost of the dynamic threshold search as a share of a training step.
 
     python benchmarks/threshold_search.py demo --data DATA [--steps 20] [--warmup 3] [key=value ...]
 

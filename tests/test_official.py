@@ -1,4 +1,4 @@
-"""Importing the authors' released checkpoints (METHOD.md §11).
+"""Importing the authors' released checkpoints.
 
 The official file is built here for a ViT-Ti/16-sized encoder, and an independent reference of
 the released forward pass reads its names directly: patch embedding, the 14×14 positional grid
@@ -61,7 +61,7 @@ def official_state(num_classes: int = CLASSES, seed: int = 0) -> dict[str, torch
 
 
 def reference_forward(state: dict[str, torch.Tensor], images: torch.Tensor, aux_layer: int = -3) -> dict:
-    """The released network's forward pass, written from METHOD.md §1 and §11."""
+    """The released network's forward pass, written from the released model code."""
     encoder = {key[len("encoder."):]: value for key, value in state.items() if key.startswith("encoder.")}
     patches = F.conv2d(images, encoder["patch_embed.proj.weight"], encoder["patch_embed.proj.bias"], stride=16)
     batch, _, height, width = patches.shape

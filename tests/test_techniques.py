@@ -1,4 +1,4 @@
-"""The paper's three techniques (METHOD.md §7): threshold search, RAW and contrastive separation."""
+"""The paper's three techniques: threshold search, RAW and contrastive separation."""
 
 import math
 
@@ -34,7 +34,7 @@ def known_mixture(seed: int, means, spreads, counts) -> np.ndarray:
 
 
 def sklearn_thresholds(values: np.ndarray) -> tuple[float, float]:
-    """The same rule on scikit-learn's fit: initialised and stopped as METHOD.md §7.1 says."""
+    """The same rule on scikit-learn's exact fit, with our initialisation (means at min, median, max)."""
     data = values[:, None].astype(np.float64)
     gmm = GaussianMixture(3, tol=1e-3, max_iter=100, weights_init=[1 / 3] * 3,
                           means_init=[[values.min()], [np.median(values)], [values.max()]],

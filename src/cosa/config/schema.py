@@ -1,4 +1,4 @@
-"""The configuration schema. Defaults are the released VOC recipe (METHOD.md §1–9).
+"""The configuration schema. Defaults are the released VOC recipe (docs/method.md).
 
 Every value a run uses lives here, so a run directory's ``config.yaml`` describes it completely.
 Presets (``presets/*.yaml``) and recipes (``recipes/*.yaml``) only override these defaults.
@@ -80,7 +80,7 @@ class RegularizerConfig:
 
 @dataclass
 class ThresholdSearchConfig:
-    """Dynamic threshold search (METHOD.md §7.1)."""
+    """Dynamic threshold search."""
 
     enabled: bool = False
     history: int = 100  # the ring buffer holds the last history × (global batch) images

@@ -1,4 +1,4 @@
-"""The two pixel-aligned training views of METHOD.md §2.
+"""The two pixel-aligned training views of the released pipeline.
 
 One geometric draw per image (rescale, flip, crop with black padding) gives a crop and the box of
 real pixels inside it. The *weak* view (for the assignment network) is that crop, blurred with
@@ -97,7 +97,7 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def photometric(image: torch.Tensor, operation: str, magnitude: int) -> torch.Tensor:
-    """One operation of METHOD.md §2 on a uint8 image; magnitude m in 1..9 of 10."""
+    """One operation of the released pipeline on a uint8 image; magnitude m in 1..9 of 10."""
     factor = 0.1 + 1.8 * magnitude / 10
     if operation == "identity":
         return image

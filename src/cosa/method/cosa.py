@@ -1,4 +1,4 @@
-"""The CoSA training objective, in one place (METHOD.md §3–6).
+"""The CoSA training objective, in one place.
 
 Each step the assignment network (AN, an EMA of the online network) labels the weak view:
 its CAMs become the CAM pseudo-label (CPL) that trains the online network's (ON's)

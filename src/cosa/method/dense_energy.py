@@ -1,4 +1,4 @@
-"""L_reg: the dense energy (dense CRF) regulariser on the segmentation probabilities (METHOD.md §6).
+"""L_reg: the dense energy (dense CRF) regulariser on the segmentation probabilities.
 
 With s = softmax(S) (B×K×H×W), the strong-view image I (0–255), the crop-box mask R and the CAM
 pseudo-label P, everything is first downscaled by ``scale`` (nearest for I, R, P; bilinear for s).

@@ -1,4 +1,4 @@
-"""The CoSA losses as small functions (METHOD.md §4–6). L_reg lives in ``dense_energy``."""
+"""The CoSA losses as small functions. L_reg lives in ``dense_energy``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def balanced_segmentation_loss(
     """ℓ(S, P) = (1−α)·mean_{P=0} CE + α·mean_{1≤P≤C} CE over the batch's pixels.
 
     With RAW ``weights`` (B×H×W) each pixel's CE is weighted; the means still divide by pixel
-    counts, not weight sums (METHOD.md §7.2). As released, each count has 1e-6 added, so a group
+    counts, not weight sums. As released, each count has 1e-6 added, so a group
     with no pixels contributes 0.
     """
     ce = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")

@@ -1,6 +1,6 @@
 """Assignments: what the assignment network (AN) computes each step, and the two pseudo-labels.
 
-- ``multiscale_assignments`` — METHOD.md §3: CAMs M, M^a and summed segmentation logits Ŝ;
+- ``multiscale_assignments`` — CAMs M, M^a and summed segmentation logits Ŝ;
 - ``cam_pseudo_labels`` — §4: the CPL P (fg / bg / ignore by two thresholds) supervising the
   segmentation decoder;
 - ``segmentation_pseudo_labels`` — §5: the SPL Q = softmax(Ŝ'/τ) supervising the CAMs;
@@ -58,7 +58,7 @@ def multiscale_assignments(
     flip: bool = True,
     channels: torch.Tensor | None = None,
 ) -> Assignments:
-    """Run ``network`` on ``images`` at each scale (with its flip) and merge (METHOD.md §3).
+    """Run ``network`` on ``images`` at each scale (with its flip) and merge.
 
     CAMs: upsample, un-flip, max over the flip pair, ReLU, sum over scales, normalise.
     Segmentation: un-flip, sum over the flip pair, upsample, sum over scales. With ``aux_last_scale_only`` the auxiliary CAM comes from the last scale alone, as
@@ -181,7 +181,7 @@ def reliability_weighted_labels(
     temperature: float,
     power: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """RAW (METHOD.md §7.2, reconstruction): hard labels and reliability weights, both B×H×W.
+    """RAW (a reconstruction): hard labels and reliability weights, both B×H×W.
 
     Each pixel chooses among background, scored δ_m = (δ_l + δ_h)/2, and the present classes,
     scored by their CAM. With q = softmax(scores / τ_r) over those K = 1 + #present choices,

@@ -1,6 +1,6 @@
 """The CPL thresholds (δ_h, δ_l) of the final and auxiliary CAMs, fixed or searched.
 
-The released recipe keeps them fixed. With ``method.threshold_search.enabled`` (METHOD.md §7.1)
+The released recipe keeps them fixed. With ``method.threshold_search.enabled``
 each step pushes the assignment network's per-pixel confidence m(i) = max_c M_c(i), downscaled,
 into a ring buffer, fits a three-component 1-D Gaussian mixture to the buffer by EM, reads new
 thresholds off the low and high components and moves the current ones towards them by an EMA.
@@ -78,7 +78,7 @@ class Mixture:
 def fit_mixture(histogram: Histogram, components: int = 3, tolerance: float = 1e-3, max_steps: int = 100) -> Mixture:
     """EM for a 1-D Gaussian mixture of the histogrammed values (each bin at its mean value).
 
-    Initialisation and stopping follow METHOD.md §7.1 and scikit-learn's ``GaussianMixture``
+    Initialisation and stopping follow scikit-learn's ``GaussianMixture``
     (means at min, median and max, equal weights, unit variances; stop when the mean
     log-likelihood changes by less than ``tolerance``). Converged parameters are frozen rather
     than leaving the loop at once, so on a GPU the loop asks the host only every 10 steps.

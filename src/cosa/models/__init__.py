@@ -1,4 +1,4 @@
-"""Networks: a timm backbone, the two classifiers and the LargeFOV decoder (METHOD.md §1)."""
+"""Networks: a timm backbone, the two classifiers and the LargeFOV decoder."""
 
 from cosa.models.network import CoSANet, NetworkOutput, build_network
 

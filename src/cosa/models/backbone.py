@@ -1,4 +1,4 @@
-"""Backbones from timm that give a final and an auxiliary feature map (METHOD.md §1).
+"""Backbones from timm that give a final and an auxiliary feature map.
 
 - Vision transformers (timm's ``VisionTransformer``: the original ViT, CLIP, DINOv2 with
   registers, DeiT-III, SigLIP, ...): patch tokens reshaped to D×h×w, h and w the input size over

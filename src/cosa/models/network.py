@@ -1,4 +1,4 @@
-"""The CoSA network: backbone, classifiers W and W^a, and the LargeFOV decoder (METHOD.md §1).
+"""The CoSA network: backbone, classifiers W and W^a, and the LargeFOV decoder.
 
 Module names follow the released checkpoints (``encoder``, ``classifier``, ``aux_classifier``,
 ``decoder.conv6/7/8``) so that importing them is a renaming of nothing but the encoder wrapper.

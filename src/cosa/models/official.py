@@ -1,4 +1,4 @@
-"""Importing the authors' released CoSA checkpoints (METHOD.md §11).
+"""Importing the authors' released CoSA checkpoints.
 
 An official file is a dict whose ``model`` entry is the released network's state dict:
 ``encoder.*`` (timm ViT names, plus an unused ``encoder.head.*``), ``classifier.weight``,
