@@ -32,8 +32,8 @@ from pathlib import Path
 import yaml
 from common import environment
 
-from cosa.cli.common import load_trained
-from cosa.cli.train import run_training
+from cosa.engine.trained import load_trained
+from cosa.engine.trainer import run_training
 from cosa.config import Config, load_config
 from cosa.config.load import config_from_dict
 from cosa.config.schema import TECHNIQUES

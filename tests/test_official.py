@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from cosa.cli.common import load_trained
+from cosa.engine.trained import load_trained
 from cosa.cli.main import main
 from cosa.config.load import config_from_dict
 from cosa.data.classes import VOC_CLASSES

@@ -95,7 +95,7 @@ def test_page_shows_the_run(page, run_dir):
 
 
 def test_confusion_matrix_agrees_with_the_ious(run_dir, tiny_data):
-    from cosa.cli.common import load_trained
+    from cosa.engine.trained import load_trained
     from cosa.data.layouts import load_split
     from cosa.engine.distributed import DistContext, resolve_device
     from cosa.engine.evaluate import evaluate

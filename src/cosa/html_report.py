@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image
 
-from cosa.cli.common import load_trained, read_checkpoint, require_same_classes
+from cosa.engine.trained import load_trained, read_checkpoint, require_same_classes
 from cosa.config.load import config_from_dict
 from cosa.config.schema import Config
 from cosa.data.layouts import load_split

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from cosa.cli import at_least, at_least_one, seed
-from cosa.cli.train import run_training
 from cosa.data import SYNTHETIC_MIN_SIZE
 from cosa.outputs import OutputFolder
 
@@ -33,12 +32,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosa.cli.common import load_trained
     from cosa.config import load_config
     from cosa.data.layouts import load_split
     from cosa.data.synthetic import generate_synthetic_dataset
     from cosa.engine.distributed import DistContext, resolve_device
     from cosa.engine.evaluate import evaluate, format_results
+    from cosa.engine.trained import load_trained
+    from cosa.engine.trainer import run_training
     from cosa.report import prediction_grid
 
     started = time.time()
