@@ -63,9 +63,13 @@ def image_grid(rows: list[list[np.ndarray]], titles: list[str], cell: int = 160)
     return canvas
 
 
+def _image(picture: np.ndarray | Image.Image) -> Image.Image:
+    return picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+
+
 def save_picture(path: str | Path, picture: np.ndarray | Image.Image) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    (picture if isinstance(picture, Image.Image) else Image.fromarray(picture)).save(path)
+    _image(picture).save(path)
 
 
 def png_bytes(picture: np.ndarray | Image.Image | Figure) -> bytes:
@@ -74,5 +78,5 @@ def png_bytes(picture: np.ndarray | Image.Image | Figure) -> bytes:
     if isinstance(picture, Figure):
         picture.savefig(buffer, format="png", dpi=FIGURE_DPI)
     else:
-        (picture if isinstance(picture, Image.Image) else Image.fromarray(picture)).save(buffer, format="PNG")
+        _image(picture).save(buffer, format="PNG")
     return buffer.getvalue()
