@@ -10,13 +10,12 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from conftest import TINY_OVERRIDES
 from matplotlib.figure import Figure
 from PIL import Image
 
 from cosa.cli.main import main
 from cosa.data.io import IGNORE_INDEX, read_mask
-
-from conftest import TINY_OVERRIDES
 
 CLASS_NAMES = ("background", "ball", "block", "tent", "star", "ring", "boat")
 VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
@@ -99,10 +98,10 @@ def test_page_shows_the_run(page, run_dir):
 
 
 def test_confusion_matrix_agrees_with_the_ious(run_dir, tiny_data):
-    from cosa.engine.trained import load_trained
     from cosa.data.layouts import load_split
     from cosa.engine.distributed import DistContext, resolve_device
     from cosa.engine.evaluate import evaluate
+    from cosa.engine.trained import load_trained
 
     device = resolve_device("cpu")
     model = load_trained(run_dir / "checkpoints" / "last.pt", device)

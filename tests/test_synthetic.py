@@ -9,15 +9,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_OVERRIDES
 from PIL import Image
 
 from cosa.data.io import read_mask
 from cosa.data.layouts import Sample, load_split
 from cosa.data.synthetic import CLASS_NAMES, CONTEXTS, generate_synthetic_dataset, min_visible_pixels
-from cosa.data.synthetic_metrics import Coexistence, context_hits
+from cosa.data.synthetic_metrics import context_hits
 from cosa.errors import CosaError
-
-from conftest import TINY_OVERRIDES
 
 SIZE = 64
 

@@ -37,11 +37,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosa.engine.runlog import setup_logging
-    from cosa.engine.trained import load_trained, require_same_classes
     from cosa.data.layouts import load_split
     from cosa.engine.distributed import init_distributed, shutdown
     from cosa.engine.evaluate import evaluate, format_results
+    from cosa.engine.runlog import setup_logging
+    from cosa.engine.trained import load_trained, require_same_classes
 
     dist = init_distributed("auto")
     setup_logging(dist.is_main)
