@@ -32,14 +32,14 @@ from pathlib import Path
 import yaml
 from common import environment
 
-from cosa.cli.common import load_trained
-from cosa.cli.train import run_training
 from cosa.config import Config, load_config
 from cosa.config.load import config_from_dict
 from cosa.config.schema import TECHNIQUES
 from cosa.data.layouts import load_split
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.evaluate import evaluate
+from cosa.engine.trained import load_trained
+from cosa.engine.trainer import run_training
 
 VARIANTS = {
     "cam-only": ("cam-only", []),

@@ -108,14 +108,16 @@ def test_data_synthetic_and_check(tmp_path, capsys):
     assert code == 1 and "2 problem(s)" in out and "train_0001.png: cannot read image" in out
 
 
-def test_demo_writes_a_report(tmp_path, capsys):
+def test_demo_writes_the_run_report(tmp_path, capsys):
     out = tmp_path / "demo"
     code, printed, _ = run_cli(capsys, "demo", "--out", out, "--train-images", 12, "--val-images", 6,
                                "--image-size", 64, *TINY_OVERRIDES)
     assert code == 0 and "mIoU" in printed
-    report = (out / "report.md").read_text()
-    assert "segmentation mIoU, unmasked" in report and "![predictions](grid.png)" in report
-    assert Image.open(out / "grid.png").size[0] > 0
+    page = (out / "report.html").read_text(encoding="utf-8")  # the run report of cosa report
+    for fragment in ("segmentation mIoU, unmasked", "coexistence, segmentation", "Confusion matrix",
+                     "Predictions on validation images"):
+        assert fragment in page
+    assert str((out / "run").resolve()) in page and 'src="data:image/png;base64,' in page
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"val", "train"} and 0 <= metrics["train"]["cpl_miou"] <= 100
     code, _, _ = run_cli(capsys, "demo", "--out", out, "--overwrite", "--train-images", 12, "--val-images", 6,

@@ -53,13 +53,3 @@ def test_perfect_prediction_and_per_class_report():
     assert matrix.per_class(["background", "a", "b", "c"]) == {"background": 100.0, "a": 100.0, "b": 100.0, "c": None}
     assert matrix.pixel_accuracy() == 100.0
 
-
-def test_coexistence_counts_only_background_context_pixels():
-    from cosa.engine.evaluate import _context_hits
-
-    context = torch.tensor([[1, 1, 1, 2], [2, 2, 0, 0]])
-    mask = torch.tensor([[0, 0, 3, 0], [0, 0, 0, 0]])  # the object (3) occludes one water pixel
-    segmentation = torch.tensor([[6, 0, 6, 2], [6, 2, 6, 6]])
-    cam = torch.tensor([[6, 6, 6, 0], [0, 0, 0, 0]])
-    hits = _context_hits(context, mask, segmentation, cam, [1, 2], {1: 5, 2: 1})  # water→boat (6), rails→block (2)
-    assert hits.tolist() == [[1, 2, 2], [2, 0, 3]]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import cosa.cli.common
+import cosa.engine.trained
 import cosa.engine.evaluate
 import cosa.engine.export
 import cosa.engine.predict
@@ -47,7 +47,7 @@ def no_model_loading(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the model was loaded before the output path was checked")
 
-    monkeypatch.setattr(cosa.cli.common, "load_trained", fail)
+    monkeypatch.setattr(cosa.engine.trained, "load_trained", fail)
 
 
 @pytest.fixture

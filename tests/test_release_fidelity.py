@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cosa.cli.common import load_trained
+from cosa.engine.trained import load_trained
 from cosa.config.load import load_config
 from cosa.engine.inference import cam_labels, infer, segmentation_labels
 from cosa.method.cosa import inside_box

@@ -1,4 +1,5 @@
-"""``cosa report``: one self-contained HTML page of a run, and the confusion matrix behind it."""
+"""``cosa report``: one self-contained HTML page of a run, the confusion matrix behind it, and the
+pictures of :mod:`cosa.reporting`."""
 
 import base64
 import io
@@ -7,13 +8,14 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
+from conftest import TINY_OVERRIDES
+from matplotlib.figure import Figure
 from PIL import Image
 
 from cosa.cli.main import main
 from cosa.data.io import IGNORE_INDEX, read_mask
-
-from conftest import TINY_OVERRIDES
 
 CLASS_NAMES = ("background", "ball", "block", "tent", "star", "ring", "boat")
 VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
@@ -85,7 +87,8 @@ def test_page_is_self_contained_valid_html(page):
 def test_page_shows_the_run(page, run_dir):
     assert str(run_dir.resolve()) in page
     for fragment in ("release", "mobilenetv2_050", "Per class IoU", "Confusion matrix", "tag-masked",
-                     "CPL thresholds over iterations", "Predictions on validation images", "num_images"):
+                     "CPL thresholds over iterations", "Predictions on validation images", "num_images",
+                     "coexistence, segmentation", "coexistence, CAM"):
         assert fragment in page
     per_class = page.split("Per class IoU", 1)[1].split("</table>", 1)[0]
     for name in CLASS_NAMES:
@@ -95,10 +98,10 @@ def test_page_shows_the_run(page, run_dir):
 
 
 def test_confusion_matrix_agrees_with_the_ious(run_dir, tiny_data):
-    from cosa.cli.common import load_trained
     from cosa.data.layouts import load_split
     from cosa.engine.distributed import DistContext, resolve_device
     from cosa.engine.evaluate import evaluate
+    from cosa.engine.trained import load_trained
 
     device = resolve_device("cpu")
     model = load_trained(run_dir / "checkpoints" / "last.pt", device)
@@ -120,14 +123,36 @@ def test_confusion_matrix_agrees_with_the_ious(run_dir, tiny_data):
     assert "confusion" not in without and without == {k: v for k, v in result.items() if k != "confusion"}
 
 
+def test_png_bytes_of_arrays_images_and_figures():
+    from cosa.reporting.pictures import png_bytes
+
+    picture = np.zeros((5, 7, 3), np.uint8)
+    figure = Figure(figsize=(2, 1))
+    figure.subplots().plot([0, 1], [1, 0])
+    for item, size in ((picture, (7, 5)), (Image.fromarray(picture), (7, 5)), (figure, (220, 110))):
+        with Image.open(io.BytesIO(png_bytes(item))) as image:
+            assert image.format == "PNG" and image.size == size
+
+
+def test_figures_leave_no_pyplot_figure_open(run_dir):
+    import matplotlib.pyplot as plt
+
+    from cosa.reporting.plots import confusion_figure, run_pngs
+
+    before = plt.get_fignums()
+    assert set(run_pngs(run_dir)) == {"thresholds.png", "losses.png", "miou.png", "cpl_confidence.png"}
+    confusion_figure([[3, 1], [0, 0]], ["background", "ball"])
+    assert plt.get_fignums() == before
+
+
 def test_no_eval_skips_the_evaluation(run_dir, tmp_path, monkeypatch):
-    import cosa.html_report
+    import cosa.reporting.run_report
 
     def fail(*args, **kwargs):
         raise AssertionError("--no-eval must not evaluate")
 
-    monkeypatch.setattr(cosa.html_report, "evaluate", fail)
-    monkeypatch.setattr(cosa.html_report, "prediction_grid", fail)
+    monkeypatch.setattr(cosa.reporting.run_report, "evaluate", fail)
+    monkeypatch.setattr(cosa.reporting.run_report, "prediction_grid", fail)
     out = tmp_path / "sub" / "page.html"
     assert main(["report", str(run_dir), "--no-eval", "--out", str(out)]) == 0
     page = out.read_text(encoding="utf-8")

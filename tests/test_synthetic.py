@@ -1,15 +1,21 @@
-"""The synthetic dataset: deterministic, well-formed, labels that match masks, class-tied context."""
+"""The synthetic dataset: deterministic, well-formed, labels that match masks, class-tied context,
+and its coexistence score."""
 
 import csv
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
+import torch
+from conftest import TINY_OVERRIDES
 from PIL import Image
 
-from cosa.data.layouts import load_split
+from cosa.data.io import read_mask
+from cosa.data.layouts import Sample, load_split
 from cosa.data.synthetic import CLASS_NAMES, CONTEXTS, generate_synthetic_dataset, min_visible_pixels
+from cosa.data.synthetic_metrics import context_hits
 from cosa.errors import CosaError
 
 SIZE = 64
@@ -149,3 +155,59 @@ def test_replaces_a_previous_synthetic_dataset_only_when_asked(tmp_path):
     assert sorted(path.name for path in (tmp_path / "images").iterdir()) == [
         "train_0000.png", "train_0001.png", "train_0002.png", "val_0000.png"]
     assert json.loads((tmp_path / "context.json").read_text())["seed"] == 5
+
+
+# --- the coexistence score --------------------------------------------------------------------
+
+def test_coexistence_counts_only_background_context_pixels():
+    context = torch.tensor([[1, 1, 1, 2], [2, 2, 0, 0]])
+    mask = torch.tensor([[0, 0, 3, 0], [0, 0, 0, 0]])  # the object (3) occludes one water pixel
+    segmentation = torch.tensor([[6, 0, 6, 2], [6, 2, 6, 6]])
+    cam = torch.tensor([[6, 6, 6, 0], [0, 0, 0, 0]])
+    hits = context_hits(context, mask, segmentation, cam, {1: 5, 2: 1})  # water→boat (6), rails→block (2)
+    assert hits.tolist() == [[1, 2, 2], [2, 0, 3]]
+
+
+def test_coexistence_adds_up_the_images_of_an_evaluation(small):
+    split = load_split(small, "val")
+    (make,) = split.extra_metrics
+    metric = make()
+    tied = {tied.id: CLASS_NAMES.index(tied.class_name) for tied in CONTEXTS}
+    pixels = 0
+    for sample in split.samples:
+        mask = read_mask(sample.mask).long()
+        context = read_mask(sample.context).long()
+        tied_label = torch.zeros_like(mask)  # every context pixel taken as its class by the segmentation
+        for context_id, index in tied.items():
+            tied_label[context == context_id] = index + 1
+        pixels += int(((context > 0) & (mask == 0)).sum())
+        metric.update(sample, mask, {"unmasked": tied_label, "cam": torch.zeros_like(mask)})
+    metric.update(Sample("plain", small / "images" / "val_0000.png", ()), mask, {})  # no context: nothing to count
+    assert pixels > 0 and metric.counts.tolist() == [pixels, 0, pixels]
+    assert metric.result() == {"coexistence": 100.0, "coexistence_cam": 0.0}
+
+
+def test_evaluation_reports_coexistence_only_for_data_with_tied_contexts(small, tmp_path):
+    from cosa.config.load import load_config
+    from cosa.engine.distributed import DistContext
+    from cosa.engine.evaluate import evaluate, format_results
+    from cosa.method.thresholds import CplThresholds
+    from cosa.models.network import build_network
+
+    cfg = load_config("demo", None, None, TINY_OVERRIDES)
+    torch.manual_seed(0)
+    network = build_network(cfg.model, len(CLASS_NAMES), pretrained=False)
+    thresholds = CplThresholds.from_config(cfg.method)
+
+    def scores(root):
+        return evaluate(network, load_split(root, "val"), cfg, thresholds, DistContext(0, 1, 0, torch.device("cpu")),
+                        max_images=3)
+
+    with_contexts = scores(small)
+    assert 0 <= with_contexts["coexistence"] <= 100 and 0 <= with_contexts["coexistence_cam"] <= 100
+    assert "metrics of the dataset: coexistence" in format_results(with_contexts)
+    plain = shutil.copytree(small, tmp_path / "plain")
+    (plain / "context.json").unlink()
+    assert load_split(plain, "val").extra_metrics == ()
+    without = scores(plain)
+    assert without == {key: value for key, value in with_contexts.items() if not key.startswith("coexistence")}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cosa.cli.common import load_trained
+from cosa.engine.trained import load_trained
 from cosa.config import load_config
 from cosa.data.layouts import load_split
 from cosa.engine.checkpoint import load_checkpoint

@@ -11,8 +11,6 @@ from collections.abc import Callable
 
 from cosa.config.schema import MAX_SEED
 
-NETWORKS = ("assignment", "online")
-
 
 def _whole_number(text: str) -> int:
     try:

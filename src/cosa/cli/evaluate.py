@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import json
 
-from cosa.cli import NETWORKS, at_least, at_least_one
+from cosa.cli import at_least, at_least_one
+from cosa.engine import NETWORKS
 from cosa.errors import CosaError
 from cosa.files import write_text_atomically
 from cosa.outputs import check_output_file
@@ -36,10 +37,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosa.cli.common import load_trained, require_same_classes, setup_logging
     from cosa.data.layouts import load_split
     from cosa.engine.distributed import init_distributed, shutdown
     from cosa.engine.evaluate import evaluate, format_results
+    from cosa.engine.runlog import setup_logging
+    from cosa.engine.trained import load_trained, require_same_classes
 
     dist = init_distributed("auto")
     setup_logging(dist.is_main)

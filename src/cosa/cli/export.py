@@ -32,10 +32,11 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from cosa.cli.common import load_trained, require_same_classes, setup_logging
     from cosa.data.layouts import load_split
     from cosa.engine.distributed import resolve_device
     from cosa.engine.export import export_pseudo_labels
+    from cosa.engine.runlog import setup_logging
+    from cosa.engine.trained import load_trained, require_same_classes
     from cosa.errors import CosaError
     from cosa.outputs import OutputFolder
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from cosa.errors import CosaError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -23,10 +20,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosa.plots import plot_run
+    from cosa.reporting.plots import plot_run
 
-    if not (Path(args.run_dir) / "metrics.jsonl").is_file():
-        raise CosaError(f"{args.run_dir}: not a run directory (no metrics.jsonl)")
     for path in plot_run(args.run_dir, args.out, args.overwrite):
         print(path)
     return 0

@@ -7,9 +7,10 @@ import dataclasses
 from contextlib import nullcontext
 from pathlib import Path
 
-from cosa.cli import NETWORKS, at_least, at_least_one, positive_number
+from cosa.cli import at_least, at_least_one, positive_number
 from cosa.config.schema import MIN_EVAL_SIZE, Config
 from cosa.data import IMAGE_SUFFIXES
+from cosa.engine import NETWORKS
 from cosa.errors import CosaError
 from cosa.outputs import OutputFolder
 
@@ -99,10 +100,11 @@ def output_folders(args: argparse.Namespace) -> tuple[OutputFolder, OutputFolder
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from cosa.cli.common import load_trained, setup_logging
     from cosa.engine.crf import CrfPool
     from cosa.engine.distributed import resolve_device
     from cosa.engine.predict import VOC_SUBMISSION_DIR, PredictionWriter, check_voc_classes, predict_images, read_tags
+    from cosa.engine.runlog import setup_logging
+    from cosa.engine.trained import load_trained
 
     setup_logging()
     out, voc_submission = output_folders(args)

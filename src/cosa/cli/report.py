@@ -27,7 +27,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosa.html_report import write_report
+    from cosa.reporting.run_report import write_report
 
     print(write_report(args.run_dir, args.out, args.max_images, run_evaluation=not args.no_eval, data=args.data))
     return 0

@@ -47,30 +47,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
     return cfg, Path(args.out or f"runs/{Path(config).stem}-{cfg.method.recipe}")
 
 
-def run_training(cfg: Config, run_dir: Path, resume: bool = False) -> dict | None:
-    """Train in this process (joining torchrun's group if any), holding ``run_dir``; returns the final evaluation."""
-    from cosa.cli.common import setup_logging
-    from cosa.data.datasets import per_process_batch
-    from cosa.engine import distributed
-    from cosa.engine.run_dir import claim
-    from cosa.engine.trainer import Trainer
-    from cosa.outputs import refuse_inputs
-
-    dist = distributed.init_distributed(cfg.train.device)
-    setup_logging(dist.is_main)
-    try:
-        # Mistakes that need no data are told before the run folder is made or locked.
-        per_process_batch(cfg.train.batch_size, dist.world_size)
-        if cfg.data.root is not None:  # the run folder is deleted to start over: the dataset must not be in it
-            refuse_inputs(run_dir, "--out", [("the dataset", cfg.data.root)], "folder")
-        with claim(run_dir, resume, dist):
-            return Trainer(cfg, run_dir, dist, resume=resume).fit()
-    finally:
-        distributed.shutdown()
-
-
 def run(args: argparse.Namespace) -> int:
-    from cosa.engine.trainer import summarize
+    from cosa.engine.trainer import run_training, summarize
 
     cfg, run_dir = resolve_config(args)
     result = run_training(cfg, run_dir, args.resume)

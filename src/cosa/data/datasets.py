@@ -140,8 +140,6 @@ class EvaluationImages(Dataset):
         }
         if self.with_masks:
             item["mask"] = read_sample_mask(self.split, index, image.shape[-2:]).long()
-        if self.split.context_classes and sample.context is not None:
-            item["context"] = read_mask(sample.context).long()
         return item
 
 
@@ -152,6 +150,4 @@ def collate_evaluation(items: list[dict]) -> dict:
     for key in ("image", "mask", "name", "index"):
         if key in items[0]:
             batch[key] = [item[key] for item in items]
-    if any("context" in item for item in items):
-        batch["context"] = [item.get("context") for item in items]
     return batch

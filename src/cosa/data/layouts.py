@@ -24,12 +24,18 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Protocol
+
+import torch
 
 from cosa.data import IMAGE_SUFFIXES
 from cosa.data.classes import COCO_CLASSES, VOC_CLASSES
 from cosa.data.io import IGNORE_INDEX, read_mask
+from cosa.data.synthetic_metrics import Coexistence, read_tied_contexts
 from cosa.errors import CosaError
 
 log = logging.getLogger(__name__)
@@ -38,13 +44,28 @@ log = logging.getLogger(__name__)
 MAX_CLASSES = IGNORE_INDEX - 1
 
 
+class SplitMetric(Protocol):
+    """A metric a dataset adds to the evaluation of its splits (:func:`cosa.engine.evaluate.evaluate`).
+
+    ``update`` sees each evaluated image: its sample, its mask and the predictions (H×W labels on
+    the CPU, by kind: ``unmasked``, ``tag_masked``, ``cam``, ``cpl``). ``counts`` (int64) is summed
+    over processes before ``result`` turns it into the numbers to report.
+    """
+
+    counts: torch.Tensor
+
+    def update(self, sample: Sample, mask: torch.Tensor, predictions: Mapping[str, torch.Tensor]) -> None: ...
+
+    def result(self) -> dict[str, float]: ...
+
+
 @dataclass(frozen=True)
 class Sample:
     name: str
     image: Path
     labels: tuple[int, ...]  # foreground class indices 0..C-1
     mask: Path | None = None
-    context: Path | None = None  # synthetic data only: class-tied context pixels
+    context: Path | None = None  # synthetic data only: class-tied context pixels (cosa.data.synthetic_metrics)
 
 
 @dataclass
@@ -54,8 +75,9 @@ class DatasetSplit:
     split: str
     class_names: tuple[str, ...]
     samples: list[Sample] = field(default_factory=list)
-    # Synthetic data: context id (its pixel value in context/NAME.png) → tied class index 0..C-1.
-    context_classes: dict[int, int] = field(default_factory=dict)
+    # Metrics of the dataset's own that every evaluation adds (e.g. the synthetic data's coexistence):
+    # each call gives a fresh accumulator.
+    extra_metrics: tuple[Callable[[], SplitMetric], ...] = field(default=(), compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -229,7 +251,8 @@ def _read_folder(root: Path, split: str, problems: list[str] | None) -> DatasetS
             _report(problems, f"{source}: image '{stem}' is already listed at {first}")
         else:
             samples.append(_folder_sample(root, stem, image_name, tuple(sorted({index[name] for name in names}))))
-    return DatasetSplit(root, "folder", split, class_names, samples, _read_context_classes(root, index))
+    tied = read_tied_contexts(root, index)
+    return DatasetSplit(root, "folder", split, class_names, samples, (partial(Coexistence, tied),) if tied else ())
 
 
 def _csv_rows(table: Path) -> list[tuple[str, dict]]:
@@ -253,18 +276,6 @@ def _folder_sample(root: Path, stem: str, image_name: str, labels: tuple[int, ..
         mask=mask if _is_file(mask) else None,
         context=context if _is_file(context) else None,
     )
-
-
-def _read_context_classes(root: Path, index: dict[str, int]) -> dict[int, int]:
-    """The class-tied contexts the synthetic generator recorded in ``context.json``, if any."""
-    path = root / "context.json"
-    if not path.is_file():
-        return {}
-    try:
-        contexts = json.loads(path.read_text())["contexts"]
-        return {int(entry["id"]): index[entry["class"]] for entry in contexts}
-    except (ValueError, KeyError, TypeError) as error:
-        raise CosaError(f"{path}: not a valid context description ({error!r})") from None
 
 
 # --- VOC and COCO: labels from masks ---------------------------------------------------------

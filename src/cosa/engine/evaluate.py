@@ -8,9 +8,8 @@ resized back to the label size. One confusion matrix per prediction kind covers 
 - ``cam`` — CAMs of the true classes, background at ``eval.cam_threshold`` or below;
 - ``cpl`` — the CAM pseudo-label rule (two thresholds, ignore band), scored on the pixels it labels.
 
-On synthetic data with class-tied contexts it also reports the **coexistence score**: the share
-of context pixels (background in the masks) that the segmentation (``coexistence``) or the
-thresholded CAM (``coexistence_cam``) labels as the context's tied class — lower is better.
+A dataset may add metrics of its own (``DatasetSplit.extra_metrics``, e.g. the synthetic data's
+coexistence score): they see every image's predictions, and their numbers join the result.
 
 For the ``cam-only`` recipe the segmentation *is* the thresholded CAM: unmasked with the classes
 the classifier predicts, tag-masked with the true ones.
@@ -36,6 +35,10 @@ from cosa.method.pseudo_labels import cam_pseudo_labels, resize
 from cosa.method.thresholds import CplThresholds
 
 KINDS = ("unmasked", "tag_masked", "cam", "cpl")
+# What evaluate() reports itself; other keys come from the dataset's extra_metrics.
+RESULT_KEYS = ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou", "cpl_coverage", "cpl_precision",
+               "cpl_recall", "pixel_accuracy", "per_class", "per_class_tag_masked", "per_class_cam", "protocol",
+               "confusion", "crf")
 
 
 def _shard(split: DatasetSplit, dist: DistContext, max_images: int | None) -> list[int]:
@@ -77,8 +80,7 @@ def evaluate(
     if crf_pool:
         matrices.update({"unmasked_crf": ConfusionMatrix(num_labels), "tag_masked_crf": ConfusionMatrix(num_labels)})
     labelled = torch.zeros(3, dtype=torch.int64)  # CPL: correct, labelled, valid pixels
-    contexts = sorted(split.context_classes)
-    context_counts = torch.zeros(len(contexts), 3, dtype=torch.int64)  # segmentation hits, CAM hits, pixels
+    extras = [make() for make in split.extra_metrics]
 
     indices = _shard(split, dist, max_images)
     loader = DataLoader(
@@ -104,15 +106,17 @@ def evaluate(
                     unmasked, tag_masked = segmentation_labels(seg), segmentation_labels(seg, tags)
                 inside = torch.ones_like(true_cam, dtype=torch.bool)
                 cpl = cam_pseudo_labels(cams, tags, inside, thresholds.cam_high, thresholds.cam_low)
-                for kind, prediction in zip(KINDS, (unmasked, tag_masked, true_cam, cpl)):
-                    matrices[kind].update(prediction[0], mask)
+                predictions = dict(zip(KINDS, (unmasked[0], tag_masked[0], true_cam[0], cpl[0])))
+                for kind, prediction in predictions.items():
+                    matrices[kind].update(prediction, mask)
                 valid = mask != IGNORE_INDEX
                 cpl_labelled = (cpl[0].cpu() != IGNORE_INDEX) & valid
                 labelled += torch.tensor([int((cpl_labelled & (cpl[0].cpu() == mask)).sum()),
                                           int(cpl_labelled.sum()), int(valid.sum())])
-                if contexts and batch.get("context") and batch["context"][i] is not None:
-                    context_counts += _context_hits(batch["context"][i], mask, unmasked[0].cpu(), true_cam[0].cpu(),
-                                                    contexts, split.context_classes)
+                if extras:
+                    on_cpu = {kind: prediction.cpu() for kind, prediction in predictions.items()}
+                    for extra in extras:
+                        extra.update(split.samples[batch["index"][i]], mask, on_cpu)
                 if crf_pool:
                     image = batch["image"][i]
                     crf_jobs += [(image, seg[0]), (image, mask_absent(seg, tags)[0])]
@@ -125,7 +129,8 @@ def evaluate(
     for matrix in matrices.values():
         matrix.all_reduce()
     labelled = all_reduce_sum(labelled)
-    context_counts = all_reduce_sum(context_counts)
+    for extra in extras:
+        extra.counts = all_reduce_sum(extra.counts)
     names = ["background", *split.class_names]
     result = {
         "miou_unmasked": matrices["unmasked"].mean_iou(),
@@ -155,10 +160,8 @@ def evaluate(
     }
     if return_confusion:
         result["confusion"] = matrices["unmasked"].counts.tolist()
-    if contexts:
-        hits_seg, hits_cam, pixels = context_counts.sum(0).tolist()
-        result["coexistence"] = 100 * hits_seg / max(pixels, 1)
-        result["coexistence_cam"] = 100 * hits_cam / max(pixels, 1)
+    for extra in extras:
+        result.update(extra.result())
     if crf_pool:
         result["crf"] = {
             "miou_unmasked": matrices["unmasked_crf"].mean_iou(),
@@ -166,18 +169,6 @@ def evaluate(
             "per_class_tag_masked": matrices["tag_masked_crf"].per_class(names),
         }
     return result
-
-
-def _context_hits(context: torch.Tensor, mask: torch.Tensor, segmentation: torch.Tensor, cam: torch.Tensor,
-                  contexts: list[int], tied: dict[int, int]) -> torch.Tensor:
-    """Per context id: [pixels the segmentation labels as the tied class, same for the CAM, pixels],
-    counting only context pixels that are background in the mask."""
-    rows = []
-    for context_id in contexts:
-        region = (context == context_id) & (mask == 0)
-        label = tied[context_id] + 1
-        rows.append([int((segmentation[region] == label).sum()), int((cam[region] == label).sum()), int(region.sum())])
-    return torch.tensor(rows, dtype=torch.int64)
 
 
 def raise_missing_masks(split: DatasetSplit) -> None:
@@ -211,9 +202,9 @@ def format_results(result: dict) -> str:
     )
     lines.append(f"CPL mIoU {result['cpl_miou']:.2f} on the {result['cpl_coverage']:.1f}% of pixels it labels "
                  f"(precision {result['cpl_precision']:.1f}%, recall {result['cpl_recall']:.1f}%)")
-    if "coexistence" in result:
-        lines.append(f"coexistence (context pixels labelled as their tied class): segmentation "
-                     f"{result['coexistence']:.1f}%, CAM {result['coexistence_cam']:.1f}%")
+    extra = [f"{key} {value:.1f}%" for key, value in result.items() if key not in RESULT_KEYS]
+    if extra:
+        lines.append("metrics of the dataset: " + ", ".join(extra))
     if "crf" in result:
         lines.append(f"with CRF: unmasked {result['crf']['miou_unmasked']:.2f}, tag-masked {result['crf']['miou_tag_masked']:.2f}")
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from cosa.engine.inference import cam_labels, infer, mask_absent, predicted_tags
 from cosa.errors import CosaError
 from cosa.method.pseudo_labels import resize
 from cosa.outputs import OutputFolder
-from cosa.viz import blend, heatmap, overlay, save_picture, to_numpy_image
+from cosa.reporting.pictures import blend, heatmap, overlay, save_picture, to_numpy_image
 
 # The PASCAL VOC devkit's result folder for segmentation. comp5 is for methods trained on VOC 2012
 # data only; CoSA uses an ImageNet-pre-trained backbone and SBD's extra images (train_aug), so its

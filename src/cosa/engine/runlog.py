@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
 
 from cosa.files import cannot, write_text_atomically
+
+
+def setup_logging(is_main: bool = True) -> None:
+    """Messages as plain lines; only the main process tells more than warnings."""
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s", force=True)
 
 
 class RunLog:

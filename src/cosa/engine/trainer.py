@@ -27,20 +27,22 @@ from tqdm import tqdm
 
 from cosa.config.load import save_config
 from cosa.config.schema import PSEUDO_LABEL_RECIPES, Config
-from cosa.data.datasets import StreamSampler, TrainingViews
+from cosa.data.datasets import StreamSampler, TrainingViews, per_process_batch
 from cosa.data.layouts import DatasetSplit, available_splits, load_split, partial_masks_problem
+from cosa.engine import distributed
 from cosa.engine.checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from cosa.engine.distributed import DistContext, all_gather_cat, all_reduce_sum, average_buffers, barrier
 from cosa.engine.evaluate import evaluate, format_results
 from cosa.engine.monitor import CplMonitor
-from cosa.engine.run_dir import last_checkpoint
-from cosa.engine.runlog import RunLog
+from cosa.engine.run_dir import claim, last_checkpoint
+from cosa.engine.runlog import RunLog, setup_logging
 from cosa.engine.schedule import build_optimizer, lr_factor, set_learning_rate
 from cosa.errors import CosaError
 from cosa.files import write_text_atomically
 from cosa.method.cosa import CoSAObjective, StepLosses
 from cosa.models.ema import ema_update
 from cosa.models.network import build_network
+from cosa.outputs import refuse_inputs
 from cosa.precision import autocast
 from cosa.profiling import section, timed
 
@@ -386,3 +388,18 @@ class Trainer:
 
 def summarize(result: dict | None) -> str:
     return format_results(result) if result else "no evaluation (the validation split has no masks)"
+
+
+def run_training(cfg: Config, run_dir: Path, resume: bool = False) -> dict | None:
+    """Train in this process (joining torchrun's group if any), holding ``run_dir``; returns the final evaluation."""
+    dist = distributed.init_distributed(cfg.train.device)
+    setup_logging(dist.is_main)
+    try:
+        # Mistakes that need no data are told before the run folder is made or locked.
+        per_process_batch(cfg.train.batch_size, dist.world_size)
+        if cfg.data.root is not None:  # the run folder is deleted to start over: the dataset must not be in it
+            refuse_inputs(run_dir, "--out", [("the dataset", cfg.data.root)], "folder")
+        with claim(run_dir, resume, dist):
+            return Trainer(cfg, run_dir, dist, resume=resume).fit()
+    finally:
+        distributed.shutdown()

@@ -1,4 +1,4 @@
-"""Readable results: a Markdown metrics report and a picture grid of predictions."""
+"""A picture grid of what a network makes of a few images, next to their ground truth."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cosa.data.layouts import DatasetSplit
 from cosa.engine.inference import cam_labels, infer, predicted_tags, segmentation_labels
 from cosa.method.pseudo_labels import cam_pseudo_labels, resize
 from cosa.method.thresholds import CplThresholds
-from cosa.viz import blend, colorize, heatmap, image_grid, to_numpy_image
+from cosa.reporting.pictures import blend, colorize, heatmap, image_grid, to_numpy_image
 
 GRID_COLUMNS = ["image", "ground truth", "CAM (true classes)", "CPL", "prediction"]
 
@@ -49,17 +49,3 @@ def prediction_grid(
         ])
     return image_grid(rows, GRID_COLUMNS)
 
-
-def metrics_table(result: dict) -> str:
-    """Per-class IoU as a Markdown table."""
-    lines = ["| class | unmasked | tag-masked | CAM |", "|---|---:|---:|---:|"]
-
-    def cell(value: float | None) -> str:
-        return "–" if value is None else f"{value:.2f}"
-
-    for name, value in result["per_class"].items():
-        lines.append(f"| {name} | {cell(value)} | {cell(result['per_class_tag_masked'][name])} | "
-                     f"{cell(result['per_class_cam'][name])} |")
-    lines.append(f"| **mIoU** | **{result['miou_unmasked']:.2f}** | **{result['miou_tag_masked']:.2f}** | "
-                 f"**{result['cam_miou']:.2f}** |")
-    return "\n".join(lines)

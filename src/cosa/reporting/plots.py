@@ -1,4 +1,5 @@
-"""Training-analysis figures of a run, drawn from its ``metrics.jsonl`` (``cosa plot``).
+"""Figures: the training analysis of a run, drawn from its ``metrics.jsonl`` (``cosa plot``), and
+the confusion matrix of an evaluation.
 
 - ``thresholds.png`` — the CPL thresholds (δ_h, δ_l) of both CAMs over iterations (fixed lines
   for ``release``, moving ones with the threshold search);
@@ -9,30 +10,26 @@
 - ``miou.png`` — the validation metrics.
 
 :func:`run_pngs` renders the same figures in memory, for pages that embed them (``cosa report``).
+Figures are made without pyplot, so drawing needs no GUI backend and leaves no figure open.
 """
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from cosa.config.load import read_saved_config
+from cosa.engine.monitor import BINS
+from cosa.engine.run_dir import RUN_ENTRIES
+from cosa.engine.runlog import read_metrics
+from cosa.errors import CosaError
+from cosa.files import write_file
+from cosa.outputs import OutputFolder, check_output_folder
+from cosa.reporting.pictures import png_bytes
 
-from cosa.config.load import read_saved_config  # noqa: E402
-from cosa.engine.monitor import BINS  # noqa: E402
-from cosa.engine.run_dir import RUN_ENTRIES  # noqa: E402
-from cosa.engine.runlog import read_metrics  # noqa: E402
-from cosa.errors import CosaError  # noqa: E402
-from cosa.files import write_file  # noqa: E402
-from cosa.outputs import OutputFolder, check_output_folder  # noqa: E402
-
-DPI = 110
 # file name, metrics.jsonl key prefix, title, y label, log scale
 LINE_FIGURES = (("thresholds.png", "thresholds/", "CPL thresholds", "threshold", False),
                 ("losses.png", "train/", "training losses", "loss", True),
@@ -53,7 +50,8 @@ def series(records: list[dict], prefix: str) -> dict[str, tuple[list[int], list[
 
 def _line_figure(curves: dict[str, tuple[list[int], list[float]]], title: str, ylabel: str,
                  log_scale: bool = False) -> Figure:
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
     for name, (iterations, values) in sorted(curves.items()):
         axis.plot(iterations, values, label=name, marker="." if len(values) < 30 else None)
     axis.set(title=title, xlabel="iteration", ylabel=ylabel)
@@ -81,7 +79,8 @@ def _confidence_figure(records: list[dict]) -> Figure | None:
                 table[int(name), column[iteration]] = value
         return table
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    figure = Figure(figsize=(15, 4))
+    axes = figure.subplots(1, 3)
     # One column (a single logged iteration) still needs a width: matplotlib warns about an empty range.
     extent = (iterations[0], iterations[-1], 0, 1) if len(iterations) > 1 else (iterations[0] - 0.5,
                                                                                  iterations[0] + 0.5, 0, 1)
@@ -104,10 +103,7 @@ def _confidence_figure(records: list[dict]) -> Figure | None:
 
 
 def run_figures(records: list[dict]) -> dict[str, Figure]:
-    """File name → figure for every figure the records have data for, in ``cosa plot``'s order.
-
-    The caller owns the figures: save them with :func:`png_bytes` (which closes them).
-    """
+    """File name → figure for every figure the records have data for, in ``cosa plot``'s order."""
     figures = {}
     for name, prefix, title, ylabel, log_scale in LINE_FIGURES:
         curves = series(records, prefix)
@@ -119,14 +115,6 @@ def run_figures(records: list[dict]) -> dict[str, Figure]:
     if confidence is not None:
         figures["cpl_confidence.png"] = confidence
     return figures
-
-
-def png_bytes(figure: Figure, dpi: int = DPI) -> bytes:
-    """The figure as PNG bytes (what ``savefig`` would write to a file); closes the figure."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    plt.close(figure)
-    return buffer.getvalue()
 
 
 def run_pngs(run_dir: str | Path) -> dict[str, bytes]:
@@ -141,6 +129,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool
     is an output folder like any other (:class:`OutputFolder`): apart from the run's files and its
     dataset, and empty unless ``overwrite`` replaces the figures of an earlier ``cosa plot``.
     """
+    if not (Path(run_dir) / "metrics.jsonl").is_file():
+        raise CosaError(f"{run_dir}: not a run directory (no metrics.jsonl)")
     if not out:
         folder = Path(run_dir) / "plots"
         check_output_folder(folder, "--out")
@@ -157,3 +147,32 @@ def _dataset_of(run_dir: Path) -> str | None:
         return read_saved_config(run_dir / "config.yaml").data.root if (run_dir / "config.yaml").is_file() else None
     except CosaError:
         return None
+
+
+def confusion_figure(confusion: list[list[int]], names: list[str]) -> Figure:
+    """Row-normalised heat map: where each ground-truth class's pixels go (rows sum to 100%).
+
+    A class absent from the evaluated ground truth has an empty row, marked so that it does not
+    read as "0% right".
+    """
+    counts = np.asarray(confusion, dtype=np.float64)
+    totals = counts.sum(1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0) * 100
+    size = len(names)
+    small = size <= 25  # cells of larger matrices are too small for numbers
+    side = min(3 + 0.5 * size, 18)
+    figure = Figure(figsize=(side + 1.5, side))
+    axis = figure.subplots()
+    image = axis.imshow(share, cmap="Blues", vmin=0, vmax=100)
+    rows = [name if total > 0 else f"{name} (absent)" for name, total in zip(names, totals[:, 0])]
+    axis.set_xticks(range(size), names, rotation=45, ha="right", fontsize=8 if small else 4)
+    axis.set_yticks(range(size), rows, fontsize=8 if small else 4)
+    axis.set(xlabel="prediction", ylabel="ground truth", title="confusion, % of each ground-truth class")
+    if small:
+        for row in range(size):
+            for column in range(size):
+                axis.text(column, row, f"{share[row, column]:.0f}", ha="center", va="center", fontsize=7,
+                          color="white" if share[row, column] > 50 else "black")
+    figure.colorbar(image, ax=axis)
+    figure.tight_layout()
+    return figure

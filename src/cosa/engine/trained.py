@@ -1,8 +1,8 @@
-"""Pieces shared by several commands: logging set-up and loading a trained network."""
+"""A trained network from a checkpoint: its config, classes and thresholds, on a device, and the
+check that a dataset has the classes it was trained on."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,16 +11,12 @@ import torch
 from cosa.config.load import config_from_dict
 from cosa.config.schema import Config
 from cosa.data.layouts import DatasetSplit
+from cosa.engine import NETWORKS
 from cosa.engine.checkpoint import load_checkpoint
-from cosa.cli import NETWORKS
 from cosa.errors import CosaError
 from cosa.method.thresholds import CplThresholds
 from cosa.models.network import CoSANet, build_network
 from cosa.models.official import load_official, official_to_cosa
-
-
-def setup_logging(is_main: bool = True) -> None:
-    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s", force=True)
 
 
 @dataclass

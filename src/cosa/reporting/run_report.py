@@ -1,4 +1,4 @@
-"""One self-contained HTML page that shows a training run at a glance (``cosa report``).
+"""One self-contained HTML page that shows a training run at a glance (``cosa report``, ``cosa demo``).
 
 Everything is inline — CSS, and images as base64 PNG data URIs; no script, no external URL — so
 the page is a single file that can be archived, mailed or attached to an issue and still show
@@ -12,28 +12,24 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from omegaconf import OmegaConf
-from PIL import Image
 
-from cosa.cli.common import load_trained, read_checkpoint, require_same_classes
 from cosa.config.load import config_from_dict
 from cosa.config.schema import Config
 from cosa.data.layouts import load_split
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.evaluate import evaluate
+from cosa.engine.trained import load_trained, read_checkpoint, require_same_classes
 from cosa.errors import CosaError
 from cosa.files import write_text_atomically
 from cosa.outputs import check_output_file
-from cosa.plots import png_bytes, run_pngs
-from cosa.report import GRID_COLUMNS, prediction_grid
-
-import matplotlib.pyplot as plt  # after cosa.plots, which picks the Agg backend
+from cosa.reporting.pictures import png_bytes
+from cosa.reporting.plots import confusion_figure, run_pngs
+from cosa.reporting.predictions import GRID_COLUMNS, prediction_grid
 
 CHECKPOINTS = ("checkpoints/last.pt", "checkpoints/best.pt")  # the first one present is reported
 RUN_FILES = ("config.yaml", "metrics.jsonl", "final_metrics.json", *CHECKPOINTS)
@@ -168,7 +164,7 @@ def _evaluate_checkpoint(checkpoint: Path, max_images: int | None, data: str | N
     evaluation = Evaluation(model.iteration, cfg, class_names=["background", *model.class_names])
     grid = prediction_grid(model.network, split, cfg, model.thresholds, device,
                            list(range(min(GRID_IMAGES, len(split.samples)))))
-    evaluation.grid_png = _image_png(grid)
+    evaluation.grid_png = png_bytes(grid)
     if not split.has_masks:
         evaluation.why_not = f"split '{split.split}' of {root} has no masks to score against"
         return evaluation
@@ -177,40 +173,6 @@ def _evaluate_checkpoint(checkpoint: Path, max_images: int | None, data: str | N
                                  max_images=limit, progress=True, return_confusion=True)
     evaluation.result["protocol"].update(checkpoint=str(checkpoint), iteration=model.iteration)
     return evaluation
-
-
-def _image_png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def confusion_png(confusion: list[list[int]], names: list[str]) -> bytes:
-    """Row-normalised heat map: where each ground-truth class's pixels go (rows sum to 100%).
-
-    A class absent from the evaluated ground truth has an empty row, marked so that it does not
-    read as "0% right".
-    """
-    counts = np.asarray(confusion, dtype=np.float64)
-    totals = counts.sum(1, keepdims=True)
-    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0) * 100
-    size = len(names)
-    small = size <= 25  # cells of larger matrices are too small for numbers
-    side = min(3 + 0.5 * size, 18)
-    figure, axis = plt.subplots(figsize=(side + 1.5, side))
-    image = axis.imshow(share, cmap="Blues", vmin=0, vmax=100)
-    rows = [name if total > 0 else f"{name} (absent)" for name, total in zip(names, totals[:, 0])]
-    axis.set_xticks(range(size), names, rotation=45, ha="right", fontsize=8 if small else 4)
-    axis.set_yticks(range(size), rows, fontsize=8 if small else 4)
-    axis.set(xlabel="prediction", ylabel="ground truth", title="confusion, % of each ground-truth class")
-    if small:
-        for row in range(size):
-            for column in range(size):
-                axis.text(column, row, f"{share[row, column]:.0f}", ha="center", va="center", fontsize=7,
-                          color="white" if share[row, column] > 50 else "black")
-    figure.colorbar(image, ax=axis)
-    figure.tight_layout()
-    return png_bytes(figure)
 
 
 # --- HTML pieces ------------------------------------------------------------------------------
@@ -314,7 +276,7 @@ def confusion_section(evaluation: Evaluation) -> str:
                f"{protocol['iteration']}) on {protocol['num_images']} images of split '{protocol['split']}', "
                f"scales {value_text(protocol['scales'])}{' + flip' if protocol['flip'] else ''}; "
                f"mIoU {number(evaluation.result['miou_unmasked'])}")
-    png = confusion_png(evaluation.result["confusion"], evaluation.class_names)
+    png = png_bytes(confusion_figure(evaluation.result["confusion"], evaluation.class_names))
     return section("Confusion matrix", figure_html(png, caption))
 
 
@@ -352,6 +314,13 @@ def render_page(run: RunContents, evaluation: Evaluation) -> str:
             f"<body>{body}</body></html>\n")
 
 
+def report_page(run: RunContents, max_images: int | None = None, run_evaluation: bool = True,
+                data: str | None = None) -> str:
+    """The page of ``run``, evaluating its checkpoint unless ``run_evaluation`` is false."""
+    evaluation = evaluate_run(run, max_images, data) if run_evaluation else skipped_evaluation(run)
+    return render_page(run, evaluation)
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None, max_images: int | None = None,
                  run_evaluation: bool = True, data: str | None = None) -> Path:
     """Write the page of ``run_dir`` to ``out`` (default RUN_DIR/report.html); returns its path."""
@@ -360,6 +329,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, max_images:
     dataset = data or (run.cfg.data.root if run.cfg else None)
     check_output_file(path, "--out", [("the run file", run.run_dir / name) for name in RUN_FILES]
                       + ([("the dataset", dataset)] if dataset else []))
-    evaluation = evaluate_run(run, max_images, data) if run_evaluation else skipped_evaluation(run)
-    write_text_atomically(path, render_page(run, evaluation))
+    write_text_atomically(path, report_page(run, max_images, run_evaluation, data))
     return path

@@ -1,17 +1,20 @@
-"""Pictures: coloured masks, CAM heat maps, overlays and labelled image grids (PIL + numpy)."""
+"""Pictures: coloured masks, CAM heat maps, overlays, labelled image grids and PNG bytes (PIL + numpy)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib import colormaps
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from cosa.data.io import IGNORE_INDEX, voc_palette
 
 IGNORE_COLOUR = (224, 224, 192)  # VOC's boundary colour for "ignore"
+FIGURE_DPI = 110
 
 
 def to_numpy_image(image: torch.Tensor) -> np.ndarray:
@@ -60,6 +63,20 @@ def image_grid(rows: list[list[np.ndarray]], titles: list[str], cell: int = 160)
     return canvas
 
 
+def _image(picture: np.ndarray | Image.Image) -> Image.Image:
+    return picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+
+
 def save_picture(path: str | Path, picture: np.ndarray | Image.Image) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    (picture if isinstance(picture, Image.Image) else Image.fromarray(picture)).save(path)
+    _image(picture).save(path)
+
+
+def png_bytes(picture: np.ndarray | Image.Image | Figure) -> bytes:
+    """A picture or a matplotlib figure as the bytes of a PNG file, e.g. to embed in a page."""
+    buffer = io.BytesIO()
+    if isinstance(picture, Figure):
+        picture.savefig(buffer, format="png", dpi=FIGURE_DPI)
+    else:
+        _image(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
