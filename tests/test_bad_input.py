@@ -485,7 +485,7 @@ def test_a_checkpoint_whose_config_is_invalid_is_refused_in_one_line(tmp_path, c
 
 
 def test_a_checkpoint_with_removed_keys_of_the_remaining_behaviour_loads(tmp_path, checkpoint):
-    from cosa.cli.common import load_trained
+    from cosa.engine.trained import load_trained
 
     path = with_stored(checkpoint, tmp_path / "old.pt", "model", "freeze_batchnorm", False)
     for section, key, value in [("method.raw", "mode", "confident"), ("method.regularizer", "filter", "released"),

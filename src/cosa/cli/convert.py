@@ -8,8 +8,8 @@ import argparse
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "convert-official", help="convert a released CoSA checkpoint",
-        description="Convert an official CoSA file (a dict whose 'model' is the released state dict, METHOD.md "
-                    "§11) into a cosa checkpoint that evaluate, predict and export-pseudo-labels read. "
+        description="Convert an official CoSA file (a dict whose 'model' is the released state dict) "
+                    "into a cosa checkpoint that evaluate, predict and export-pseudo-labels read. "
                     "Those commands also accept the official file directly.",
     )
     parser.add_argument("source", metavar="IN.pth", help="the official checkpoint")

@@ -22,7 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "predict", help="predict masks for images",
         description="Writes OUT/NAME.png (VOC-palette mask), OUT/NAME_overlay.jpg (mask colours over the image) "
                     "and OUT/NAME_cam.jpg (CAMs of the present classes: the --tags, else the predicted ones). "
-                    "Defaults follow the checkpoint's evaluation protocol (METHOD.md §9): eval.size, "
+                    "Defaults follow the checkpoint's evaluation protocol: eval.size, "
                     "eval.scales, eval.flip; no label information unless --tags is given.",
     )
     parser.add_argument("--checkpoint", required=True, help="a cosa checkpoint")

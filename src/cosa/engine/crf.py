@@ -1,4 +1,4 @@
-"""Optional dense CRF post-processing (METHOD.md §9), from the ``crf`` extra (pydensecrf2).
+"""Optional dense CRF post-processing, from the ``crf`` extra (pydensecrf2).
 
 The compiled package is imported only when a CRF is asked for, so training and plain
 evaluation never need it.

@@ -1,4 +1,4 @@
-"""Evaluation of a network on a split (METHOD.md §9), exact across processes.
+"""Evaluation of a network on a split, exact across processes.
 
 Every image is resized to ``eval.size``², run at ``eval.scales`` (+ flip), and its logits are
 resized back to the label size. One confusion matrix per prediction kind covers the whole split:

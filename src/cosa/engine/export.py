@@ -1,6 +1,6 @@
 """Writing the CAM pseudo-labels (CPL) of a trained network for a whole split, as PNG masks.
 
-The labels are the ones a training step makes (METHOD.md §3–4), on the whole image instead of a
+The labels are the ones a training step makes, on the whole image instead of a
 crop: the assignment pass of :func:`multiscale_assignments` at ``method.assignment_scales`` (with
 flips) and the image's true tags, on the image resized to ``eval.size``² as in evaluation; the
 normalised CAMs are resized back to the image size and thresholded by the checkpoint's CPL

@@ -1,4 +1,4 @@
-"""Turning network outputs into label maps: the evaluation protocol of METHOD.md §9.
+"""Turning network outputs into label maps: the evaluation protocol.
 
 The same functions serve ``cosa evaluate``, ``cosa predict`` and the demo report, so a mask on
 disk and a number in a table always come from one code path.

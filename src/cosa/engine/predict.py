@@ -104,7 +104,7 @@ def predict_images(
     crf_pool: CrfPool | None = None,
     batch_size: int = 4,
 ) -> Iterator[Prediction]:
-    """Predictions for ``images``, in order, at ``cfg.eval``'s size, scales and flip (METHOD.md §9).
+    """Predictions for ``images``, in order, at ``cfg.eval``'s size, scales and flip.
 
     With ``tags`` (from :func:`read_tags`) the masks are tag-masked; with a ``crf_pool`` they
     are the CRF of the softmax of the logits the mask came from.
