@@ -1,10 +1,11 @@
 """Shared fixtures and helpers: a tiny synthetic dataset, configurations that train in seconds on a
-CPU, an untrained checkpoint, and running the command line."""
+CPU, one trained run, an untrained checkpoint, and running the command line."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,12 @@ from cosa.models.network import build_network
 # Tests run in parallel (pytest-xdist); one thread each avoids oversubscribing the cores.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+TESTS = Path(__file__).resolve().parent
+# For worker scripts run in a subprocess (torchrun, kill tests): one thread, and this folder on the
+# path so that they import the helpers below as the tests do.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1",
+                  "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
 
 TINY_OVERRIDES = [
     "model.backbone=mobilenetv2_050",
@@ -45,6 +52,15 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_data")
     generate_synthetic_dataset(root, seed=0, num_train=24, num_val=8, image_size=64)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_data, tmp_path_factory):
+    """A run of 6 steps made by ``cosa train`` on the tiny data, shared by every test that needs a
+    trained model. Read it only; copy it to change it."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["train", "--config", "demo", "--data", str(tiny_data), "--out", str(run), *TINY_OVERRIDES]) == 0
+    return run
 
 
 def save_untrained_checkpoint(path, class_names, *overrides):

@@ -674,6 +674,7 @@ def test_yaml_python_tags_are_refused_not_run(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_import_and_help_open_no_network_connection():
     script = """
 import socket, sys

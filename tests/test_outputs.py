@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import cosa.engine.trained
 import cosa.engine.evaluate
 import cosa.engine.export
 import cosa.engine.predict
+import cosa.engine.trained
 from cosa.data.layouts import read_class_names
 from cosa.outputs import MANIFEST
 

@@ -20,14 +20,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cosa.engine.trained import load_trained
 from cosa.config.load import load_config
 from cosa.engine.inference import cam_labels, infer, segmentation_labels
+from cosa.engine.trained import load_trained
 from cosa.method.cosa import inside_box
 from cosa.method.dense_energy import dense_energy_loss, dense_filter
 from cosa.method.losses import cam_to_segmentation_loss, classification_loss, segmentation_to_cam_loss
 from cosa.method.pseudo_labels import (
-    cam_pseudo_labels, multiscale_assignments, resize, segmentation_pseudo_labels, tag_channels,
+    cam_pseudo_labels,
+    multiscale_assignments,
+    resize,
+    segmentation_pseudo_labels,
+    tag_channels,
 )
 from cosa.method.thresholds import Histogram, fit_mixture, mixture_thresholds
 

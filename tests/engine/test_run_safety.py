@@ -34,14 +34,12 @@ from cosa.engine.checkpoint import load_checkpoint, save_checkpoint
 from cosa.engine.runlog import RunLog, read_metrics
 from cosa.errors import CosaError
 
-from conftest import TINY_OVERRIDES, assert_one_line_error, run_cli
+from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, assert_one_line_error, run_cli
 
-TESTS = Path(__file__).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+ENV = SUBPROCESS_ENV
 # Three iterations: a checkpoint and an evaluation at 3.
 SHORT = [*TINY_OVERRIDES, "train.iterations=3", "train.device=cpu"]
-# The run of `trained_run`: a recipe and an override that a resumed run must keep.
+# The run of `paper_run`: a recipe and an override that a resumed run must keep.
 RUN_OPTIONS = ["--config", "demo", "--recipe", "paper", *SHORT, "method.raw.enabled=false"]
 
 
@@ -57,7 +55,7 @@ def train_error(capsys, *argv) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_data, tmp_path_factory) -> Path:
+def paper_run(tiny_data, tmp_path_factory) -> Path:
     """A finished 3-iteration run of the paper recipe with method.raw.enabled=false."""
     run = tmp_path_factory.mktemp("trained") / "run"
     assert main(["train", "--data", str(tiny_data), "--out", str(run), *RUN_OPTIONS]) == 0
@@ -65,8 +63,8 @@ def trained_run(tiny_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def run_copy(trained_run, tmp_path) -> Path:
-    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+def run_copy(paper_run, tmp_path) -> Path:
+    return Path(shutil.copytree(paper_run, tmp_path / "run"))
 
 
 def resolved(*argv) -> Config:
@@ -188,6 +186,7 @@ def test_a_run_stored_with_a_removed_behaviour_is_refused_in_one_line(run_copy, 
 
 # --- 2. one run per folder ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_folder_locked_by_a_live_run_is_refused_naming_its_pid(tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -202,6 +201,7 @@ def test_a_folder_locked_by_a_live_run_is_refused_naming_its_pid(tiny_data, tmp_
     assert (run / ".lock").read_text().startswith(str(holder.pid))  # not ours to remove
 
 
+@pytest.mark.slow
 def test_a_stale_lock_is_taken_over_with_a_warning_and_released(run_copy, capsys):
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (run_copy / ".lock").write_text(f"{ended.stdout.strip()} {os.uname().nodename}\n")  # a run killed with -9
@@ -234,9 +234,9 @@ def test_a_fresh_run_refuses_a_folder_holding_a_run(tiny_data, tmp_path, capsys,
     assert files_of(run) == before
 
 
-def test_a_fresh_run_into_a_finished_run_points_to_resume(trained_run, tiny_data, capsys):
-    line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", trained_run, *SHORT)
-    assert f"{trained_run}: holds a run already (" in line and "use --resume to continue it, or another --out" in line
+def test_a_fresh_run_into_a_finished_run_points_to_resume(paper_run, tiny_data, capsys):
+    line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", paper_run, *SHORT)
+    assert f"{paper_run}: holds a run already (" in line and "use --resume to continue it, or another --out" in line
 
 
 def test_resume_without_a_checkpoint_refuses_and_keeps_the_history(run_copy, capsys):

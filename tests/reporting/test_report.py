@@ -10,7 +10,6 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from conftest import TINY_OVERRIDES
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -23,10 +22,10 @@ DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_data, tmp_path_factory):
-    """A tiny run made by ``cosa train`` (as in test_cli.py)."""
+def run_dir(trained_run, tmp_path_factory):
+    """A copy of the shared run, which the report is written into."""
     run = tmp_path_factory.mktemp("report") / "run"
-    assert main(["train", "--config", "demo", "--data", str(tiny_data), "--out", str(run), *TINY_OVERRIDES]) == 0
+    shutil.copytree(trained_run, run)
     return run
 
 
@@ -200,6 +199,7 @@ def chromium_binary() -> str | None:
     return next((path for path in map(shutil.which, ("chromium", "chromium-browser")) if path), None)
 
 
+@pytest.mark.slow
 def test_page_renders_in_headless_chromium(page, run_dir, tmp_path):
     browser = chromium_binary()
     if browser is None:

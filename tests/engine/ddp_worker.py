@@ -1,4 +1,4 @@
-"""Run by ``torchrun`` from test_training.py: train the tiny config, save this rank's networks."""
+"""Run by ``torchrun`` from test_trainer.py: train the tiny config, save this rank's networks."""
 
 import copy
 import sys

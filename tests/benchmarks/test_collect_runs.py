@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cosa.config import load_config
 from cosa.config.load import save_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "collect_runs.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "collect_runs.py"
 
 
 def fake_run(root: Path, name: str, recipe: str, overrides: list[str], miou: float, edit=None) -> Path:
@@ -44,6 +45,7 @@ def with_old_keys(space: str = "cam", before_detach_positives: bool = False):
     return edit
 
 
+@pytest.mark.slow
 def test_runs_are_grouped_by_their_differences_from_the_preset(tmp_path):
     runs = [
         fake_run(tmp_path, "a-seed0", "release", ["train.seed=0"], 40.0),

@@ -12,7 +12,7 @@ import pytest
 from cosa.config import load_config
 from cosa.config.load import save_config
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture

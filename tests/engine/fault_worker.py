@@ -1,4 +1,4 @@
-"""Run by test_faults.py: ``cosa train`` that fails at a chosen point (also under torchrun).
+"""Run by engine/test_faults.py: ``cosa train`` that fails at a chosen point (also under torchrun).
 
     python fault_worker.py POINT cosa-train-arguments...
 

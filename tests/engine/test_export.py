@@ -9,16 +9,7 @@ from PIL import Image
 from cosa.cli.main import main
 from cosa.data.layouts import load_split
 
-from conftest import TINY_OVERRIDES
-
 NUM_CLASSES = 6  # the synthetic dataset's shapes
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("export") / "run"
-    assert main(["train", "--config", "demo", "--data", str(tiny_data), "--out", str(run), *TINY_OVERRIDES]) == 0
-    return run
 
 
 def recount(out, split):

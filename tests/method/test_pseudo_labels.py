@@ -1,5 +1,7 @@
 """Assignments and pseudo-labels: CPL thresholds and box, SPL masking, multi-scale merging."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,14 +9,20 @@ from torch import nn
 
 from cosa.data.io import IGNORE_INDEX
 from cosa.method.cosa import inside_box
+from cosa.method.losses import (
+    balanced_segmentation_loss,
+)
 from cosa.method.pseudo_labels import (
     cam_pseudo_labels,
     multiscale_assignments,
     normalize_cams,
+    reliability_weighted_labels,
     segmentation_pseudo_labels,
     tag_channels,
 )
 from cosa.models.network import NetworkOutput
+
+IGNORE = 255
 
 
 def test_cam_pseudo_labels_follow_the_two_thresholds_and_the_box():
@@ -58,7 +66,9 @@ def test_normalize_cams_is_per_class_min_max_and_zeroes_absent_classes():
     cams = torch.tensor([[1.0, 3.0], [2.0, 2.0]]).view(1, 1, 2, 2).repeat(1, 2, 1, 1)
     cams[0, 1] *= 10
     out = normalize_cams(cams, torch.tensor([[1.0, 0.0]]))
-    assert out[0, 0].flatten().tolist() == pytest.approx([0.0, 1 / (1 + 5e-6), 0.5 / (1 + 5e-6), 0.5 / (1 + 5e-6)], rel=1e-5)
+    assert out[0, 0].flatten().tolist() == pytest.approx(
+        [0.0, 1 / (1 + 5e-6), 0.5 / (1 + 5e-6), 0.5 / (1 + 5e-6)], rel=1e-5
+    )
     assert out[0, 1].abs().sum() == 0
 
 
@@ -76,8 +86,9 @@ class ColumnNetwork(nn.Module):
 
     def forward(self, images):
         first = images[:, :1]
-        return NetworkOutput(cam=first, aux_cam=2 * first, logits=first.mean((2, 3)), aux_logits=first.mean((2, 3)),
-                             seg=images[:, :2])
+        return NetworkOutput(
+            cam=first, aux_cam=2 * first, logits=first.mean((2, 3)), aux_logits=first.mean((2, 3)), seg=images[:, :2]
+        )
 
 
 def test_multiscale_assignments_undo_the_flip_and_sum_scales():
@@ -98,10 +109,14 @@ def test_segmentation_merge_equals_upsampling_each_flip_first():
     out = multiscale_assignments(net, images, None, scales=[1.0, 0.6])
     expected = 0
     for scale in (1.0, 0.6):
-        scaled = images if scale == 1.0 else F.interpolate(images, size=(int(13 * scale), int(11 * scale)),
-                                                           mode="bilinear", align_corners=False)
-        seg = F.interpolate(net(torch.cat([scaled, scaled.flip(-1)])).seg, size=(13, 11), mode="bilinear",
-                            align_corners=False)
+        scaled = (
+            images
+            if scale == 1.0
+            else F.interpolate(images, size=(int(13 * scale), int(11 * scale)), mode="bilinear", align_corners=False)
+        )
+        seg = F.interpolate(
+            net(torch.cat([scaled, scaled.flip(-1)])).seg, size=(13, 11), mode="bilinear", align_corners=False
+        )
         expected = expected + seg[:2] + seg[2:].flip(-1)
     assert torch.allclose(out.seg, expected, rtol=1e-5, atol=1e-6)
 
@@ -134,8 +149,9 @@ class RandomHeads(nn.Module):
     def forward(self, images):
         small = F.avg_pool2d(images, 4)
         cam = self.cam(small)
-        return NetworkOutput(cam=cam, aux_cam=self.aux(small), logits=cam.mean((2, 3)),
-                             aux_logits=cam.mean((2, 3)), seg=self.seg(small))
+        return NetworkOutput(
+            cam=cam, aux_cam=self.aux(small), logits=cam.mean((2, 3)), aux_logits=cam.mean((2, 3)), seg=self.seg(small)
+        )
 
 
 def test_tag_channels_alone_give_the_same_cams_and_pseudo_labels():
@@ -157,3 +173,50 @@ def test_tag_channels_alone_give_the_same_cams_and_pseudo_labels():
         got = cam_pseudo_labels(full.cam, labels, inside, high, low, channels)
         assert (expected != got).sum() <= 2  # rounding (another softmax sum order) may flip a near-tie
         assert set(expected.unique().tolist()) > {0, IGNORE_INDEX}
+
+
+# --- RAW: reliability-weighted CAM pseudo-labels ---
+
+
+def raw_weight(score: float, middle: float, temperature: float = 0.1) -> float:
+    """ρ for one present class, by hand: K = 2, q = softmax([δ_m, M] / τ)."""
+    exps = [math.exp(middle / temperature), math.exp(score / temperature)]
+    q = [e / sum(exps) for e in exps]
+    perplexity = math.exp(-sum(p * math.log(p) for p in q))
+    return (2 / perplexity - 1) / (2 - 1)
+
+
+def test_raw_weights_at_hand_computed_points():
+    middle = (0.7 + 0.25) / 2
+    scores = [middle, 1.0, 0.0, 0.6, 0.8, 0.2]
+    cams = torch.tensor([[scores]]).view(1, 1, 1, 6).repeat(1, 2, 1, 1)
+    cams[:, 1] = 0.0  # the second class is absent
+    labels = torch.tensor([[1.0, 0.0]])
+    inside = torch.ones(1, 1, 6, dtype=torch.bool)
+    target, weights = reliability_weighted_labels(cams, labels, inside, 0.7, 0.25, 0.1, 1.0)
+    # The band between δ_l and δ_h (middle, 0.6) stays ignore; never the absent class.
+    assert target.tolist() == [[[IGNORE, 1, 0, IGNORE, 1, 0]]]
+    expected = [0.0 if 0.25 <= s <= 0.7 else raw_weight(s, middle) for s in scores]
+    assert expected[1] > 0.9 and 0 < expected[4] < expected[1]
+    assert weights[0, 0].tolist() == pytest.approx(expected, abs=1e-5)
+    squared = reliability_weighted_labels(cams, labels, inside, 0.7, 0.25, 0.1, 2.0)[1]
+    assert squared[0, 0].tolist() == pytest.approx([w * w for w in expected], abs=1e-5)
+
+
+def test_raw_ignores_outside_the_box_and_the_band():
+    cams = torch.tensor([0.1, 0.5, 0.9, 0.9]).view(1, 1, 1, 4)
+    labels = torch.ones(1, 1)
+    inside = torch.tensor([[[True, True, True, False]]])
+    target, weights = reliability_weighted_labels(cams, labels, inside, 0.7, 0.25, 0.1, 1.0)
+    assert target.tolist() == [[[0, IGNORE, 1, IGNORE]]]
+    assert weights[0, 0, 1] == 0 and weights[0, 0, 3] == 0 and weights[0, 0, 0] > 0 and weights[0, 0, 2] > 0
+    no_tags = reliability_weighted_labels(cams, torch.zeros(1, 1), inside, 0.7, 0.25, 0.1, 1.0)
+    assert no_tags[0].tolist() == [[[0, IGNORE, 0, IGNORE]]] and no_tags[1][0, 0, [0, 2]].tolist() == [1.0, 1.0]
+
+
+def test_weighted_balanced_loss_divides_by_counts_not_weights():
+    logits = torch.zeros(1, 2, 1, 3)  # CE = log 2 everywhere
+    target = torch.tensor([[[0, 1, 1]]])
+    weights = torch.tensor([[[0.5, 1.0, 0.0]]])
+    loss = balanced_segmentation_loss(logits, target, 0.5, weights)
+    assert float(loss) == pytest.approx(0.5 * 0.5 * math.log(2) + 0.5 * (1.0 + 0.0) / 2 * math.log(2))

@@ -43,6 +43,7 @@ def pair_kernel(image: torch.Tensor, sigma_rgb: float, sigma_xy: float) -> torch
 
 def naive_terms(image, probs, roi, pseudo_label, sigma_rgb, sigma_xy, scale):
     """Downscale as specified, then return (loss without λ, AS, downscaled R) from dense sums."""
+
     def nearest(tensor):
         return F.interpolate(tensor, scale_factor=scale, mode="nearest", recompute_scale_factor=True)
 
@@ -210,6 +211,7 @@ def test_fp32_under_autocast_and_no_gradient_for_other_inputs(exact_energy):
 
 
 # --- the permutohedral lattice (the O(N) approximation) --------------------------------------
+
 
 def photo_features(tiny_data, index: int, sigma_xy: float = 50.0 * 64 / 224):
     """Bilateral features of a real 64×64 image of the synthetic dataset (textures, edges)."""

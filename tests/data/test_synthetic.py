@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_OVERRIDES
 from PIL import Image
 
 from cosa.data.io import read_mask
@@ -17,6 +16,8 @@ from cosa.data.layouts import Sample, load_split
 from cosa.data.synthetic import CLASS_NAMES, CONTEXTS, generate_synthetic_dataset, min_visible_pixels
 from cosa.data.synthetic_metrics import context_hits
 from cosa.errors import CosaError
+
+from conftest import TINY_OVERRIDES
 
 SIZE = 64
 

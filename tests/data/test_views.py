@@ -6,7 +6,13 @@ import torch
 
 from cosa.data.io import IGNORE_INDEX
 from cosa.data.views import (
-    PHOTOMETRIC_OPS, ViewParams, crop_box, make_views, normalize, photometric, sample_view_params,
+    PHOTOMETRIC_OPS,
+    ViewParams,
+    crop_box,
+    make_views,
+    normalize,
+    photometric,
+    sample_view_params,
 )
 
 CROP = 32
