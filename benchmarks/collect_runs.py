@@ -36,9 +36,14 @@ REMOVED_DEFAULTS = {
     "method.contrastive.background_pull": False,
 }
 # Settings added during that tuning: a run made before a key existed had this value.
-ADDED_LATER = {"method.contrastive.space": "cam", "method.contrastive.warmup_iters": None,
-               "method.contrastive.detach_positives": False, "method.contrastive.negative_margin": 0,
-               "method.contrastive.detach_normalizer": False, "method.contrastive.detach_features": False}
+ADDED_LATER = {
+    "method.contrastive.space": "cam",
+    "method.contrastive.warmup_iters": None,
+    "method.contrastive.detach_positives": False,
+    "method.contrastive.negative_margin": 0,
+    "method.contrastive.detach_normalizer": False,
+    "method.contrastive.detach_features": False,
+}
 # Keys removed since (cosa.config.load.REMOVED_KEYS). At the value of the behaviour that remains
 # one is no difference: every run has that behaviour now. At another value it stays a difference,
 # so such a run is not counted with today's.
@@ -87,20 +92,29 @@ def main() -> None:
             continue
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         metrics = json.loads((run_dir / "final_metrics.json").read_text())
-        runs.append({"run": str(run_dir), "recipe": config["method"]["recipe"],
-                     "changes": differences(config, args.preset), "seed": config["train"]["seed"],
-                     **{m: metrics[m] for m in METRICS if m in metrics}})
+        runs.append(
+            {
+                "run": str(run_dir),
+                "recipe": config["method"]["recipe"],
+                "changes": differences(config, args.preset),
+                "seed": config["train"]["seed"],
+                **{m: metrics[m] for m in METRICS if m in metrics},
+            }
+        )
     rows = {}
     for run in runs:
         rows.setdefault((run["recipe"], tuple(run["changes"])), []).append(run)
     table = []
-    lines = ["| recipe | changes against the preset | seeds | " + " | ".join(METRICS) + " |",
-             "|---|---|---|" + "---:|" * len(METRICS)]
+    lines = [
+        "| recipe | changes against the preset | seeds | " + " | ".join(METRICS) + " |",
+        "|---|---|---|" + "---:|" * len(METRICS),
+    ]
     for (recipe, changed), members in rows.items():
         members.sort(key=lambda run: run["seed"])
         means = {m: statistics.fmean(run[m] for run in members) for m in METRICS if all(m in run for run in members)}
-        table.append({"recipe": recipe, "changes": list(changed), "seeds": [run["seed"] for run in members],
-                      "mean": means})
+        table.append(
+            {"recipe": recipe, "changes": list(changed), "seeds": [run["seed"] for run in members], "mean": means}
+        )
         seeds = {m: f" ({' / '.join(f'{run[m]:.1f}' for run in members)})" if len(members) > 1 else "" for m in means}
         cells = [f"{means[m]:.2f}{seeds[m]}" if m in means else "–" for m in METRICS]
         lines.append(f"| {recipe} | {' '.join(changed) or '—'} | {len(members)} | " + " | ".join(cells) + " |")

@@ -50,10 +50,24 @@ VARIANTS = {
     "paper": ("paper", []),
     "supervised": ("supervised", []),
 }
-METRICS = ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_precision", "cpl_recall", "coexistence",
-           "coexistence_cam")
-HEADERS = ("mIoU unmasked", "mIoU tag-masked", "CAM mIoU", "CPL precision", "CPL recall", "coexistence (seg)",
-           "coexistence (CAM)")
+METRICS = (
+    "miou_unmasked",
+    "miou_tag_masked",
+    "cam_miou",
+    "cpl_precision",
+    "cpl_recall",
+    "coexistence",
+    "coexistence_cam",
+)
+HEADERS = (
+    "mIoU unmasked",
+    "mIoU tag-masked",
+    "CAM mIoU",
+    "CPL precision",
+    "CPL recall",
+    "coexistence (seg)",
+    "coexistence (CAM)",
+)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -94,8 +108,15 @@ def finished_run(run_dir: Path, cfg: Config) -> dict | None:
     if not cached.is_file():
         device = resolve_device(cfg.train.device)
         model = load_trained(run_dir / "checkpoints" / "last.pt", device)
-        result = evaluate(model.network, load_split(cfg.data.root, cfg.data.val_split), cfg, model.thresholds,
-                          DistContext(0, 1, 0, device), max_images=cfg.eval.max_images, progress=True)
+        result = evaluate(
+            model.network,
+            load_split(cfg.data.root, cfg.data.val_split),
+            cfg,
+            model.thresholds,
+            DistContext(0, 1, 0, device),
+            max_images=cfg.eval.max_images,
+            progress=True,
+        )
         cached.write_text(json.dumps(result, indent=2))
     return json.loads(cached.read_text())
 
@@ -127,20 +148,44 @@ def main() -> None:
                 (run_dir / "minutes").write_text(f"{(time.time() - started) / 60:.3f}\n")
             scores = {m: result[m] for m in METRICS if m in result}
             minutes = float((run_dir / "minutes").read_text()) if (run_dir / "minutes").is_file() else None
-            runs.append({"variant": variant, "recipe": recipe, "overrides": variant_overrides, "seed": seed,
-                         "minutes": minutes, **scores, "protocol": result["protocol"]})
+            runs.append(
+                {
+                    "variant": variant,
+                    "recipe": recipe,
+                    "overrides": variant_overrides,
+                    "seed": seed,
+                    "minutes": minutes,
+                    **scores,
+                    "protocol": result["protocol"],
+                }
+            )
             print(f"{variant} seed {seed}: " + ", ".join(f"{m} {v:.2f}" for m, v in scores.items()), flush=True)
 
     summary = {}
     for variant in args.variants:
         mine = [run for run in runs if run["variant"] == variant]
-        summary[variant] = {m: dict(zip(("mean", "std"), mean_std([run[m] for run in mine])))
-                            for m in METRICS if all(m in run for run in mine)}
+        summary[variant] = {
+            m: dict(zip(("mean", "std"), mean_std([run[m] for run in mine])))
+            for m in METRICS
+            if all(m in run for run in mine)
+        }
         times = [run["minutes"] for run in mine if run["minutes"] is not None]
         summary[variant]["minutes"] = statistics.fmean(times) if times else math.nan
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**environment(), "preset": args.preset, "data": args.data, "seeds": args.seeds,
-                               "overrides": args.overrides, "summary": summary, "runs": runs}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                **environment(),
+                "preset": args.preset,
+                "data": args.data,
+                "seeds": args.seeds,
+                "overrides": args.overrides,
+                "summary": summary,
+                "runs": runs,
+            },
+            indent=2,
+        )
+    )
     print(markdown(summary))
     print(f"wrote {out}")
 

@@ -52,9 +52,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 from common import environment
@@ -146,24 +146,29 @@ def phases(profiled: list[tuple[float, dict[str, dict]]], cuda: bool) -> dict[st
         parent = next(ranges[name]["parent"] for _, ranges in profiled if name in ranges)
         result[name] = {"parent": parent, "cpu_ms": summary(cpu), "share_pct": 100 * sum(cpu) / total}
         if cuda:
-            result[name]["device_ms"] = summary([ranges[name]["device"] if name in ranges else 0.0
-                                                 for _, ranges in profiled])
+            result[name]["device_ms"] = summary(
+                [ranges[name]["device"] if name in ranges else 0.0 for _, ranges in profiled]
+            )
     other = [seconds - sum(r["cpu"] for r in ranges.values() if r["parent"] is None) for seconds, ranges in profiled]
     result["other"] = {"parent": None, "cpu_ms": summary(other), "share_pct": 100 * sum(other) / total}
     return result
 
 
-def throughput(network: torch.nn.Module, inputs: torch.Tensor, scales: list[float], flip: bool,
-               batches: int) -> dict:
+def throughput(network: torch.nn.Module, inputs: torch.Tensor, scales: list[float], flip: bool, batches: int) -> dict:
     """Images/s of ``infer`` on ``inputs``, after two warm-up batches."""
+
     def run() -> None:
         infer(network, inputs, scales, flip)
 
     for _ in range(2):
         run()
     seconds = [timed(inputs.device, run) for _ in range(batches)]
-    return {"scales": scales, "flip": flip, "ms_per_batch": summary(seconds),
-            "images_per_s": len(inputs) * batches / sum(seconds)}
+    return {
+        "scales": scales,
+        "flip": flip,
+        "ms_per_batch": summary(seconds),
+        "images_per_s": len(inputs) * batches / sum(seconds),
+    }
 
 
 def peak_rss_mib() -> float:
@@ -173,22 +178,28 @@ def peak_rss_mib() -> float:
 
 def table(label: str, result: dict) -> list[str]:
     """One Markdown row per quantity: label, quantity, median, mean, share of the step."""
+
     def row(quantity: str, median: float, mean: float | None = None, share: float | None = None) -> str:
         cells = [f"{median:.4g}", "" if mean is None else f"{mean:.4g}", "" if share is None else f"{share:.1f}%"]
         return f"| {label} | {quantity} | " + " | ".join(cells) + " |"
 
-    rows = [row("step (ms)", **result["step_ms"]), row("compute floor (ms)", **result["floor_ms"]),
-            row("step / floor", result["step_over_floor"]),
-            row("data wait (ms)", **result["data_wait_ms"], share=result["data_wait_share_pct"]),
-            row("profiled step (ms)", **result["profiled_step_ms"])]
+    rows = [
+        row("step (ms)", **result["step_ms"]),
+        row("compute floor (ms)", **result["floor_ms"]),
+        row("step / floor", result["step_over_floor"]),
+        row("data wait (ms)", **result["data_wait_ms"], share=result["data_wait_share_pct"]),
+        row("profiled step (ms)", **result["profiled_step_ms"]),
+    ]
     for name, phase in result["phases"].items():
         where = f" in {phase['parent']}" if phase["parent"] else ""
         rows.append(row(f"{name}{where} (CPU ms)", **phase["cpu_ms"], share=phase["share_pct"]))
         if "device_ms" in phase:
             rows.append(row(f"{name}{where} (device ms)", **phase["device_ms"]))
     rows += [row(f"memory: {key}", value) for key, value in result["memory"].items() if value is not None]
-    rows += [row(f"inference {name} (images/s)", result["inference"][name]["images_per_s"])
-             for name in ("single_scale", "eval_protocol")]
+    rows += [
+        row(f"inference {name} (images/s)", result["inference"][name]["images_per_s"])
+        for name in ("single_scale", "eval_protocol")
+    ]
     return ["| config | quantity | median | mean | share of step |", "|---|---|---|---|---|", *rows]
 
 
@@ -213,12 +224,17 @@ def main() -> None:
 
     total = args.warmup + args.steps + args.profile_steps
     device_override = [f"train.device={args.device}"] if args.device else []
-    cfg = load_config(args.preset, args.recipe, args.data, [*args.overrides, *device_override,
-                                                            f"train.iterations={total}"])
+    cfg = load_config(
+        args.preset, args.recipe, args.data, [*args.overrides, *device_override, f"train.iterations={total}"]
+    )
     device = resolve_device(cfg.train.device)
     cuda = device.type == "cuda"
-    label = args.label or re.sub(r"[^\w.-]", "_", f"{cfg.model.backbone.split('.')[0]}-crop{cfg.data.crop_size}"
-                                 f"-b{cfg.train.batch_size}" + ("" if cfg.train.amp == "none" else f"-{cfg.train.amp}"))
+    label = args.label or re.sub(
+        r"[^\w.-]",
+        "_",
+        f"{cfg.model.backbone.split('.')[0]}-crop{cfg.data.crop_size}"
+        f"-b{cfg.train.batch_size}" + ("" if cfg.train.amp == "none" else f"-{cfg.train.amp}"),
+    )
     out = Path(args.out or f"benchmarks/results/speed-{label}.json")
 
     steps, floors, waits, step_peaks, floor_peaks, profiled = [], [], [], [], [], []
@@ -253,28 +269,45 @@ def main() -> None:
         generator = torch.Generator().manual_seed(cfg.train.seed)
         inputs = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
         inference = {
-            "size": size, "batch": batch_size,
+            "size": size,
+            "batch": batch_size,
             "single_scale": throughput(trainer.assignment, inputs, [1.0], False, args.infer_batches),
-            "eval_protocol": throughput(trainer.assignment, inputs, list(cfg.eval.scales), cfg.eval.flip,
-                                        args.infer_batches),
+            "eval_protocol": throughput(
+                trainer.assignment, inputs, list(cfg.eval.scales), cfg.eval.flip, args.infer_batches
+            ),
         }
 
     result = {
-        **environment(), "label": label, "preset": args.preset, "recipe": cfg.method.recipe,
+        **environment(),
+        "label": label,
+        "preset": args.preset,
+        "recipe": cfg.method.recipe,
         "overrides": args.overrides,
-        "config": {"backbone": cfg.model.backbone, "crop_size": cfg.data.crop_size, "batch_size": cfg.train.batch_size,
-                   "amp": cfg.train.amp, "assignment_scales": list(cfg.method.assignment_scales),
-                   "eval_scales": list(cfg.eval.scales), "eval_flip": cfg.eval.flip,
-                   "num_workers": cfg.data.num_workers, "device": str(device)},
+        "config": {
+            "backbone": cfg.model.backbone,
+            "crop_size": cfg.data.crop_size,
+            "batch_size": cfg.train.batch_size,
+            "amp": cfg.train.amp,
+            "assignment_scales": list(cfg.method.assignment_scales),
+            "eval_scales": list(cfg.eval.scales),
+            "eval_flip": cfg.eval.flip,
+            "num_workers": cfg.data.num_workers,
+            "device": str(device),
+        },
         "counts": {"warmup": args.warmup, "measured": len(steps), "profiled": len(profiled)},
-        "step_ms": summary(steps), "floor_ms": summary(floors),
+        "step_ms": summary(steps),
+        "floor_ms": summary(floors),
         "step_over_floor": statistics.median(steps) / statistics.median(floors),
-        "data_wait_ms": summary(waits), "data_wait_share_pct": 100 * sum(waits) / (sum(waits) + sum(steps)),
+        "data_wait_ms": summary(waits),
+        "data_wait_share_pct": 100 * sum(waits) / (sum(waits) + sum(steps)),
         "profiled_step_ms": summary([seconds for seconds, _ in profiled]),
         "phases": phases(profiled, cuda),
-        "memory": {"rss_peak_after_steps_mib": rss_after_steps, "rss_peak_at_end_mib": peak_rss_mib(),
-                   "cuda_step_peak_mib": max(step_peaks[args.warmup:]) / MIB if cuda else None,
-                   "cuda_floor_peak_mib": max(floor_peaks[args.warmup:]) / MIB if cuda else None},
+        "memory": {
+            "rss_peak_after_steps_mib": rss_after_steps,
+            "rss_peak_at_end_mib": peak_rss_mib(),
+            "cuda_step_peak_mib": max(step_peaks[args.warmup :]) / MIB if cuda else None,
+            "cuda_floor_peak_mib": max(floor_peaks[args.warmup :]) / MIB if cuda else None,
+        },
         "inference": inference,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -42,10 +42,19 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/results/threshold-search-{Path(args.preset).stem}.json")
 
     total = args.warmup + args.steps
-    cfg = load_config(args.preset, "release", args.data, [
-        *args.overrides, "method.threshold_search.enabled=true", f"train.iterations={total}",
-        f"train.eval_every={total + 1}", f"train.checkpoint_every={total + 1}", f"train.log_every={total + 1}",
-    ])
+    cfg = load_config(
+        args.preset,
+        "release",
+        args.data,
+        [
+            *args.overrides,
+            "method.threshold_search.enabled=true",
+            f"train.iterations={total}",
+            f"train.eval_every={total + 1}",
+            f"train.checkpoint_every={total + 1}",
+            f"train.log_every={total + 1}",
+        ],
+    )
     device = resolve_device(cfg.train.device)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, run_dir, DistContext(0, 1, 0, device))
@@ -71,18 +80,25 @@ def main() -> None:
             step_seconds.append(time.perf_counter() - started)
             if trainer.iteration == total:
                 break
-    steps, searches = step_seconds[args.warmup:], search_seconds[args.warmup:]
+    steps, searches = step_seconds[args.warmup :], search_seconds[args.warmup :]
     result = {
-        **environment(), "preset": args.preset, "overrides": args.overrides, "device": str(device),
-        "measured_steps": len(steps), "median_step_s": statistics.median(steps),
-        "median_search_s": statistics.median(searches), "search_share": sum(searches) / sum(steps),
+        **environment(),
+        "preset": args.preset,
+        "overrides": args.overrides,
+        "device": str(device),
+        "measured_steps": len(steps),
+        "median_step_s": statistics.median(steps),
+        "median_search_s": statistics.median(searches),
+        "search_share": sum(searches) / sum(steps),
         "buffer_values": int(thresholds.cam.buffer.numel()),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"step {result['median_step_s'] * 1000:.1f} ms, threshold search {result['median_search_s'] * 1000:.1f} ms "
-          f"(median; {100 * result['search_share']:.2f}% of the step over {len(steps)} steps, "
-          f"{result['buffer_values']} buffer values per CAM)")
+    print(
+        f"step {result['median_step_s'] * 1000:.1f} ms, threshold search {result['median_search_s'] * 1000:.1f} ms "
+        f"(median; {100 * result['search_share']:.2f}% of the step over {len(steps)} steps, "
+        f"{result['buffer_values']} buffer values per CAM)"
+    )
     print(f"wrote {out}")
 
 

@@ -24,8 +24,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 TESTS = Path(__file__).resolve().parent
 # For worker scripts run in a subprocess (torchrun, kill tests): one thread, and this folder on the
 # path so that they import the helpers below as the tests do.
-SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1",
-                  "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+SUBPROCESS_ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+}
 
 TINY_OVERRIDES = [
     "model.backbone=mobilenetv2_050",
@@ -69,9 +72,17 @@ def save_untrained_checkpoint(path, class_names, *overrides):
     cfg = load_config("demo", None, None, [*TINY_OVERRIDES, *overrides])
     torch.manual_seed(0)
     state = build_network(cfg.model, len(class_names), pretrained=False).state_dict()
-    save_checkpoint(path, {"config": asdict(cfg), "class_names": list(class_names), "iteration": 0,
-                           "online": state, "assignment": state,
-                           "thresholds": CplThresholds.from_config(cfg.method).state_dict()})
+    save_checkpoint(
+        path,
+        {
+            "config": asdict(cfg),
+            "class_names": list(class_names),
+            "iteration": 0,
+            "online": state,
+            "assignment": state,
+            "thresholds": CplThresholds.from_config(cfg.method).state_dict(),
+        },
+    )
     return path
 
 
@@ -80,8 +91,9 @@ def untrained_checkpoint(tiny_data, tmp_path_factory):
     """An untrained checkpoint for the tiny dataset's classes (module-scoped, each module its own)."""
     from cosa.data.layouts import read_class_names
 
-    return save_untrained_checkpoint(tmp_path_factory.mktemp("checkpoint") / "last.pt",
-                                     read_class_names(tiny_data / "classes.txt"))
+    return save_untrained_checkpoint(
+        tmp_path_factory.mktemp("checkpoint") / "last.pt", read_class_names(tiny_data / "classes.txt")
+    )
 
 
 def run_cli(capsys, *argv):

@@ -40,6 +40,7 @@ CLASSES = ("cat", "dog")
 
 # --- helpers -----------------------------------------------------------------------------------
 
+
 def write_rgb(path: Path, size: tuple[int, int] = SIZE, seed: int = 0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
@@ -128,6 +129,7 @@ def evaluation_item(root: Path, name: str) -> dict:
 
 # --- corrupt files -----------------------------------------------------------------------------
 
+
 def truncated(path: Path, image_format: str) -> None:
     """A 64×48 noise image in ``image_format``, cut in half."""
     pixels = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
@@ -178,6 +180,7 @@ def test_corrupt_voc_mask_is_listed_once(tmp_path, capsys):
 
 # --- masks -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("values", "mode", "message"),
     [
@@ -219,6 +222,7 @@ def test_rgb_mask_is_fatal(tmp_path, capsys):
 
 # --- image kinds that work ---------------------------------------------------------------------
 
+
 def png16(pixels: np.ndarray, color_type: int) -> bytes:
     """A 16-bit PNG written by hand (Pillow cannot write 16-bit RGB)."""
     height, width = pixels.shape[:2]
@@ -250,8 +254,11 @@ IMAGE_KINDS = {
     "cmyk-jpeg": (save(Image.new("CMYK", SIZE, (0, 255, 0, 0)), "JPEG"), (255, 0, 255), 3),
     "cmyk-tiff": (save(Image.new("CMYK", SIZE, (255, 0, 0, 0)), "TIFF"), (0, 255, 255), 0),
     "16-bit-grayscale": (save(Image.fromarray(np.full(SIZE[::-1], 0xABCD, np.uint16))), (0xAB, 0xAB, 0xAB), 0),
-    "16-bit-rgb": (lambda path: path.write_bytes(png16(np.full((*SIZE[::-1], 3), (0x1234, 0xFF00, 0x00FF)), 2)),
-                   (0x12, 0xFF, 0x00), 0),
+    "16-bit-rgb": (
+        lambda path: path.write_bytes(png16(np.full((*SIZE[::-1], 3), (0x1234, 0xFF00, 0x00FF)), 2)),
+        (0x12, 0xFF, 0x00),
+        0,
+    ),
 }
 
 
@@ -331,6 +338,7 @@ def test_image_smaller_than_the_crop_is_padded(tmp_path):
 
 
 # --- split files -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("layout", ["folder", "voc"])
 def test_empty_split_is_fatal_and_listed(tmp_path, capsys, layout):
@@ -414,17 +422,32 @@ def test_images_without_labels_are_background_only_images(tmp_path, capsys):
 
 
 def test_data_check_reports_every_case_in_one_pass(tmp_path, capsys):
-    rows = ["ok.png,cat", "corrupt.png,cat", "values.png,cat", "size.png,cat", "empty.png,", "ok.png,dog",
-            "ok2.png,cat;horse", "../out.png,cat", "ok3.png,cat,dog"]
+    rows = [
+        "ok.png,cat",
+        "corrupt.png,cat",
+        "values.png,cat",
+        "size.png,cat",
+        "empty.png,",
+        "ok.png,dog",
+        "ok2.png,cat;horse",
+        "../out.png,cat",
+        "ok3.png,cat,dog",
+    ]
     root = folder_dataset(tmp_path / "ds", rows, names=("ok", "corrupt", "values", "size", "empty"))
     (root / "images" / "corrupt.png").write_bytes(b"not an image")
     write_mask(root / "masks" / "values.png", square_mask(9))
     write_mask(root / "masks" / "size.png", square_mask(1, size=(4, 4)))
     write_mask(root / "masks" / "empty.png", np.zeros(SIZE[::-1], np.uint8))
     code, problems, warnings = check_problems(capsys, root)
-    expected = ["train.csv:7: image 'ok' is already listed at", "train.csv:8: unknown class name(s) ['horse']",
-                "train.csv:9: image path '../out.png' leaves the dataset directory", "train.csv:10: more fields",
-                "corrupt.png: cannot read image", "values.png: mask values [9]", "size.png: mask is (4, 4)"]
+    expected = [
+        "train.csv:7: image 'ok' is already listed at",
+        "train.csv:8: unknown class name(s) ['horse']",
+        "train.csv:9: image path '../out.png' leaves the dataset directory",
+        "train.csv:10: more fields",
+        "corrupt.png: cannot read image",
+        "values.png: mask values [9]",
+        "size.png: mask is (4, 4)",
+    ]
     assert code == 1 and len(problems) == len(expected)
     for fragment, problem in zip(expected, problems):
         assert fragment in problem
@@ -433,13 +456,22 @@ def test_data_check_reports_every_case_in_one_pass(tmp_path, capsys):
 
 # --- checkpoints and config --------------------------------------------------------------------
 
+
 def fake_checkpoint(path: Path, class_names: tuple[str, ...] = CLASSES) -> Path:
     """A cosa checkpoint of an untrained tiny network: what the trainer writes, without training."""
     cfg = load_config("demo", overrides=TINY_OVERRIDES)
     network = build_network(cfg.model, len(class_names), pretrained=False)
-    save_checkpoint(path, {"config": asdict(cfg), "class_names": list(class_names), "iteration": 0,
-                           "online": network.state_dict(), "assignment": network.state_dict(),
-                           "thresholds": CplThresholds.from_config(cfg.method).state_dict()})
+    save_checkpoint(
+        path,
+        {
+            "config": asdict(cfg),
+            "class_names": list(class_names),
+            "iteration": 0,
+            "online": network.state_dict(),
+            "assignment": network.state_dict(),
+            "thresholds": CplThresholds.from_config(cfg.method).state_dict(),
+        },
+    )
     return path
 
 
@@ -462,23 +494,42 @@ def with_stored(checkpoint: Path, path: Path, section: str, key: str, value) -> 
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [
-        pytest.param("data", "crop_size", 8, "bad value for config key 'data.crop_size': must be at least 16",
-                     id="invalid-value"),
-        pytest.param("method.raw", "enabled", True, "'method.raw.enabled' is true, but recipe cam-only ignores it",
-                     id="ignored-technique"),
-        pytest.param("method.raw", "mode", "all", "config key 'method.raw.mode' was removed and its value 'all' "
-                     "with it: RAW keeps the CPL's ignore band", id="removed-key"),
-        pytest.param("method.regularizer", "filter", "exact", "config key 'method.regularizer.filter' was removed",
-                     id="older-filter"),
+        pytest.param(
+            "data", "crop_size", 8, "bad value for config key 'data.crop_size': must be at least 16", id="invalid-value"
+        ),
+        pytest.param(
+            "method.raw",
+            "enabled",
+            True,
+            "'method.raw.enabled' is true, but recipe cam-only ignores it",
+            id="ignored-technique",
+        ),
+        pytest.param(
+            "method.raw",
+            "mode",
+            "all",
+            "config key 'method.raw.mode' was removed and its value 'all' with it: RAW keeps the CPL's ignore band",
+            id="removed-key",
+        ),
+        pytest.param(
+            "method.regularizer",
+            "filter",
+            "exact",
+            "config key 'method.regularizer.filter' was removed",
+            id="older-filter",
+        ),
     ],
 )
-def test_a_checkpoint_whose_config_is_invalid_is_refused_in_one_line(tmp_path, capsys, checkpoint, section, key,
-                                                                     value, message):
+def test_a_checkpoint_whose_config_is_invalid_is_refused_in_one_line(
+    tmp_path, capsys, checkpoint, section, key, value, message
+):
     path = with_stored(checkpoint, tmp_path / "bad.pt", section, key, value)
     if key == "enabled":
         with_stored(path, path, "method", "recipe", "cam-only")
-    for command in (["evaluate", "--checkpoint", path, "--data", good_dataset(tmp_path / "ds"), "--split", "train"],
-                    ["predict", "--checkpoint", path, tmp_path / "ds" / "images", "--out", tmp_path / "o"]):
+    for command in (
+        ["evaluate", "--checkpoint", path, "--data", good_dataset(tmp_path / "ds"), "--split", "train"],
+        ["predict", "--checkpoint", path, tmp_path / "ds" / "images", "--out", tmp_path / "o"],
+    ):
         line = cli_error(capsys, *command)
         assert f"{path} (config): " in line and message in line
     assert not (tmp_path / "o").exists()
@@ -488,28 +539,43 @@ def test_a_checkpoint_with_removed_keys_of_the_remaining_behaviour_loads(tmp_pat
     from cosa.engine.trained import load_trained
 
     path = with_stored(checkpoint, tmp_path / "old.pt", "model", "freeze_batchnorm", False)
-    for section, key, value in [("method.raw", "mode", "confident"), ("method.regularizer", "filter", "released"),
-                                ("method.contrastive", "space", "cam"), ("method.contrastive", "negative_margin", 0),
-                                ("method.contrastive", "detach_features", True), ("method", "cpl_released_resampling",
-                                                                                  True)]:
+    for section, key, value in [
+        ("method.raw", "mode", "confident"),
+        ("method.regularizer", "filter", "released"),
+        ("method.contrastive", "space", "cam"),
+        ("method.contrastive", "negative_margin", 0),
+        ("method.contrastive", "detach_features", True),
+        ("method", "cpl_released_resampling", True),
+    ]:
         with_stored(path, path, section, key, value)
     assert load_trained(path, torch.device("cpu")).cfg == load_trained(checkpoint, torch.device("cpu")).cfg
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("model.freeze_batchnorm", "false"), ("method.raw.mode", "all"), ("method.regularizer.filter", "released"),
-    ("method.contrastive.space", "cam"), ("method.contrastive.detach_positives", "true"),
-    ("method.contrastive.detach_features", "false"), ("method.contrastive.detach_normalizer", "true"),
-    ("method.contrastive.negative_margin", "1"), ("method.cpl_released_resampling", "true"),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("model.freeze_batchnorm", "false"),
+        ("method.raw.mode", "all"),
+        ("method.regularizer.filter", "released"),
+        ("method.contrastive.space", "cam"),
+        ("method.contrastive.detach_positives", "true"),
+        ("method.contrastive.detach_features", "false"),
+        ("method.contrastive.detach_normalizer", "true"),
+        ("method.contrastive.negative_margin", "1"),
+        ("method.cpl_released_resampling", "true"),
+    ],
+)
 def test_train_refuses_a_removed_key_in_a_file_or_override_in_one_line(tmp_path, capsys, key, value):
     from cosa.config.load import REMOVED_KEYS
 
     data, out = good_dataset(tmp_path / "ds"), tmp_path / "run"
     *sections, name = key.split(".")
     config = tmp_path / "mine.yaml"
-    config.write_text("base: demo\n" + "".join(f"{'  ' * i}{section}:\n" for i, section in enumerate(sections))
-                      + f"{'  ' * len(sections)}{name}: {value}\n")
+    config.write_text(
+        "base: demo\n"
+        + "".join(f"{'  ' * i}{section}:\n" for i, section in enumerate(sections))
+        + f"{'  ' * len(sections)}{name}: {value}\n"
+    )
     line = cli_error(capsys, "train", "--config", config, "--data", data, "--out", out)
     assert line == f"cosa: error: {config}: config key '{key}' was removed: {REMOVED_KEYS[key].remains}"
     line = cli_error(capsys, "train", "--config", "demo", "--data", data, "--out", out, f"{key}={value}")
@@ -521,8 +587,19 @@ def test_train_refuses_a_removed_key_in_a_file_or_override_in_one_line(tmp_path,
 @pytest.mark.parametrize("technique", ["threshold_search", "raw", "contrastive"])
 def test_train_refuses_a_technique_the_recipe_ignores_in_one_line(tmp_path, capsys, recipe, technique):
     data, out = good_dataset(tmp_path / "ds"), tmp_path / "run"
-    line = cli_error(capsys, "train", "--config", "demo", "--recipe", recipe, "--data", data, "--out", out,
-                     f"method.{technique}.enabled=true")
+    line = cli_error(
+        capsys,
+        "train",
+        "--config",
+        "demo",
+        "--recipe",
+        recipe,
+        "--data",
+        data,
+        "--out",
+        out,
+        f"method.{technique}.enabled=true",
+    )
     assert f"config key 'method.{technique}.enabled' is true, but recipe {recipe} ignores it" in line
     assert not out.exists()
 
@@ -531,18 +608,21 @@ def test_train_refuses_a_technique_the_recipe_ignores_in_one_line(tmp_path, caps
     ("damage", "message"),
     [
         pytest.param(lambda p, good: p.write_bytes(b"\x00garbage" * 8), "cannot read checkpoint", id="garbage"),
-        pytest.param(lambda p, good: p.write_bytes(good.read_bytes()[:4000]), "cannot read checkpoint",
-                     id="truncated"),
+        pytest.param(lambda p, good: p.write_bytes(good.read_bytes()[:4000]), "cannot read checkpoint", id="truncated"),
         pytest.param(lambda p, good: torch.save({"state_dict": {}}, p), "not a cosa checkpoint", id="other-torch-file"),
-        pytest.param(lambda p, good: save_checkpoint(p, {"iteration": 3}), "checkpoint lacks the entries config",
-                     id="missing-entries"),
+        pytest.param(
+            lambda p, good: save_checkpoint(p, {"iteration": 3}),
+            "checkpoint lacks the entries config",
+            id="missing-entries",
+        ),
     ],
 )
 def test_wrong_or_truncated_checkpoint_is_fatal(tmp_path, capsys, checkpoint, damage, message):
     path = tmp_path / "bad.pt"
     damage(path, checkpoint)
-    line = cli_error(capsys, "evaluate", "--checkpoint", path, "--data", good_dataset(tmp_path / "ds"), "--split",
-                     "train")
+    line = cli_error(
+        capsys, "evaluate", "--checkpoint", path, "--data", good_dataset(tmp_path / "ds"), "--split", "train"
+    )
     assert str(path) in line and message in line
 
 
@@ -597,6 +677,7 @@ def test_invalid_config_file_value_names_the_file_and_key(tmp_path):
 
 # --- security ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("entry", ["../a.png", "images/../../a.png", "/etc/passwd", "/tmp/../etc/passwd"])
 def test_csv_paths_leaving_the_root_are_refused(tmp_path, capsys, entry):
     root = folder_dataset(tmp_path / "ds", [f"{entry},cat", "b.png,cat"])
@@ -648,8 +729,9 @@ class WritesMarker:
     "write",
     [
         pytest.param(lambda path, evil: path.write_bytes(pickle.dumps(evil, protocol=2)), id="plain-pickle"),
-        pytest.param(lambda path, evil: torch.save({"format": "cosa-checkpoint", "config": evil}, path),
-                     id="torch-save"),
+        pytest.param(
+            lambda path, evil: torch.save({"format": "cosa-checkpoint", "config": evil}, path), id="torch-save"
+        ),
     ],
 )
 def test_checkpoint_pickle_with_code_is_refused_not_run(tmp_path, capsys, write):
@@ -698,6 +780,7 @@ print("network attempts:", attempts)
 
 
 # --- second pass: paths that name the wrong kind of thing ------------------------------------------
+
 
 def test_a_dataset_path_that_is_a_file_is_named_a_file(tmp_path, capsys):
     root = good_dataset(tmp_path / "ds")

@@ -30,8 +30,12 @@ def cli_importers(paths: list[Path]) -> list[str]:
 
 def test_the_import_parser_sees_every_form(tmp_path):
     module = tmp_path / "module.py"
-    for text in ("import cosa.cli.main", "from cosa.cli.common import x", "from cosa import cli",
-                 "def f():\n    from cosa.cli import train"):
+    for text in (
+        "import cosa.cli.main",
+        "from cosa.cli.common import x",
+        "from cosa import cli",
+        "def f():\n    from cosa.cli import train",
+    ):
         module.write_text(text)
         assert imports_cli(module), text
     module.write_text("import cosa.client\nfrom cosa import clinic")
@@ -39,8 +43,9 @@ def test_the_import_parser_sees_every_form(tmp_path):
 
 
 def test_no_module_below_the_command_line_imports_it():
-    below = [path for path in SOURCE.rglob("*.py")
-             if SOURCE / "cli" not in path.parents and path != SOURCE / "__main__.py"]
+    below = [
+        path for path in SOURCE.rglob("*.py") if SOURCE / "cli" not in path.parents and path != SOURCE / "__main__.py"
+    ]
     assert below and cli_importers(below) == []
 
 

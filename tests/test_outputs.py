@@ -44,6 +44,7 @@ def images(tiny_data, tmp_path):
 @pytest.fixture
 def no_model_loading(monkeypatch):
     """Output paths are checked before any model is loaded."""
+
     def fail(*args, **kwargs):
         raise AssertionError("the model was loaded before the output path was checked")
 
@@ -73,13 +74,37 @@ def assert_refused(capsys, argv, *fragments):
 
 
 def predict(checkpoint, inputs, out, *options):
-    return ["predict", "--checkpoint", checkpoint, inputs, "--out", out, "--device", "cpu", "--scales", 1.0,
-            "--no-flip", *options]
+    return [
+        "predict",
+        "--checkpoint",
+        checkpoint,
+        inputs,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--scales",
+        1.0,
+        "--no-flip",
+        *options,
+    ]
 
 
 def export(checkpoint, dataset, out, *options):
-    return ["export-pseudo-labels", "--checkpoint", checkpoint, "--data", dataset, "--split", "val", "--out", out,
-            "--device", "cpu", *options]
+    return [
+        "export-pseudo-labels",
+        "--checkpoint",
+        checkpoint,
+        "--data",
+        dataset,
+        "--split",
+        "val",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        *options,
+    ]
 
 
 def evaluate(checkpoint, dataset, json_path):
@@ -87,6 +112,7 @@ def evaluate(checkpoint, dataset, json_path):
 
 
 # --- 1. never overwrite inputs ------------------------------------------------------------------
+
 
 def test_predict_refuses_to_write_into_its_input_folder(checkpoint, images, capsys):
     before = snapshot(images)
@@ -108,17 +134,24 @@ def test_predict_refuses_an_output_folder_that_holds_the_checkpoint(checkpoint, 
 
 def test_export_refuses_to_write_into_the_dataset(checkpoint, dataset, capsys):
     before = snapshot(dataset)
-    assert_refused(capsys, export(checkpoint, dataset, dataset / "masks"),
-                   f"--out {dataset / 'masks'} is inside the dataset {dataset} (the dataset would be overwritten)")
+    assert_refused(
+        capsys,
+        export(checkpoint, dataset, dataset / "masks"),
+        f"--out {dataset / 'masks'} is inside the dataset {dataset} (the dataset would be overwritten)",
+    )
     assert snapshot(dataset) == before
 
 
 def test_export_refuses_the_dataset_the_checkpoint_names(dataset, tmp_path, capsys):
-    trained_on = save_untrained_checkpoint(tmp_path / "own.pt", read_class_names(dataset / "classes.txt"),
-                                           f"data.root={dataset}")
+    trained_on = save_untrained_checkpoint(
+        tmp_path / "own.pt", read_class_names(dataset / "classes.txt"), f"data.root={dataset}"
+    )
     before = snapshot(dataset)
-    assert_refused(capsys, ["export-pseudo-labels", "--checkpoint", trained_on, "--out", dataset / "pseudo"],
-                   "is inside the dataset")
+    assert_refused(
+        capsys,
+        ["export-pseudo-labels", "--checkpoint", trained_on, "--out", dataset / "pseudo"],
+        "is inside the dataset",
+    )
     assert snapshot(dataset) == before and not (dataset / "pseudo").exists()
 
 
@@ -136,6 +169,7 @@ def test_evaluate_refuses_a_json_file_in_the_dataset_before_evaluating(checkpoin
 
 
 # --- 2. a non-empty output folder only with --overwrite, and then nothing stale ------------------
+
 
 def test_a_non_empty_output_folder_is_refused_without_overwrite(checkpoint, images, tmp_path, capsys):
     out = tmp_path / "out"
@@ -159,12 +193,18 @@ def test_overwrite_keeps_files_the_command_did_not_write(checkpoint, images, tmp
     (out / "notes.txt").write_text("mine")
     assert run_cli(capsys, *predict(checkpoint, images / "val_0000.png", out, "--overwrite"))[0] == 0
     assert sorted(path.name for path in out.iterdir()) == [
-        MANIFEST, "notes.txt", "val_0000.png", "val_0000_cam.jpg", "val_0000_overlay.jpg"]
+        MANIFEST,
+        "notes.txt",
+        "val_0000.png",
+        "val_0000_cam.jpg",
+        "val_0000_overlay.jpg",
+    ]
 
 
 @pytest.mark.parametrize("earlier", ["nothing of cosa", "another command"])
-def test_overwrite_refuses_a_folder_without_outputs_of_the_same_command(checkpoint, images, tiny_data, tmp_path,
-                                                                        capsys, earlier):
+def test_overwrite_refuses_a_folder_without_outputs_of_the_same_command(
+    checkpoint, images, tiny_data, tmp_path, capsys, earlier
+):
     out = tmp_path / "out"
     if earlier == "another command":
         assert run_cli(capsys, *export(checkpoint, tiny_data, out, "--max-images", 1))[0] == 0
@@ -193,28 +233,38 @@ def test_demo_keeps_an_earlier_demo_without_overwrite(tmp_path, capsys):
     (out / ".cosa-demo").touch()  # what earlier versions marked their demo folder with
     (out / "report.md").write_text("an earlier demo")
     before = snapshot(out)
-    assert_refused(capsys, ["demo", "--out", out, "--train-images", 4, "--val-images", 2, "--image-size", 64,
-                            *TINY_OVERRIDES], "is not empty")
+    assert_refused(
+        capsys,
+        ["demo", "--out", out, "--train-images", 4, "--val-images", 2, "--image-size", 64, *TINY_OVERRIDES],
+        "is not empty",
+    )
     assert snapshot(out) == before
 
 
 # --- 3. output paths are checked before any work ------------------------------------------------
 
-def test_evaluate_refuses_a_json_path_that_is_a_folder_before_evaluating(checkpoint, tiny_data, tmp_path, capsys,
-                                                                         no_evaluation):
+
+def test_evaluate_refuses_a_json_path_that_is_a_folder_before_evaluating(
+    checkpoint, tiny_data, tmp_path, capsys, no_evaluation
+):
     assert_refused(capsys, evaluate(checkpoint, tiny_data, tmp_path), f"--json {tmp_path} is a folder")
 
 
-def test_evaluate_refuses_a_json_path_under_a_file_before_evaluating(checkpoint, tiny_data, tmp_path, capsys,
-                                                                    no_evaluation):
+def test_evaluate_refuses_a_json_path_under_a_file_before_evaluating(
+    checkpoint, tiny_data, tmp_path, capsys, no_evaluation
+):
     (tmp_path / "notes.txt").write_text("mine")
-    assert_refused(capsys, evaluate(checkpoint, tiny_data, tmp_path / "notes.txt" / "metrics.json"),
-                   f"{tmp_path / 'notes.txt'} is a file, not a folder")
+    assert_refused(
+        capsys,
+        evaluate(checkpoint, tiny_data, tmp_path / "notes.txt" / "metrics.json"),
+        f"{tmp_path / 'notes.txt'} is a file, not a folder",
+    )
 
 
 @pytest.mark.parametrize("command", ["predict", "export-pseudo-labels"])
-def test_an_out_that_is_a_file_is_refused_before_the_model_is_loaded(checkpoint, images, tiny_data, tmp_path,
-                                                                      capsys, no_model_loading, command):
+def test_an_out_that_is_a_file_is_refused_before_the_model_is_loaded(
+    checkpoint, images, tiny_data, tmp_path, capsys, no_model_loading, command
+):
     taken = tmp_path / "taken.png"
     taken.write_bytes(b"mine")
     argv = predict(checkpoint, images, taken) if command == "predict" else export(checkpoint, tiny_data, taken)
@@ -222,8 +272,9 @@ def test_an_out_that_is_a_file_is_refused_before_the_model_is_loaded(checkpoint,
     assert taken.read_bytes() == b"mine"
 
 
-def test_an_unwritable_out_is_refused_before_the_model_is_loaded(checkpoint, images, tmp_path, capsys, monkeypatch,
-                                                                 no_model_loading):
+def test_an_unwritable_out_is_refused_before_the_model_is_loaded(
+    checkpoint, images, tmp_path, capsys, monkeypatch, no_model_loading
+):
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
@@ -234,6 +285,7 @@ def test_an_unwritable_out_is_refused_before_the_model_is_loaded(checkpoint, ima
 
 # --- 4. report with a relative path; --max-images below 1 ----------------------------------------
 
+
 def test_report_accepts_a_relative_run_directory(checkpoint, tmp_path, capsys, monkeypatch):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     shutil.copy(checkpoint, tmp_path / "run" / "checkpoints" / "last.pt")
@@ -243,11 +295,14 @@ def test_report_accepts_a_relative_run_directory(checkpoint, tmp_path, capsys, m
     assert "checkpoints/last.pt" in (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("command", [
-    ["evaluate", "--checkpoint", "model.pt"],
-    ["export-pseudo-labels", "--checkpoint", "model.pt", "--out", "pseudo"],
-    ["report", "run"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["evaluate", "--checkpoint", "model.pt"],
+        ["export-pseudo-labels", "--checkpoint", "model.pt", "--out", "pseudo"],
+        ["report", "run"],
+    ],
+)
 @pytest.mark.parametrize("count", [0, -1])
 def test_max_images_below_one_is_refused(capsys, command, count):
     assert_refused(capsys, [*command, "--max-images", count], "--max-images", "must be at least 1")
@@ -255,13 +310,13 @@ def test_max_images_below_one_is_refused(capsys, command, count):
 
 # --- 5. a failed write is one line naming the file ------------------------------------------------
 
+
 def disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
 @pytest.mark.parametrize("command", ["predict", "export-pseudo-labels", "evaluate --json"])
-def test_a_full_disk_is_one_line_naming_the_file(checkpoint, images, tiny_data, tmp_path, capsys, monkeypatch,
-                                                 command):
+def test_a_full_disk_is_one_line_naming_the_file(checkpoint, images, tiny_data, tmp_path, capsys, monkeypatch, command):
     out = tmp_path / "out"
     if command == "predict":
         monkeypatch.setattr(cosa.engine.predict, "write_mask", disk_full)
@@ -279,14 +334,19 @@ def test_a_full_disk_is_one_line_naming_the_file(checkpoint, images, tiny_data, 
 
 # --- 6. second pass: a run folder and plots apart from the dataset ------------------------------------
 
+
 @pytest.mark.parametrize("where", ["is", "inside", "contains"])
 def test_train_refuses_a_run_folder_in_or_around_the_dataset(tmp_path, capsys, tiny_data, where):
     dataset = shutil.copytree(tiny_data, tmp_path / "top" / "dataset")
     run = {"is": dataset, "inside": dataset / "run", "contains": tmp_path / "top"}[where]
     before = snapshot(tmp_path / "top")
     relation = {"is": "is", "inside": "is inside", "contains": "contains"}[where]
-    assert_refused(capsys, ["train", "--config", "demo", "--data", dataset, "--out", run, *TINY_OVERRIDES],
-                   f"--out {run} {relation} the dataset {dataset}", "choose another folder")
+    assert_refused(
+        capsys,
+        ["train", "--config", "demo", "--data", dataset, "--out", run, *TINY_OVERRIDES],
+        f"--out {run} {relation} the dataset {dataset}",
+        "choose another folder",
+    )
     assert snapshot(tmp_path / "top") == before and not (dataset / "run").exists()
 
 
@@ -305,8 +365,11 @@ def test_plot_refuses_an_out_folder_in_the_dataset_or_on_a_run_file(dataset, tmp
     run = plotted_run(tmp_path / "run", dataset)
     out = {"dataset": dataset, "dataset/plots": dataset / "plots", "run file": run / "metrics.jsonl"}[where]
     before = snapshot(dataset, run)
-    message = {"dataset": f"--out {out} is the dataset {dataset}", "dataset/plots": f"--out {out} is inside the dataset",
-               "run file": f"--out {out} is the run file"}[where]
+    message = {
+        "dataset": f"--out {out} is the dataset {dataset}",
+        "dataset/plots": f"--out {out} is inside the dataset",
+        "run file": f"--out {out} is the run file",
+    }[where]
     assert_refused(capsys, ["plot", run, "--out", out], message)
     assert snapshot(dataset, run) == before
 

@@ -27,6 +27,7 @@ PROPERTY = settings(max_examples=150, deadline=None, derandomize=True, database=
 
 # --- the confusion matrix ----------------------------------------------------------------------
 
+
 @st.composite
 def label_maps(draw) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
     """A label count and 1–3 (prediction, target) maps of 1–6 px a side, both with ignore pixels."""
@@ -44,8 +45,12 @@ def brute_force(pairs: list[tuple[np.ndarray, np.ndarray]], num_labels: int) -> 
 
     Like the matrix, a pixel counts only where neither the target nor the prediction is ignore.
     """
-    pixels = [(p, t) for prediction, target in pairs for p, t in zip(prediction.flat, target.flat)
-              if IGNORE_INDEX not in (p, t)]
+    pixels = [
+        (p, t)
+        for prediction, target in pairs
+        for p, t in zip(prediction.flat, target.flat)
+        if IGNORE_INDEX not in (p, t)
+    ]
     ious = []
     for label in range(num_labels):
         true_positive = sum(p == t == label for p, t in pixels)
@@ -74,6 +79,7 @@ def test_confusion_matrix_matches_a_brute_force_count(case):
 
 # --- the CAM pseudo-label (CPL) ----------------------------------------------------------------
 
+
 @st.composite
 def cpl_inputs(draw, distinct: bool = False) -> dict:
     """CAMs in [0, 1] with absent classes at 0, the class labels, a crop box per image, thresholds.
@@ -94,7 +100,7 @@ def cpl_inputs(draw, distinct: bool = False) -> dict:
     for image in range(batch):
         top = draw(st.integers(0, height))
         left = draw(st.integers(0, width))
-        inside[image, top:draw(st.integers(top, height)), left:draw(st.integers(left, width))] = True
+        inside[image, top : draw(st.integers(top, height)), left : draw(st.integers(left, width))] = True
     low = draw(st.floats(0, 0.9))
     high = draw(st.floats(low + 0.01, 1))
     return {
@@ -117,6 +123,7 @@ def test_cpl_labels_present_classes_or_background_and_ignores_outside_the_box(ca
 
 
 # --- the segmentation pseudo-label (SPL) -------------------------------------------------------
+
 
 @st.composite
 def spl_inputs(draw) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -153,10 +160,18 @@ def valid_files(rng: np.random.Generator) -> list[bytes]:
     exif = Image.Exif()
     exif[0x0112] = 6
     images = [
-        (rgb, "PNG", {}), (rgb, "JPEG", {}), (rgb, "JPEG", {"exif": exif}), (rgb.convert("P"), "PNG", {}),
-        (rgb.convert("L"), "PNG", {}), (rgb.convert("RGBA"), "PNG", {"exif": exif}), (rgb.convert("CMYK"), "JPEG", {}),
-        (Image.fromarray(pixels[..., 0].astype(np.uint16) * 257), "PNG", {}), (rgb, "GIF", {}), (rgb, "BMP", {}),
-        (rgb, "TIFF", {}), (rgb, "WEBP", {}),
+        (rgb, "PNG", {}),
+        (rgb, "JPEG", {}),
+        (rgb, "JPEG", {"exif": exif}),
+        (rgb.convert("P"), "PNG", {}),
+        (rgb.convert("L"), "PNG", {}),
+        (rgb.convert("RGBA"), "PNG", {"exif": exif}),
+        (rgb.convert("CMYK"), "JPEG", {}),
+        (Image.fromarray(pixels[..., 0].astype(np.uint16) * 257), "PNG", {}),
+        (rgb, "GIF", {}),
+        (rgb, "BMP", {}),
+        (rgb, "TIFF", {}),
+        (rgb, "WEBP", {}),
     ]
     files = []
     for image, image_format, options in images:
@@ -206,6 +221,6 @@ def test_readers_return_a_tensor_or_raise_cosa_error_on_any_bytes(tmp_path, monk
         for index, data in enumerate(fuzz_inputs(seed=20240917, random_count=2000, mutated_count=2000)):
             path.write_bytes(data)
             counts[outcome(lambda: read_image(path), 3)] += 1
-            counts[outcome(lambda: read_mask(path, num_classes=20 if index % 2 else None), 2)] += 1
+            classes = 20 if index % 2 else None
+            counts[outcome(lambda: read_mask(path, num_classes=classes), 2)] += 1  # noqa: B023 - called at once
     assert counts["ok"] > 100 and counts["refused"] > 1000  # both paths were exercised
-

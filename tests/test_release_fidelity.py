@@ -68,12 +68,17 @@ def released_state(released: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 def model(released, tmp_path_factory):
     """The assignment network of a released-style file, read through ``load_trained``."""
     args = argparse.Namespace(
-        model="vit", backbone="vit_base_patch16_224", aux_layer=-3, num_classes=21, crop_size=448,
-        output_dir=pathlib.PosixPath("/runs/voc"), scales=(0.5, 2), pseudo_scales=[1.0, 0.5, 1.5],
+        model="vit",
+        backbone="vit_base_patch16_224",
+        aux_layer=-3,
+        num_classes=21,
+        crop_size=448,
+        output_dir=pathlib.PosixPath("/runs/voc"),
+        scales=(0.5, 2),
+        pseudo_scales=[1.0, 0.5, 1.5],
     )
     path = tmp_path_factory.mktemp("released") / "best_seg.pth"
-    torch.save({"s_or_t": "t", "model": released_state(released), "epoch": 24000, "args": args,
-                "result": 76.19}, path)
+    torch.save({"s_or_t": "t", "model": released_state(released), "epoch": 24000, "args": args, "result": 76.19}, path)
     return load_trained(path, torch.device("cpu"))
 
 
@@ -112,8 +117,13 @@ def test_forward_pass(model, released):
 
 def test_assignment_pass(model, released):
     method = model.cfg.method
-    assigned = multiscale_assignments(model.network, tensor(released["train_images"]), tensor(released["labels"]),
-                                      method.assignment_scales, method.aux_cam_last_scale_only)
+    assigned = multiscale_assignments(
+        model.network,
+        tensor(released["train_images"]),
+        tensor(released["labels"]),
+        method.assignment_scales,
+        method.aux_cam_last_scale_only,
+    )
     assert_close(assigned.cam, released["train_cam"])
     assert_close(assigned.aux_cam, released["train_cam_aux"])
     assert_close(assigned.seg, released["train_seg"])
@@ -125,8 +135,10 @@ def test_cam_pseudo_labels_are_exact(model, released):
     method, labels = model.cfg.method, tensor(released["labels"])
     inside = inside_box(tensor(released["train_box"]), (128, 128))
     tags = tag_channels(labels, int(labels.sum(dim=1).max()))
-    for cams, thresholds, expected in ((released["train_cam"], method.cam_thresholds, released["cpl"]),
-                                       (released["train_cam_aux"], method.aux_cam_thresholds, released["cpl_aux"])):
+    for cams, thresholds, expected in (
+        (released["train_cam"], method.cam_thresholds, released["cpl"]),
+        (released["train_cam_aux"], method.aux_cam_thresholds, released["cpl_aux"]),
+    ):
         for channels in (None, tags):
             cpl = cam_pseudo_labels(tensor(cams), labels, inside, thresholds.high, thresholds.low, channels)
             assert_equal_labels(cpl, expected)
@@ -134,8 +146,9 @@ def test_cam_pseudo_labels_are_exact(model, released):
 
 
 def test_segmentation_pseudo_label(model, released):
-    spl = segmentation_pseudo_labels(tensor(released["train_seg"]), tensor(released["labels"]),
-                                     model.cfg.method.spl_temperature)
+    spl = segmentation_pseudo_labels(
+        tensor(released["train_seg"]), tensor(released["labels"]), model.cfg.method.spl_temperature
+    )
     assert_close(spl, released["spl"])
 
 
@@ -144,8 +157,9 @@ def test_losses(model, released):
     with torch.no_grad():
         output = model.network(tensor(released["train_images"]))
     seg = resize(output.seg, (128, 128))
-    c2s = cam_to_segmentation_loss(seg, tensor(released["cpl"]).long(), tensor(released["cpl_aux"]).long(),
-                                   model.cfg.method.background_balance)
+    c2s = cam_to_segmentation_loss(
+        seg, tensor(released["cpl"]).long(), tensor(released["cpl_aux"]).long(), model.cfg.method.background_balance
+    )
     assert_close(c2s, released["loss_c2s"])
     assert_close(segmentation_to_cam_loss(output.cam, tensor(released["spl"])), released["loss_s2c"])
     assert_close(classification_loss(output.logits, labels), released["loss_cls"])
@@ -173,8 +187,9 @@ def test_threshold_fit(released):
 
 def lreg_inputs(arrays: dict[str, np.ndarray], case: str) -> tuple[torch.Tensor, ...]:
     images = tensor(arrays[f"{case}_images"]).float()
-    probs = F.interpolate(tensor(arrays[f"{case}_coarse_logits"]), size=images.shape[-2:], mode="bilinear",
-                          align_corners=False).softmax(dim=1)
+    probs = F.interpolate(
+        tensor(arrays[f"{case}_coarse_logits"]), size=images.shape[-2:], mode="bilinear", align_corners=False
+    ).softmax(dim=1)
     return images, probs, tensor(arrays[f"{case}_roi"]).float(), tensor(arrays[f"{case}_cpl"]).long()
 
 
@@ -182,8 +197,9 @@ def lreg_inputs(arrays: dict[str, np.ndarray], case: str) -> tuple[torch.Tensor,
 def test_dense_energy_loss_has_the_released_size(released_lreg, case):
     sigma_rgb, sigma_xy, scale, weight = released_lreg[f"{case}_params"].tolist()
     images, probs, roi, cpl = lreg_inputs(released_lreg, case)
-    loss = dense_energy_loss(images, probs, roi, cpl, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy, scale=scale,
-                             weight=weight)
+    loss = dense_energy_loss(
+        images, probs, roi, cpl, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy, scale=scale, weight=weight
+    )
     assert float(loss) == pytest.approx(float(released_lreg[f"{case}_loss"]), rel=0.01)
 
 
@@ -191,8 +207,9 @@ def test_dense_filter_is_the_released_lattice(released_lreg):
     sigma_rgb, sigma_xy, scale, _ = released_lreg["small_params"].tolist()
     images, probs, roi, _ = lreg_inputs(released_lreg, "small")
     small = F.interpolate(images, scale_factor=scale, mode="nearest", recompute_scale_factor=True)
-    small_probs = F.interpolate(probs, scale_factor=scale, mode="bilinear", align_corners=False,
-                                recompute_scale_factor=True)
+    small_probs = F.interpolate(
+        probs, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=True
+    )
     small_roi = F.interpolate(roi[:, None], scale_factor=scale, mode="nearest", recompute_scale_factor=True)
     for b, expected in enumerate(released_lreg["small_filtered"]):
         filtered = dense_filter(small[b], small_probs[b] * small_roi[b], sigma_rgb, sigma_xy * scale)

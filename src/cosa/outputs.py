@@ -60,8 +60,9 @@ class OutputFolder:
     would delete whatever else the folder holds.
     """
 
-    def __init__(self, path: str | Path, option: str, command: str, overwrite: bool = False,
-                 inputs: Inputs = ()) -> None:
+    def __init__(
+        self, path: str | Path, option: str, command: str, overwrite: bool = False, inputs: Inputs = ()
+    ) -> None:
         self.path = Path(path).expanduser()
         self.option, self.command, self.overwrite = option, command, overwrite
         self.started = False
@@ -75,11 +76,15 @@ class OutputFolder:
             if not self.path.is_dir() or not any(self.path.iterdir()):
                 return
         if not self.overwrite:
-            raise CosaError(f"{self.option} {self.path} is not empty; choose another folder, or pass --overwrite to "
-                            f"replace the outputs of an earlier {self.command} there")
+            raise CosaError(
+                f"{self.option} {self.path} is not empty; choose another folder, or pass --overwrite to "
+                f"replace the outputs of an earlier {self.command} there"
+            )
         if next(iter(self._read_manifest()), None) != self.command:
-            raise CosaError(f"{self.option} {self.path} is not empty and holds no outputs of {self.command} "
-                            f"(no {MANIFEST}), so --overwrite would not know what to replace; choose another folder")
+            raise CosaError(
+                f"{self.option} {self.path} is not empty and holds no outputs of {self.command} "
+                f"(no {MANIFEST}), so --overwrite would not know what to replace; choose another folder"
+            )
 
     def entry(self, name: str | Path) -> Path:
         """The path of ``name`` in the folder, recorded as this command's output (a file or a folder)."""
@@ -137,8 +142,9 @@ def refuse_inputs(path: str | Path, option: str, inputs: Inputs, noun: str) -> N
             relation = "contains"
         else:
             continue
-        raise CosaError(f"{option} {path} {relation} {what} {source} ({what} would be overwritten); "
-                        f"choose another {noun}")
+        raise CosaError(
+            f"{option} {path} {relation} {what} {source} ({what} would be overwritten); choose another {noun}"
+        )
 
 
 def _require_writable(path: Path, option: str, shown: Path) -> None:

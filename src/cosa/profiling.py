@@ -5,7 +5,8 @@ A range costs a few microseconds when nobody profiles, so the step keeps them al
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from torch.profiler import record_function
 

@@ -23,8 +23,13 @@ def fake_run(root: Path, name: str, recipe: str, overrides: list[str], miou: flo
     save_config(load_config("demo", recipe, str(root), overrides), run / "config.yaml")
     if edit:  # a run made by older code: rewrite its config file
         (run / "config.yaml").write_text(edit((run / "config.yaml").read_text()))
-    metrics = {"miou_unmasked": miou, "cam_miou": 30.0, "cpl_precision": 80.0, "coexistence": 10.0,
-               "coexistence_cam": 20.0}
+    metrics = {
+        "miou_unmasked": miou,
+        "cam_miou": 30.0,
+        "cpl_precision": 80.0,
+        "coexistence": 10.0,
+        "coexistence_cam": 20.0,
+    }
     (run / "final_metrics.json").write_text(json.dumps(metrics))
     return run
 
@@ -32,16 +37,19 @@ def fake_run(root: Path, name: str, recipe: str, overrides: list[str], miou: flo
 def with_old_keys(space: str = "cam", before_detach_positives: bool = False):
     """A run's config.yaml as a schema with the removed keys wrote it; ``before_detach_positives``:
     before that key existed (L_csc then kept its class pixels' gradients)."""
+
     def edit(text: str) -> str:
         config = yaml.safe_load(text)
         config["model"]["freeze_batchnorm"] = False
         config["method"]["raw"]["mode"] = "confident"
         config["method"]["regularizer"]["filter"] = "released"
-        config["method"]["contrastive"].update(space=space, detach_features=True, detach_normalizer=False,
-                                               negative_margin=0)
+        config["method"]["contrastive"].update(
+            space=space, detach_features=True, detach_normalizer=False, negative_margin=0
+        )
         if not before_detach_positives:
             config["method"]["contrastive"]["detach_positives"] = True
         return yaml.safe_dump(config)
+
     return edit
 
 
@@ -50,24 +58,46 @@ def test_runs_are_grouped_by_their_differences_from_the_preset(tmp_path):
     runs = [
         fake_run(tmp_path, "a-seed0", "release", ["train.seed=0"], 40.0),
         fake_run(tmp_path, "a-seed1", "release", ["train.seed=1"], 42.0),
-        fake_run(tmp_path, "b-seed0", "release", ["method.contrastive.enabled=true", "method.contrastive.weight=0.01"],
-                 35.0),
+        fake_run(
+            tmp_path, "b-seed0", "release", ["method.contrastive.enabled=true", "method.contrastive.weight=0.01"], 35.0
+        ),
         # A removed key at the value of the behaviour that remains is no difference.
-        fake_run(tmp_path, "b-seed1", "release", ["method.contrastive.enabled=true", "method.contrastive.weight=0.01",
-                                                  "train.seed=1"], 37.0, edit=with_old_keys()),
+        fake_run(
+            tmp_path,
+            "b-seed1",
+            "release",
+            ["method.contrastive.enabled=true", "method.contrastive.weight=0.01", "train.seed=1"],
+            37.0,
+            edit=with_old_keys(),
+        ),
         # A disabled technique's settings are not a difference; a key that older code lacked
         # takes the value it had then; a removed key at another value is a difference.
-        fake_run(tmp_path, "c-seed0", "release", ["method.raw.temperature=0.5", "method.contrastive.enabled=true"],
-                 30.0, edit=with_old_keys(space="feature", before_detach_positives=True)),
+        fake_run(
+            tmp_path,
+            "c-seed0",
+            "release",
+            ["method.raw.temperature=0.5", "method.contrastive.enabled=true"],
+            30.0,
+            edit=with_old_keys(space="feature", before_detach_positives=True),
+        ),
     ]
     out = tmp_path / "runs.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    finished = subprocess.run([sys.executable, str(SCRIPT), "demo", *map(str, runs), "--out", str(out)],
-                              capture_output=True, text=True, timeout=120, env=env, cwd=SCRIPT.parent)
+    finished = subprocess.run(
+        [sys.executable, str(SCRIPT), "demo", *map(str, runs), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=SCRIPT.parent,
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     rows = {tuple(row["changes"]): row for row in json.loads(out.read_text())["rows"]}
     assert rows[()]["seeds"] == [0, 1] and rows[()]["mean"]["miou_unmasked"] == 41.0
     assert rows[("method.contrastive.enabled=True", "method.contrastive.weight=0.01")]["seeds"] == [0, 1]
-    assert ("method.contrastive.detach_positives=False", "method.contrastive.enabled=True",
-            "method.contrastive.space=feature") in rows
+    assert (
+        "method.contrastive.detach_positives=False",
+        "method.contrastive.enabled=True",
+        "method.contrastive.space=feature",
+    ) in rows
     assert len(rows) == 3

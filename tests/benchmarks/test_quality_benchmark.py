@@ -38,7 +38,9 @@ def test_settings_of_a_technique_that_is_off_do_not_force_a_new_run(tmp_path, qu
 
 
 def test_a_setting_that_changes_the_training_forces_a_new_run(tmp_path, quality):
-    run = finished(tmp_path, "release", ["method.raw.enabled=true", "method.raw.temperature=0.5", "train.seed=0"], quality)
+    run = finished(
+        tmp_path, "release", ["method.raw.enabled=true", "method.raw.temperature=0.5", "train.seed=0"], quality
+    )
     now = load_config("demo", "release", str(tmp_path), ["method.raw.enabled=true", "train.seed=0"])
     assert quality.finished_run(run, now) is None
     assert quality.finished_run(run, load_config("demo", "release", str(tmp_path), ["train.seed=1"])) is None

@@ -13,18 +13,47 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
 TOP_LEVEL = ("cosa/objective", "cosa/backward", "cosa/nonfinite_check", "cosa/optimizer", "cosa/ema")
-IN_OBJECTIVE = ("cosa/assignment_pass", "cosa/thresholds", "cosa/pseudo_labels", "cosa/online_forward",
-                "cosa/loss/cls", "cosa/loss/cls_aux", "cosa/loss/c2s", "cosa/loss/s2c", "cosa/loss/reg")
+IN_OBJECTIVE = (
+    "cosa/assignment_pass",
+    "cosa/thresholds",
+    "cosa/pseudo_labels",
+    "cosa/online_forward",
+    "cosa/loss/cls",
+    "cosa/loss/cls_aux",
+    "cosa/loss/c2s",
+    "cosa/loss/s2c",
+    "cosa/loss/reg",
+)
 
 
 @pytest.mark.slow
 def test_speed_benchmark_writes_sane_json(tiny_data, tmp_path):
     out = tmp_path / "speed.json"
     command = [
-        sys.executable, str(SCRIPT), "demo", "--data", str(tiny_data), "--steps", "2", "--warmup", "1",
-        "--profile-steps", "2", "--infer-batches", "1", "--device", "cpu", "--out", str(out),
-        "model.backbone=mobilenetv2_050", "model.pretrained=none", "data.crop_size=64", "train.batch_size=2",
-        "eval.size=64", "eval.scales=[1.0,0.5]", "eval.batch_size=2",
+        sys.executable,
+        str(SCRIPT),
+        "demo",
+        "--data",
+        str(tiny_data),
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--profile-steps",
+        "2",
+        "--infer-batches",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "model.backbone=mobilenetv2_050",
+        "model.pretrained=none",
+        "data.crop_size=64",
+        "train.batch_size=2",
+        "eval.size=64",
+        "eval.scales=[1.0,0.5]",
+        "eval.batch_size=2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)

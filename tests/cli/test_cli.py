@@ -38,14 +38,26 @@ def test_train_writes_a_run_and_resumes(trained_run, tiny_data, tmp_path, capsys
 @pytest.mark.parametrize("multi_scale", [False, True])
 def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, capsys, multi_scale):
     out_json = tmp_path / "metrics.json"
-    argv = ["evaluate", "--checkpoint", trained_run / "checkpoints" / "last.pt", "--data", tiny_data,
-            "--split", "val", "--json", out_json] + (["--ms"] if multi_scale else [])
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        trained_run / "checkpoints" / "last.pt",
+        "--data",
+        tiny_data,
+        "--split",
+        "val",
+        "--json",
+        out_json,
+    ] + (["--ms"] if multi_scale else [])
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "mIoU" in out and "background" in out
     result = json.loads(out_json.read_text())
     # Each mIoU is the mean over the classes that occur, which the per-class table lists.
-    for miou, table in (("miou_unmasked", "per_class"), ("miou_tag_masked", "per_class_tag_masked"),
-                        ("cam_miou", "per_class_cam")):
+    for miou, table in (
+        ("miou_unmasked", "per_class"),
+        ("miou_tag_masked", "per_class_tag_masked"),
+        ("cam_miou", "per_class_cam"),
+    ):
         occurring = [iou for iou in result[table].values() if iou is not None]
         assert result[miou] == pytest.approx(sum(occurring) / len(occurring))
     assert {"coexistence", "coexistence_cam"} <= set(result)  # the synthetic data's own metric
@@ -60,8 +72,19 @@ def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, 
 def test_evaluate_with_crf_reports_both(trained_run, tiny_data, tmp_path, capsys):
     pytest.importorskip("pydensecrf.densecrf", reason="the optional crf extra (pydensecrf2) is not installed")
     out_json = tmp_path / "crf.json"
-    code, _, _ = run_cli(capsys, "evaluate", "--checkpoint", trained_run / "checkpoints" / "last.pt", "--data",
-                         tiny_data, "--crf", "--json", out_json, "--max-images", 3)
+    code, _, _ = run_cli(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        trained_run / "checkpoints" / "last.pt",
+        "--data",
+        tiny_data,
+        "--crf",
+        "--json",
+        out_json,
+        "--max-images",
+        3,
+    )
     result = json.loads(out_json.read_text())
     assert code == 0 and result["protocol"]["crf"]
     occurring = [iou for iou in result["crf"]["per_class_tag_masked"].values() if iou is not None]
@@ -73,8 +96,9 @@ def test_predict_writes_masks_and_cam_pictures(trained_run, tiny_data, tmp_path,
     images.mkdir()
     for name in ("val_0000.png", "val_0001.png"):
         shutil.copy(tiny_data / "images" / name, images / name)
-    code, _, _ = run_cli(capsys, "predict", "--checkpoint", trained_run / "checkpoints" / "last.pt", images,
-                         "--out", tmp_path / "out")
+    code, _, _ = run_cli(
+        capsys, "predict", "--checkpoint", trained_run / "checkpoints" / "last.pt", images, "--out", tmp_path / "out"
+    )
     assert code == 0
     mask = read_mask(tmp_path / "out" / "val_0000.png")
     assert tuple(mask.shape) == (64, 64) and int(mask.max()) <= 6
@@ -108,24 +132,42 @@ def test_data_synthetic_and_check(tmp_path, capsys):
 
 def test_demo_writes_the_run_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    code, printed, _ = run_cli(capsys, "demo", "--out", out, "--train-images", 12, "--val-images", 6,
-                               "--image-size", 64, *TINY_OVERRIDES)
+    code, printed, _ = run_cli(
+        capsys, "demo", "--out", out, "--train-images", 12, "--val-images", 6, "--image-size", 64, *TINY_OVERRIDES
+    )
     assert code == 0 and "mIoU" in printed
     page = (out / "report.html").read_text(encoding="utf-8")  # the run report of cosa report
-    for fragment in ("segmentation mIoU, unmasked", "coexistence, segmentation", "Confusion matrix",
-                     "Predictions on validation images"):
+    for fragment in (
+        "segmentation mIoU, unmasked",
+        "coexistence, segmentation",
+        "Confusion matrix",
+        "Predictions on validation images",
+    ):
         assert fragment in page
     assert str((out / "run").resolve()) in page and 'src="data:image/png;base64,' in page
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"val", "train"}
     train = metrics["train"]  # the CPL on training images: recall = precision × coverage
     assert train["cpl_recall"] == pytest.approx(train["cpl_precision"] * train["cpl_coverage"] / 100)
-    code, _, _ = run_cli(capsys, "demo", "--out", out, "--overwrite", "--train-images", 12, "--val-images", 6,
-                         "--image-size", 64, *TINY_OVERRIDES)
+    code, _, _ = run_cli(
+        capsys,
+        "demo",
+        "--out",
+        out,
+        "--overwrite",
+        "--train-images",
+        12,
+        "--val-images",
+        6,
+        "--image-size",
+        64,
+        *TINY_OVERRIDES,
+    )
     assert code == 0  # the demo may run again in its own folder, when asked to
 
 
 # --- bad input: one line naming the file or key ------------------------------------------------
+
 
 def copy_dataset(source, target):
     shutil.copytree(source, target)
@@ -138,8 +180,18 @@ def test_corrupt_training_image(tiny_data, tmp_path, capsys, workers):
     data = copy_dataset(tiny_data, tmp_path / "data")
     for image in (data / "images").glob("train_*.png"):
         image.write_bytes(b"\x89PNG broken")
-    code, _, err = run_cli(capsys, "train", "--config", "demo", "--data", data, "--out", tmp_path / "run",
-                           *TINY_OVERRIDES, f"data.num_workers={workers}")  # a worker wraps the error
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--config",
+        "demo",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        *TINY_OVERRIDES,
+        f"data.num_workers={workers}",
+    )  # a worker wraps the error
     assert_one_line_error(code, err, "train_", "cannot read image")
 
 
@@ -147,16 +199,28 @@ def test_missing_mask_for_the_supervised_recipe(tiny_data, tmp_path, capsys):
     data = copy_dataset(tiny_data, tmp_path / "data")
     for mask in (data / "masks").glob("train_*.png"):
         mask.unlink()
-    code, _, err = run_cli(capsys, "train", "--config", "demo", "--recipe", "supervised", "--data", data,
-                           "--out", tmp_path / "run", *TINY_OVERRIDES)
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--config",
+        "demo",
+        "--recipe",
+        "supervised",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        *TINY_OVERRIDES,
+    )
     assert_one_line_error(code, err, "has no mask")
 
 
 def test_unknown_class_name(tiny_data, tmp_path, capsys):
     data = copy_dataset(tiny_data, tmp_path / "data")
     (data / "train.csv").write_text("image,labels\ntrain_0000.png,ball;unicorn\n")
-    code, _, err = run_cli(capsys, "train", "--config", "demo", "--data", data, "--out", tmp_path / "run",
-                           *TINY_OVERRIDES)
+    code, _, err = run_cli(
+        capsys, "train", "--config", "demo", "--data", data, "--out", tmp_path / "run", *TINY_OVERRIDES
+    )
     assert_one_line_error(code, err, "train.csv:2", "unicorn")
 
 
@@ -170,29 +234,55 @@ def test_wrong_kind_of_checkpoint(tiny_data, tmp_path, capsys):
 
 
 def test_unknown_config_key(tiny_data, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "train", "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run",
-                           "train.iteratons=3")
+    code, _, err = run_cli(
+        capsys, "train", "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run", "train.iteratons=3"
+    )
     assert_one_line_error(code, err, "train.iteratons")
 
 
 # --- second pass: numbers and devices are checked while the arguments are parsed ---------------------
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--batch-size", 0], "argument --batch-size: must be at least 1"),
-    (["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--size", 0], "argument --size: must be at least 16"),
-    (["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--size", 7], "argument --size: must be at least 16"),
-    (["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--scales", 1, 0], "argument --scales: must be positive, not '0'"),
-    (["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--scales", -1], "argument --scales: must be positive, not '-1'"),
-    (["data", "synthetic", "--out", "d", "--seed", -1], "argument --seed: must be in 0..4294967295"),
-    (["data", "synthetic", "--out", "d", "--size", 0], "argument --size: must be at least 32"),
-    (["data", "synthetic", "--out", "d", "--train", 0], "argument --train: must be at least 1"),
-    (["data", "synthetic", "--out", "d", "--val", -1], "argument --val: must be at least 0"),
-    (["demo", "--out", "d", "--seed", -1], "argument --seed: must be in 0..4294967295"),
-    (["demo", "--out", "d", "--train-images", 0], "argument --train-images: must be at least 1"),
-    (["demo", "--out", "d", "--image-size", 8], "argument --image-size: must be at least 32"),
-    (["demo", "--out", "d", "--val-images", 0], "argument --val-images: must be at least 1"),  # it evaluates on them
-    (["evaluate", "--checkpoint", "m.pt", "--crf", "--crf-workers", -1], "argument --crf-workers: must be at least 0"),
-])
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--batch-size", 0],
+            "argument --batch-size: must be at least 1",
+        ),
+        (
+            ["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--size", 0],
+            "argument --size: must be at least 16",
+        ),
+        (
+            ["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--size", 7],
+            "argument --size: must be at least 16",
+        ),
+        (
+            ["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--scales", 1, 0],
+            "argument --scales: must be positive, not '0'",
+        ),
+        (
+            ["predict", "--checkpoint", "m.pt", "images", "--out", "o", "--scales", -1],
+            "argument --scales: must be positive, not '-1'",
+        ),
+        (["data", "synthetic", "--out", "d", "--seed", -1], "argument --seed: must be in 0..4294967295"),
+        (["data", "synthetic", "--out", "d", "--size", 0], "argument --size: must be at least 32"),
+        (["data", "synthetic", "--out", "d", "--train", 0], "argument --train: must be at least 1"),
+        (["data", "synthetic", "--out", "d", "--val", -1], "argument --val: must be at least 0"),
+        (["demo", "--out", "d", "--seed", -1], "argument --seed: must be in 0..4294967295"),
+        (["demo", "--out", "d", "--train-images", 0], "argument --train-images: must be at least 1"),
+        (["demo", "--out", "d", "--image-size", 8], "argument --image-size: must be at least 32"),
+        (
+            ["demo", "--out", "d", "--val-images", 0],
+            "argument --val-images: must be at least 1",
+        ),  # it evaluates on them
+        (
+            ["evaluate", "--checkpoint", "m.pt", "--crf", "--crf-workers", -1],
+            "argument --crf-workers: must be at least 0",
+        ),
+    ],
+)
 def test_numeric_options_out_of_range_are_refused_while_parsing(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(capsys, *argv)
@@ -204,8 +294,11 @@ def test_numeric_options_out_of_range_are_refused_while_parsing(tmp_path, capsys
 @pytest.mark.parametrize("device", ["mps", "cpu:1", "gpu"])
 def test_an_unknown_device_is_one_line(trained_run, tiny_data, tmp_path, capsys, command, device):
     checkpoint = trained_run / "checkpoints" / "last.pt"
-    argv = (["predict", "--checkpoint", checkpoint, tiny_data / "images" / "val_0000.png"] if command == "predict"
-            else ["export-pseudo-labels", "--checkpoint", checkpoint, "--data", tiny_data])
+    argv = (
+        ["predict", "--checkpoint", checkpoint, tiny_data / "images" / "val_0000.png"]
+        if command == "predict"
+        else ["export-pseudo-labels", "--checkpoint", checkpoint, "--data", tiny_data]
+    )
     code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "out", "--device", device)
     assert_one_line_error(code, err, f"--device={device}: not a device (auto, cpu, cuda or cuda:N)")
     assert not (tmp_path / "out").exists()

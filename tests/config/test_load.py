@@ -84,6 +84,7 @@ def test_saved_config_round_trips(tmp_path):
 
 # --- second pass: mistakes a new user makes ------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -175,22 +176,25 @@ def stored_with(key: str, value, recipe: str = "paper") -> dict:
 
 
 @pytest.mark.parametrize(("key", "kept", "other"), REMOVED, ids=[key for key, _, _ in REMOVED])
-def test_a_stored_config_drops_a_removed_key_of_the_remaining_behaviour_and_refuses_another(tmp_path, key, kept,
-                                                                                             other):
+def test_a_stored_config_drops_a_removed_key_of_the_remaining_behaviour_and_refuses_another(tmp_path, key, kept, other):
     assert config_from_dict(stored_with(key, kept), "last.pt (config)") == load_config("demo", "paper")
     saved = tmp_path / "config.yaml"
     saved.write_text(yaml.safe_dump(stored_with(key, kept)))
     assert read_saved_config(saved) == load_config("demo", "paper")
     with pytest.raises(CosaError) as error:
         config_from_dict(stored_with(key, other), "last.pt (config)")
-    assert str(error.value) == (f"last.pt (config): config key '{key}' was removed and its value {other!r} with it: "
-                                f"{REMOVED_KEYS[key].remains}")
+    assert str(error.value) == (
+        f"last.pt (config): config key '{key}' was removed and its value {other!r} with it: {REMOVED_KEYS[key].remains}"
+    )
 
 
 @pytest.mark.parametrize("value", ["auto", "exact", "lattice"])
 def test_the_filters_of_older_files_are_named_removed(value):
-    with pytest.raises(CosaError, match=r"config key 'method.regularizer.filter' was removed and its value "
-                                        rf"'{value}' with it: L_reg filters with the released permutohedral"):
+    with pytest.raises(
+        CosaError,
+        match=r"config key 'method.regularizer.filter' was removed and its value "
+        rf"'{value}' with it: L_reg filters with the released permutohedral",
+    ):
         config_from_dict(stored_with("method.regularizer.filter", value), "old.pt (config)")
 
 
@@ -205,16 +209,20 @@ def test_a_stored_config_is_validated_like_a_users():
 
 # --- techniques a recipe ignores -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("recipe", ["cam-only", "supervised"])
 @pytest.mark.parametrize("technique", TECHNIQUES)
 def test_a_technique_the_recipe_ignores_is_refused(recipe, technique):
     with pytest.raises(CosaError) as error:
         load_config("demo", recipe, overrides=[f"method.{technique}.enabled=true"])
-    assert str(error.value) == (f"config key 'method.{technique}.enabled' is true, but recipe {recipe} ignores it: "
-                                "it trains without pseudo-labels, which the techniques act on (recipes release "
-                                "and paper use them)")
-    assert not getattr(load_config("demo", recipe, overrides=[f"method.{technique}.enabled=false"]).method,
-                       technique).enabled
+    assert str(error.value) == (
+        f"config key 'method.{technique}.enabled' is true, but recipe {recipe} ignores it: "
+        "it trains without pseudo-labels, which the techniques act on (recipes release "
+        "and paper use them)"
+    )
+    assert not getattr(
+        load_config("demo", recipe, overrides=[f"method.{technique}.enabled=false"]).method, technique
+    ).enabled
 
 
 @pytest.mark.parametrize("recipe", ["release", "paper"])

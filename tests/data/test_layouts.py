@@ -82,7 +82,9 @@ def make_voc(root):
         write_mask(root / "SegmentationClassAug" / f"{name}.png", mask)
     lists = root / "ImageSets" / "Segmentation"
     lists.mkdir(parents=True)
-    (lists / "train_aug.txt").write_text(f"/JPEGImages/{names[0]}.jpg /SegmentationClassAug/{names[0]}.png\n{names[1]}\n")
+    (lists / "train_aug.txt").write_text(
+        f"/JPEGImages/{names[0]}.jpg /SegmentationClassAug/{names[0]}.png\n{names[1]}\n"
+    )
     (lists / "val.txt").write_text(names[1] + "\n")
     return root
 
@@ -104,7 +106,7 @@ def test_voc_layout_takes_labels_from_masks_and_caches_them(tmp_path):
 
 def test_coco_layout(tmp_path):
     root = tmp_path / "coco"
-    for split, year in (("train", "train2014"), ("val", "val2014")):
+    for year in ("train2014", "val2014"):
         name = f"COCO_{year}_000000000009"
         write_image(root / year / f"{name}.jpg")
         mask = np.zeros((16, 20), np.uint8)

@@ -33,10 +33,11 @@ def write_jpeg(path, height, width):
 
 # --- VOC ---------------------------------------------------------------------------------------
 
+
 def voc_mask(classes):
     mask = np.zeros((16, 20), np.uint8)
     for index, label in enumerate(classes):
-        mask[2 + 4 * index:5 + 4 * index, 3:9] = label
+        mask[2 + 4 * index : 5 + 4 * index, 3:9] = label
     mask[0, :] = 255  # object borders are 255 in VOC masks
     return mask
 
@@ -50,8 +51,9 @@ def make_voc(root):
         write_mask(root / "SegmentationClassAug" / f"{name}.png", mask)  # palette PNG, as SBD ships them
     lists = root / "ImageSets" / "Segmentation"
     lists.mkdir(parents=True)
-    (lists / "train_aug.txt").write_text("/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n"
-                                         "2007_000039\n")
+    (lists / "train_aug.txt").write_text(
+        "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n2007_000039\n"
+    )
     (lists / "val.txt").write_text("2008_000123\n")
     return root
 
@@ -112,6 +114,7 @@ def test_prepare_voc_without_images_folder(tmp_path):
 
 # --- COCO --------------------------------------------------------------------------------------
 
+
 def polygon(top, left, bottom, right):
     """A rectangle as a COCO polygon; pycocotools fills exactly rows top:bottom, columns left:right."""
     return [left, top, right, top, right, bottom, left, bottom]
@@ -134,32 +137,47 @@ def box(shape, top, left, bottom, right):
     return mask
 
 
-CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"},
-              {"id": 3, "name": "car", "supercategory": "vehicle"},
-              {"id": 90, "name": "toothbrush", "supercategory": "indoor"}]  # labels 1, 3 and 80
+CATEGORIES = [
+    {"id": 1, "name": "person", "supercategory": "person"},
+    {"id": 3, "name": "car", "supercategory": "vehicle"},
+    {"id": 90, "name": "toothbrush", "supercategory": "indoor"},
+]  # labels 1, 3 and 80
 
 
 def make_coco(root, annotations_dir=None):
     """val2014: image 42 (overlap and crowd), 73 (a two-part car), 99 (no annotation); train2014: image 9."""
     val = {
-        "images": [{"id": 42, "file_name": "COCO_val2014_000000000042.jpg", "height": 24, "width": 32},
-                   {"id": 73, "file_name": "COCO_val2014_000000000073.jpg", "height": 20, "width": 30},
-                   {"id": 99, "file_name": "COCO_val2014_000000000099.jpg", "height": 10, "width": 10}],
+        "images": [
+            {"id": 42, "file_name": "COCO_val2014_000000000042.jpg", "height": 24, "width": 32},
+            {"id": 73, "file_name": "COCO_val2014_000000000073.jpg", "height": 20, "width": 30},
+            {"id": 99, "file_name": "COCO_val2014_000000000099.jpg", "height": 10, "width": 10},
+        ],
         "annotations": [
             # The toothbrush lies on the person and has the lower id: only the area rule puts it on top.
             {"id": 1, "image_id": 42, "category_id": 90, "iscrowd": 0, "segmentation": [polygon(5, 5, 9, 10)]},
             {"id": 2, "image_id": 42, "category_id": 1, "iscrowd": 0, "segmentation": [polygon(2, 2, 16, 20)]},
-            {"id": 3, "image_id": 42, "category_id": 3, "iscrowd": 1,
-             "segmentation": uncompressed_rle(box((24, 32), 12, 15, 22, 30))},
-            {"id": 4, "image_id": 73, "category_id": 3, "iscrowd": 0,
-             "segmentation": [polygon(1, 1, 5, 6), polygon(10, 12, 18, 28)]},
+            {
+                "id": 3,
+                "image_id": 42,
+                "category_id": 3,
+                "iscrowd": 1,
+                "segmentation": uncompressed_rle(box((24, 32), 12, 15, 22, 30)),
+            },
+            {
+                "id": 4,
+                "image_id": 73,
+                "category_id": 3,
+                "iscrowd": 0,
+                "segmentation": [polygon(1, 1, 5, 6), polygon(10, 12, 18, 28)],
+            },
         ],
         "categories": CATEGORIES,
     }
     train = {
         "images": [{"id": 9, "file_name": "COCO_train2014_000000000009.jpg", "height": 12, "width": 14}],
-        "annotations": [{"id": 5, "image_id": 9, "category_id": 1, "iscrowd": 0,
-                         "segmentation": [polygon(0, 0, 6, 7)]}],
+        "annotations": [
+            {"id": 5, "image_id": 9, "category_id": 1, "iscrowd": 0, "segmentation": [polygon(0, 0, 6, 7)]}
+        ],
         "categories": CATEGORIES,
     }
     annotations_dir = annotations_dir or root / "annotations"
@@ -194,8 +212,10 @@ def test_prepare_coco_rasterises_the_instances(tmp_path):
     assert (root / "val.txt").read_text().split() == ["COCO_val2014_000000000042", "COCO_val2014_000000000073"]
     assert (root / "train.txt").read_text().split() == ["COCO_train2014_000000000009"]
     val = load_split(root, "val")
-    assert [(s.name, s.labels) for s in val.samples] == [("COCO_val2014_000000000042", (0, 79)),
-                                                         ("COCO_val2014_000000000073", (2,))]
+    assert [(s.name, s.labels) for s in val.samples] == [
+        ("COCO_val2014_000000000042", (0, 79)),
+        ("COCO_val2014_000000000073", (2,)),
+    ]
     assert load_split(root, "train").samples[0].labels == (0,)
     assert (root / ".cosa" / "labels-val.json").is_file() and (root / ".cosa" / "labels-train.json").is_file()
 
@@ -237,7 +257,8 @@ def test_prepare_coco_rejects_foreign_categories(tmp_path, capsys):
     path.write_text(json.dumps(dataset))
     code, _, err = run_cli(capsys, "data", "prepare-coco", root)
     assert code == 2 and err.strip().splitlines()[-1] == (
-        f"cosa: error: {path}: category 91 'hair brush' is not one of the 80 COCO 2014 categories")
+        f"cosa: error: {path}: category 91 'hair brush' is not one of the 80 COCO 2014 categories"
+    )
 
 
 def test_prepare_coco_without_pycocotools_says_what_to_install(tmp_path, capsys, monkeypatch):

@@ -154,11 +154,16 @@ def test_replaces_a_previous_synthetic_dataset_only_when_asked(tmp_path):
         generate_synthetic_dataset(tmp_path, seed=5, num_train=3, num_val=1, image_size=SIZE)
     generate_synthetic_dataset(tmp_path, seed=5, num_train=3, num_val=1, image_size=SIZE, overwrite=True)
     assert sorted(path.name for path in (tmp_path / "images").iterdir()) == [
-        "train_0000.png", "train_0001.png", "train_0002.png", "val_0000.png"]
+        "train_0000.png",
+        "train_0001.png",
+        "train_0002.png",
+        "val_0000.png",
+    ]
     assert json.loads((tmp_path / "context.json").read_text())["seed"] == 5
 
 
 # --- the coexistence score --------------------------------------------------------------------
+
 
 def test_coexistence_counts_only_background_context_pixels():
     context = torch.tensor([[1, 1, 1, 2], [2, 2, 0, 0]])
@@ -201,8 +206,9 @@ def test_evaluation_reports_coexistence_only_for_data_with_tied_contexts(small, 
     thresholds = CplThresholds.from_config(cfg.method)
 
     def scores(root):
-        return evaluate(network, load_split(root, "val"), cfg, thresholds, DistContext(0, 1, 0, torch.device("cpu")),
-                        max_images=3)
+        return evaluate(
+            network, load_split(root, "val"), cfg, thresholds, DistContext(0, 1, 0, torch.device("cpu")), max_images=3
+        )
 
     with_contexts = scores(small)
     assert 0 <= with_contexts["coexistence"] <= 100 and 0 <= with_contexts["coexistence_cam"] <= 100

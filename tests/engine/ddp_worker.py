@@ -20,10 +20,16 @@ def main(data: str, run_dir: str, recipe: str) -> None:
     trainer = Trainer(cfg, run_dir, dist)
     initial = copy.deepcopy(trainer.assignment.state_dict())
     metrics = trainer.fit()
-    state = {"online": trainer.online.state_dict(), "assignment": trainer.assignment.state_dict(),
-             "initial": initial, "iteration": trainer.iteration, "miou": metrics["miou_unmasked"],
-             "cam_miou": metrics["cam_miou"], "thresholds": list(trainer.objective.thresholds.values().values()),
-             "buffer": trainer.objective.thresholds.cam.buffer}
+    state = {
+        "online": trainer.online.state_dict(),
+        "assignment": trainer.assignment.state_dict(),
+        "initial": initial,
+        "iteration": trainer.iteration,
+        "miou": metrics["miou_unmasked"],
+        "cam_miou": metrics["cam_miou"],
+        "thresholds": list(trainer.objective.thresholds.values().values()),
+        "buffer": trainer.objective.thresholds.cam.buffer,
+    }
     torch.save(state, Path(run_dir) / f"rank{dist.rank}.pt")
     shutdown()
 

@@ -33,6 +33,7 @@ def kill_at_step(iteration: int) -> None:
         if self.iteration == iteration:
             die()
         return original(self, batch)
+
     trainer_module.Trainer.train_step = train_step
 
 
@@ -44,6 +45,7 @@ def raise_at_step(iteration: int, rank: int) -> None:
             print(f"raising at {time.time()}", file=sys.stderr, flush=True)
             raise RuntimeError(f"injected failure on rank {rank} at iteration {iteration}")
         return original(self, batch)
+
     trainer_module.Trainer.train_step = train_step
 
 
@@ -56,6 +58,7 @@ def kill_in_ema_update(iteration: int) -> None:
         if len(calls) == iteration:
             die()
         return original(*args, **kwargs)
+
     trainer_module.ema_update = ema_update
 
 

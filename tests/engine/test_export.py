@@ -29,14 +29,31 @@ def recount(out, split):
     occurs = matrix.sum(1) > 0
     union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
     iou = np.diag(matrix)[occurs] / np.maximum(union[occurs], 1)
-    return {"miou": 100 * iou.mean(), "coverage": 100 * labelled / valid, "precision": 100 * correct / labelled,
-            "recall": 100 * correct / valid}
+    return {
+        "miou": 100 * iou.mean(),
+        "coverage": 100 * labelled / valid,
+        "precision": 100 * correct / labelled,
+        "recall": 100 * correct / valid,
+    }
 
 
 def test_export_writes_every_image_and_scores_them(trained_run, tiny_data, tmp_path, capsys):
     out = tmp_path / "pseudo"
-    code = main(["export-pseudo-labels", "--checkpoint", str(trained_run / "checkpoints" / "last.pt"),
-                 "--data", str(tiny_data), "--split", "train", "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "export-pseudo-labels",
+            "--checkpoint",
+            str(trained_run / "checkpoints" / "last.pt"),
+            "--data",
+            str(tiny_data),
+            "--split",
+            "train",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0 and "pseudo-label mIoU" in capsys.readouterr().out
     split = load_split(tiny_data, "train")
     assert len(list(out.glob("*.png"))) == len(split.samples) == 24
@@ -55,8 +72,17 @@ def test_export_writes_every_image_and_scores_them(trained_run, tiny_data, tmp_p
 
 def test_export_defaults_to_the_training_data_and_honours_max_images(trained_run, tiny_data, tmp_path, capsys):
     out = tmp_path / "pseudo"
-    code = main(["export-pseudo-labels", "--checkpoint", str(trained_run / "checkpoints" / "last.pt"),
-                 "--out", str(out), "--max-images", "3"])
+    code = main(
+        [
+            "export-pseudo-labels",
+            "--checkpoint",
+            str(trained_run / "checkpoints" / "last.pt"),
+            "--out",
+            str(out),
+            "--max-images",
+            "3",
+        ]
+    )
     assert code == 0 and "wrote 3 pseudo-label masks" in capsys.readouterr().out
     first = load_split(tiny_data, "train").samples[:3]
     assert sorted(path.name for path in out.glob("*.png")) == sorted(f"{sample.name}.png" for sample in first)

@@ -56,6 +56,7 @@ def poison_at(monkeypatch, iteration: int, gradient_only: bool = False) -> None:
         if len(calls) != iteration:
             return loss
         return NanGradient.apply(loss) if gradient_only else loss * float("nan")
+
     monkeypatch.setattr(objective_module, "segmentation_to_cam_loss", poisoned)
 
 
@@ -65,9 +66,14 @@ def record_states(monkeypatch) -> list[tuple[dict, dict]]:
 
     def train_step(self, batch):
         losses = original(self, batch)
-        states.append(({k: v.clone() for k, v in self.online.state_dict().items()},
-                       {k: v.clone() for k, v in self.assignment.state_dict().items()}))
+        states.append(
+            (
+                {k: v.clone() for k, v in self.online.state_dict().items()},
+                {k: v.clone() for k, v in self.assignment.state_dict().items()},
+            )
+        )
         return losses
+
     monkeypatch.setattr(Trainer, "train_step", train_step)
     return states
 
@@ -78,8 +84,10 @@ def tiny_config(data, *extra):
 
 # --- numerical faults -------------------------------------------------------------------------
 
+
 def test_a_nonfinite_loss_stops_the_run_naming_step_and_term_and_saves_the_state_before_it(
-        tiny_data, tmp_path, monkeypatch):
+    tiny_data, tmp_path, monkeypatch
+):
     poison_at(monkeypatch, 4)
     trainer = Trainer(tiny_config(tiny_data), tmp_path / "run", CPU)
     with pytest.raises(CosaError, match=r"step 4: non-finite s2c, total, gradients \(s2c=nan\)") as error:
@@ -95,7 +103,8 @@ def test_a_nonfinite_loss_stops_the_run_naming_step_and_term_and_saves_the_state
 
 @pytest.mark.parametrize("gradient_only", [False, True], ids=["loss", "gradient"])
 def test_skip_mode_drops_the_faulty_step_and_leaves_both_networks_unchanged(
-        tiny_data, tmp_path, monkeypatch, gradient_only):
+    tiny_data, tmp_path, monkeypatch, gradient_only
+):
     poison_at(monkeypatch, 4, gradient_only)
     states = record_states(monkeypatch)
     trainer = Trainer(tiny_config(tiny_data, "train.nonfinite=skip"), tmp_path / "run", CPU)
@@ -119,12 +128,19 @@ def test_a_gradient_fault_in_stop_mode_is_named(tiny_data, tmp_path, monkeypatch
 
 # --- kill -9 and resume -----------------------------------------------------------------------
 
-def cosa_train(run_dir: Path, data: Path, point: str = "none", resume: bool = False,
-               deterministic: bool = True) -> subprocess.Popen:
+
+def cosa_train(
+    run_dir: Path, data: Path, point: str = "none", resume: bool = False, deterministic: bool = True
+) -> subprocess.Popen:
     arguments = ["train", "--out", str(run_dir)] + (["--deterministic"] if deterministic else [])
     arguments += ["--resume"] if resume else ["--config", "demo", "--data", str(data), *KILL_OVERRIDES]
-    return subprocess.Popen([sys.executable, str(WORKER), point, *arguments], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), point, *arguments],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
@@ -195,8 +211,13 @@ def test_kill_9_before_the_first_checkpoint_then_resume_is_refused_and_keeps_the
     before = history(run_dir)
     resumed = finish(cosa_train(run_dir, tiny_data, resume=True))
     assert resumed.returncode == 2
-    assert resumed.stderr.strip().splitlines()[-1].startswith(
-        f"cosa: error: {run_dir}: nothing to resume from (no checkpoints/last.pt) but the folder holds config.yaml")
+    assert (
+        resumed.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"cosa: error: {run_dir}: nothing to resume from (no checkpoints/last.pt) but the folder holds config.yaml"
+        )
+    )
     assert history(run_dir) == before
 
 
@@ -206,6 +227,7 @@ def history(run_dir: Path) -> dict[Path, bytes]:
 
 
 # --- determinism --------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_deterministic_cpu_runs_are_bit_identical(tiny_data, tmp_path, uninterrupted):
@@ -220,10 +242,25 @@ def test_deterministic_cpu_runs_are_bit_identical(tiny_data, tmp_path, uninterru
 
 # --- distributed failures -----------------------------------------------------------------------
 
+
 def torchrun(point: str, run_dir: Path, data: Path, processes: int = 2, timeout: float = 300):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               str(WORKER), point, "train", "--config", "demo", "--data", str(data),
-               "--out", str(run_dir), *KILL_OVERRIDES]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        str(WORKER),
+        point,
+        "train",
+        "--config",
+        "demo",
+        "--data",
+        str(data),
+        "--out",
+        str(run_dir),
+        *KILL_OVERRIDES,
+    ]
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
@@ -260,7 +297,7 @@ def test_every_process_count_reads_the_same_global_batches():
     def global_batches(world_size: int, start: int) -> list[list[int]]:
         shares = [list(StreamSampler(8, rank, world_size, start, 5)) for rank in range(world_size)]
         per = 8 // world_size
-        return [sum((share[step * per:(step + 1) * per] for share in shares), []) for step in range(5 - start)]
+        return [sum((share[step * per : (step + 1) * per] for share in shares), []) for step in range(5 - start)]
 
     assert global_batches(1, 2) == global_batches(2, 2) == global_batches(4, 2) == global_batches(8, 2)
     assert global_batches(1, 0)[2:] == global_batches(2, 2)

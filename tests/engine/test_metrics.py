@@ -52,4 +52,3 @@ def test_perfect_prediction_and_per_class_report():
     assert matrix.mean_iou() == 100.0
     assert matrix.per_class(["background", "a", "b", "c"]) == {"background": 100.0, "a": 100.0, "b": 100.0, "c": None}
     assert matrix.pixel_accuracy() == 100.0
-

@@ -49,8 +49,21 @@ def images(tiny_data, tmp_path):
 
 
 def predict(capsys, checkpoint, inputs, out, *options):
-    return run_cli(capsys, "predict", "--checkpoint", checkpoint, inputs, "--out", out, "--device", "cpu",
-                   "--scales", 1.0, "--no-flip", *options)
+    return run_cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        checkpoint,
+        inputs,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--scales",
+        1.0,
+        "--no-flip",
+        *options,
+    )
 
 
 def test_single_scale_writes_masks_overlays_and_cams(checkpoint, images, tmp_path, capsys):
@@ -82,11 +95,14 @@ def test_save_logits_and_tag_masked_prediction(checkpoint, images, tmp_path, cap
         assert set(written.unique().tolist()) <= {0} | {k + 1 for k, on in enumerate(tag_vector) if on}
 
 
-@pytest.mark.parametrize("rows, fragments", [
-    ("val_0000.png,ball\nval_0001.png,ball;unicorn\nval_0002.png,\n", ["tags.csv:3", "unicorn"]),
-    ("val_0000.png,ball\nval_9999.png,ball\n", ["tags.csv:3", "val_9999.png", "not among the inputs"]),
-    ("val_0000.png,ball\nval_0001.png,ring\n", ["tags.csv", "val_0002"]),
-])
+@pytest.mark.parametrize(
+    "rows, fragments",
+    [
+        ("val_0000.png,ball\nval_0001.png,ball;unicorn\nval_0002.png,\n", ["tags.csv:3", "unicorn"]),
+        ("val_0000.png,ball\nval_9999.png,ball\n", ["tags.csv:3", "val_9999.png", "not among the inputs"]),
+        ("val_0000.png,ball\nval_0001.png,ring\n", ["tags.csv", "val_0002"]),
+    ],
+)
 def test_bad_tags_give_one_line_errors(checkpoint, images, tmp_path, capsys, rows, fragments):
     tags = tmp_path / "tags.csv"
     tags.write_text("image,labels\n" + rows)
@@ -113,8 +129,9 @@ def test_voc_submission_layout(images, tmp_path, capsys):
 
 
 def test_cam_only_masks_are_thresholded_cams(tiny_data, images, tmp_path, capsys):
-    cam_only = save_untrained_checkpoint(tmp_path / "cam.pt", read_class_names(tiny_data / "classes.txt"),
-                                         "method.recipe=cam-only")
+    cam_only = save_untrained_checkpoint(
+        tmp_path / "cam.pt", read_class_names(tiny_data / "classes.txt"), "method.recipe=cam-only"
+    )
     tags = tmp_path / "tags.csv"
     tags.write_text("image,labels\nval_0000.png,ball;star\nval_0001.png,ring\nval_0002.png,boat\n")
     assert predict(capsys, cam_only, images, tmp_path / "out", "--save-logits", "--tags", tags)[0] == 0
@@ -148,8 +165,13 @@ def test_predict_crf_masks_do_not_depend_on_the_workers(checkpoint, images, tmp_
 @needs_crf
 def test_crf_pool_gives_the_same_labels_with_one_or_two_workers():
     generator = torch.Generator().manual_seed(0)
-    jobs = [(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator),
-             torch.randn(5, h, w, generator=generator) * 3) for h, w in ((24, 40), (33, 17), (48, 48))]
+    jobs = [
+        (
+            torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator),
+            torch.randn(5, h, w, generator=generator) * 3,
+        )
+        for h, w in ((24, 40), (33, 17), (48, 48))
+    ]
     with CrfPool(CrfConfig(), workers=1) as in_process, CrfPool(CrfConfig(), workers=2) as pool:
         alone, spread = in_process.labels(jobs), pool.labels(jobs)
     for (image, _), a, b in zip(jobs, alone, spread):

@@ -84,6 +84,7 @@ def copy_dataset(tiny_data: Path, target: Path) -> Path:
 
 # --- 1. a run's configuration is what the user asked for ----------------------------------------
 
+
 def test_a_yaml_file_sits_above_the_recipe_and_below_overrides(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("base: demo\nmethod:\n  aux_cam_last_scale_only: false\n  contrastive:\n    enabled: false\n")
@@ -103,14 +104,17 @@ def test_resume_keeps_the_stored_recipe_and_overrides(run_copy):
 
 def test_resume_with_the_stored_values_given_again_works(run_copy, tiny_data):
     assert resolved("--data", tiny_data, "--out", run_copy, "--resume", *RUN_OPTIONS) == resolved(
-        "--out", run_copy, "--resume")
+        "--out", run_copy, "--resume"
+    )
 
 
 def test_resume_refuses_changed_values_and_lists_them(run_copy, capsys):
     line = train_error(capsys, "--out", run_copy, "--resume", "train.batch_size=8", "data.crop_size=96")
-    assert line == (f"cosa: error: {run_copy}: --resume would change data.crop_size (64 → 96), "
-                    "train.batch_size (4 → 8); a resumed run keeps its configuration (only train.iterations "
-                    "may be raised)")
+    assert line == (
+        f"cosa: error: {run_copy}: --resume would change data.crop_size (64 → 96), "
+        "train.batch_size (4 → 8); a resumed run keeps its configuration (only train.iterations "
+        "may be raised)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -158,8 +162,13 @@ def with_old_keys(values: dict, negative_margin: int = 0) -> dict:
     values["model"]["freeze_batchnorm"] = False
     values["method"]["raw"]["mode"] = "confident"
     values["method"]["regularizer"]["filter"] = "released"
-    values["method"]["contrastive"].update(space="cam", detach_positives=True, detach_features=True,
-                                           detach_normalizer=False, negative_margin=negative_margin)
+    values["method"]["contrastive"].update(
+        space="cam",
+        detach_positives=True,
+        detach_features=True,
+        detach_normalizer=False,
+        negative_margin=negative_margin,
+    )
     return values
 
 
@@ -180,11 +189,14 @@ def test_a_run_stored_with_a_removed_behaviour_is_refused_in_one_line(run_copy, 
     payload["config"] = with_old_keys(payload["config"], negative_margin=1)
     save_checkpoint(path, payload)
     line = train_error(capsys, "--out", run_copy, "--resume")
-    assert line == (f"cosa: error: {path} (config): config key 'method.contrastive.negative_margin' was removed "
-                    "and its value 1 with it: every background pixel is a negative of L_csc")
+    assert line == (
+        f"cosa: error: {path} (config): config key 'method.contrastive.negative_margin' was removed "
+        "and its value 1 with it: every background pixel is a negative of L_csc"
+    )
 
 
 # --- 2. one run per folder ----------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_folder_locked_by_a_live_run_is_refused_naming_its_pid(tiny_data, tmp_path, capsys):
@@ -245,8 +257,10 @@ def test_resume_without_a_checkpoint_refuses_and_keeps_the_history(run_copy, cap
         log.write('{"iteration": 4, "train/lo')  # a partial line, as a kill leaves it
     before = files_of(run_copy)
     line = train_error(capsys, "--out", run_copy, "--resume")
-    assert f"{run_copy}: nothing to resume from (no checkpoints/last.pt) but the folder holds config.yaml, " \
-           "metrics.jsonl, final_metrics.json, checkpoints/best.pt, tensorboard/" in line
+    assert (
+        f"{run_copy}: nothing to resume from (no checkpoints/last.pt) but the folder holds config.yaml, "
+        "metrics.jsonl, final_metrics.json, checkpoints/best.pt, tensorboard/" in line
+    )
     assert "delete it to start over, or use another --out" in line
     assert files_of(run_copy) == before
 
@@ -254,8 +268,21 @@ def test_resume_without_a_checkpoint_refuses_and_keeps_the_history(run_copy, cap
 @pytest.mark.slow
 def test_two_runs_in_one_folder_the_second_is_refused(tiny_data, tmp_path):
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "cosa", "train", "--config", "demo", "--data", str(tiny_data), "--out", str(run),
-               *SHORT, "train.iterations=1000", "train.eval_every=1000"]
+    command = [
+        sys.executable,
+        "-m",
+        "cosa",
+        "train",
+        "--config",
+        "demo",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(run),
+        *SHORT,
+        "train.iterations=1000",
+        "train.eval_every=1000",
+    ]
     first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / ".lock").exists() and time.time() < deadline:
@@ -274,8 +301,23 @@ def test_under_torchrun_a_refused_folder_ends_every_rank(tiny_data, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cosa",
-               "train", "--config", "demo", "--data", str(tiny_data), "--out", str(run), *SHORT]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "cosa",
+        "train",
+        "--config",
+        "demo",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(run),
+        *SHORT,
+    ]
     completed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
     assert completed.returncode != 0
     assert f"cosa: error: {run}: holds a run that wrote no checkpoint" in completed.stderr
@@ -284,6 +326,7 @@ def test_under_torchrun_a_refused_folder_ends_every_rank(tiny_data, tmp_path):
 
 
 # --- 3. save before risky work; check early ------------------------------------------------------
+
 
 def test_a_failed_evaluation_loses_no_training_and_resume_runs_it(tiny_data, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
@@ -308,8 +351,10 @@ def test_a_validation_split_with_missing_masks_stops_training_at_the_start(tiny_
     for name in ("val_0002", "val_0005"):
         (data / "masks" / f"{name}.png").unlink()
     line = train_error(capsys, "--config", "demo", "--data", data, "--out", tmp_path / "run", *SHORT)
-    assert line == (f"cosa: error: {data}: split 'val' lacks the masks of 2 of its 8 images (val_0002, val_0005); "
-                    "evaluation needs all of them")
+    assert line == (
+        f"cosa: error: {data}: split 'val' lacks the masks of 2 of its 8 images (val_0002, val_0005); "
+        "evaluation needs all of them"
+    )
     assert not (tmp_path / "run" / "config.yaml").exists()  # stopped before training
 
 
@@ -339,6 +384,7 @@ def test_a_validation_split_without_masks_trains_without_evaluation_said_once(ti
 
 
 # --- 4. every user mistake is one line, exit status 2 ---------------------------------------------
+
 
 def test_out_that_is_a_file_is_refused(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
@@ -375,8 +421,18 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tiny_data
         real_save(payload, stream)
 
     monkeypatch.setattr(checkpoint_module.torch, "save", save)
-    line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", run, *SHORT,
-                       "train.checkpoint_every=1", "train.eval_every=100")
+    line = train_error(
+        capsys,
+        "--config",
+        "demo",
+        "--data",
+        tiny_data,
+        "--out",
+        run,
+        *SHORT,
+        "train.checkpoint_every=1",
+        "train.eval_every=100",
+    )
     assert line == f"cosa: error: {run / 'checkpoints' / 'last.pt'}: cannot write (No space left on device)"
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 1
     assert not list(run.rglob("*.tmp")) and not (run / ".lock").exists()
@@ -384,8 +440,11 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tiny_data
 
 def test_a_full_disk_is_named_though_torch_reports_unexpected_pos(tmp_path, monkeypatch):
     # torch.save turns its stream's ENOSPC into "RuntimeError: … unexpected pos"; /dev/full is a full disk.
-    monkeypatch.setattr(files_module.tempfile, "mkstemp",
-                        lambda **kwargs: (os.open("/dev/full", os.O_WRONLY), str(tmp_path / ".last.pt.x.tmp")))
+    monkeypatch.setattr(
+        files_module.tempfile,
+        "mkstemp",
+        lambda **kwargs: (os.open("/dev/full", os.O_WRONLY), str(tmp_path / ".last.pt.x.tmp")),
+    )
     with pytest.raises(CosaError) as error:
         save_checkpoint(tmp_path / "last.pt", {"online": {"w": torch.zeros(100_000)}})
     assert str(error.value) == f"{tmp_path / 'last.pt'}: cannot write (No space left on device)"
@@ -406,8 +465,9 @@ def test_a_full_disk_while_appending_to_the_metric_log_is_one_line(tmp_path, mon
 
 def test_a_cuda_device_that_does_not_exist_is_one_line(tiny_data, tmp_path, capsys):
     missing = f"cuda:{torch.cuda.device_count()}"
-    line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run", *SHORT,
-                       f"train.device={missing}")
+    line = train_error(
+        capsys, "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run", *SHORT, f"train.device={missing}"
+    )
     assert f"train.device={missing}: {missing} is not available (" in line
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
@@ -428,8 +488,9 @@ def test_interpolations_are_refused_naming_the_key(tiny_data, tmp_path, capsys, 
 
 
 def test_a_malformed_override_is_one_line(tiny_data, tmp_path, capsys):
-    line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run",
-                       "eval.scales=[1.0,0.5")
+    line = train_error(
+        capsys, "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run", "eval.scales=[1.0,0.5"
+    )
     assert line.startswith("cosa: error: override 'eval.scales=[1.0,0.5': not a valid value (")
 
 
@@ -437,8 +498,10 @@ def test_more_than_254_class_names_are_refused(tiny_data, tmp_path, capsys):
     data = copy_dataset(tiny_data, tmp_path / "data")
     (data / "classes.txt").write_text("".join(f"class{index}\n" for index in range(300)))
     line = train_error(capsys, "--config", "demo", "--data", data, "--out", tmp_path / "run", *SHORT)
-    assert line == (f"cosa: error: {data / 'classes.txt'}: 300 class names, at most 254 (masks are 8-bit: "
-                    "0 is background, 1..254 the classes, 255 ignore)")
+    assert line == (
+        f"cosa: error: {data / 'classes.txt'}: 300 class names, at most 254 (masks are 8-bit: "
+        "0 is background, 1..254 the classes, 255 ignore)"
+    )
 
 
 @pytest.mark.parametrize(("name", "separator"), [("cat;dog", ";"), ("cat, dog", ",")])
@@ -466,6 +529,7 @@ def test_an_unreadable_masks_folder_is_one_line(tiny_data, tmp_path, capsys, mon
 
 # --- 5. SIGTERM, file modes, atomic truncation ------------------------------------------------------
 
+
 def test_sigterm_during_a_checkpoint_write_leaves_no_partial_file(tiny_data, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     real_save, saves = checkpoint_module.torch.save, []
@@ -478,8 +542,18 @@ def test_sigterm_during_a_checkpoint_write_leaves_no_partial_file(tiny_data, tmp
         real_save(payload, stream)
 
     monkeypatch.setattr(checkpoint_module.torch, "save", save)
-    code, _, err = train(capsys, "--config", "demo", "--data", tiny_data, "--out", run, *SHORT,
-                         "train.checkpoint_every=1", "train.eval_every=100")
+    code, _, err = train(
+        capsys,
+        "--config",
+        "demo",
+        "--data",
+        tiny_data,
+        "--out",
+        run,
+        *SHORT,
+        "train.checkpoint_every=1",
+        "train.eval_every=100",
+    )
     assert code == 143 and err.strip().splitlines()[-1] == "cosa: terminated"
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 1
     assert not list(run.rglob("*.tmp")) and not (run / ".lock").exists()
@@ -488,8 +562,22 @@ def test_sigterm_during_a_checkpoint_write_leaves_no_partial_file(tiny_data, tmp
 @pytest.mark.slow
 def test_sigterm_ends_training_like_ctrl_c(tiny_data, tmp_path):
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "cosa", "train", "--config", "demo", "--data", str(tiny_data), "--out", str(run),
-               *TINY_OVERRIDES, "train.iterations=1000", "train.checkpoint_every=1", "train.eval_every=1000"]
+    command = [
+        sys.executable,
+        "-m",
+        "cosa",
+        "train",
+        "--config",
+        "demo",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(run),
+        *TINY_OVERRIDES,
+        "train.iterations=1000",
+        "train.checkpoint_every=1",
+        "train.eval_every=1000",
+    ]
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / "checkpoints" / "last.pt").exists() and time.time() < deadline:
@@ -529,13 +617,16 @@ def test_truncating_the_metric_log_on_resume_is_atomic(tmp_path, monkeypatch):
 
 # --- second pass: mistakes found before the run folder is touched ----------------------------------
 
-def test_a_batch_the_processes_cannot_share_is_refused_before_the_run_folder_is_made(tiny_data, tmp_path, capsys,
-                                                                                      monkeypatch):
+
+def test_a_batch_the_processes_cannot_share_is_refused_before_the_run_folder_is_made(
+    tiny_data, tmp_path, capsys, monkeypatch
+):
     from cosa.engine import distributed
 
     # What torchrun with 2 processes gives rank 0; the check needs no collective, so none is started.
-    monkeypatch.setattr(distributed, "init_distributed",
-                        lambda device: distributed.DistContext(0, 2, 0, torch.device("cpu")))
+    monkeypatch.setattr(
+        distributed, "init_distributed", lambda device: distributed.DistContext(0, 2, 0, torch.device("cpu"))
+    )
     run = tmp_path / "run"
     line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", run, *SHORT, "train.batch_size=3")
     assert line.endswith("train.batch_size=3 must be divisible by the number of processes (2)")
@@ -545,13 +636,19 @@ def test_a_batch_the_processes_cannot_share_is_refused_before_the_run_folder_is_
 @pytest.mark.parametrize("mistake", ["no dataset", "empty dataset folder", "unknown backbone"])
 def test_a_run_that_cannot_start_leaves_no_empty_run_folder(tiny_data, tmp_path, capsys, mistake):
     (tmp_path / "empty").mkdir()
-    data = {"no dataset": [], "empty dataset folder": ["--data", tmp_path / "empty"],
-            "unknown backbone": ["--data", tiny_data]}[mistake]
+    data = {
+        "no dataset": [],
+        "empty dataset folder": ["--data", tmp_path / "empty"],
+        "unknown backbone": ["--data", tiny_data],
+    }[mistake]
     options = [*data, *SHORT, *(["model.backbone=resnet999"] if mistake == "unknown backbone" else [])]
     run = tmp_path / "run"
     line = train_error(capsys, "--config", "demo", "--out", run, *options)
-    assert {"no dataset": "no dataset", "empty dataset folder": "cannot tell the dataset layout",
-            "unknown backbone": "resnet999"}[mistake] in line
+    assert {
+        "no dataset": "no dataset",
+        "empty dataset folder": "cannot tell the dataset layout",
+        "unknown backbone": "resnet999",
+    }[mistake] in line
     assert not run.exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("kept")

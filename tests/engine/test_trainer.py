@@ -37,8 +37,16 @@ def states_equal(first: dict, second: dict) -> bool:
 
 @pytest.mark.slow
 def test_a_short_run_of_the_release_recipe_learns(tiny_data, tmp_path):
-    cfg = tiny_config(tiny_data, "release", *DEMO_WEIGHTS, "train.iterations=30", "train.batch_size=8",
-                      "method.ema_momentum=0.8", "method.loss_warmup_iters=10", "train.eval_every=30")
+    cfg = tiny_config(
+        tiny_data,
+        "release",
+        *DEMO_WEIGHTS,
+        "train.iterations=30",
+        "train.batch_size=8",
+        "method.ema_momentum=0.8",
+        "method.loss_warmup_iters=10",
+        "train.eval_every=30",
+    )
     trainer = Trainer(cfg, tmp_path / "run", CPU)
     before = evaluate(trainer.assignment, trainer.val_split, cfg, trainer.objective.thresholds, CPU)
     after = trainer.fit()
@@ -96,8 +104,15 @@ def test_checkpoints_round_trip(tiny_data, tmp_path):
 @pytest.mark.parametrize("recipe", ["release", "paper"])
 def test_two_process_ddp_ends_with_identical_networks(tiny_data, tmp_path, recipe):
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(Path(__file__).parent / "ddp_worker.py"), str(tiny_data), str(tmp_path / "run"), recipe,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(Path(__file__).parent / "ddp_worker.py"),
+        str(tiny_data),
+        str(tmp_path / "run"),
+        recipe,
     ]
     completed = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -123,7 +138,8 @@ def test_mixed_precision_training_runs(tiny_data, tmp_path):
     trainer = Trainer(cfg, tmp_path / "run", CPU)
     metrics = trainer.fit()
     assert all(torch.isfinite(p).all() for p in trainer.online.parameters())
-    logged = [value for entry in read_metrics(tmp_path / "run") for key, value in entry.items()
-              if key.startswith("train/")]  # the loss terms, the learning rate, the step time
+    logged = [
+        value for entry in read_metrics(tmp_path / "run") for key, value in entry.items() if key.startswith("train/")
+    ]  # the loss terms, the learning rate, the step time
     assert logged and all(math.isfinite(value) for value in logged)
     assert math.isfinite(metrics["miou_unmasked"])

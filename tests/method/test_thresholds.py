@@ -1,4 +1,5 @@
-"""The CPL thresholds, fixed and searched: the mixture fit against scikit-learn, the search's update, the checkpoint format."""
+"""The CPL thresholds, fixed and searched: the mixture fit against scikit-learn, the search's update,
+the checkpoint format."""
 
 import numpy as np
 import pytest

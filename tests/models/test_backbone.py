@@ -40,12 +40,16 @@ def family(request):
 def timm_reference(name: str, encoder: torch.nn.Module, grid: tuple[int, int]) -> torch.nn.Module:
     """timm's model for ``grid``, holding the encoder's weights and its positional embedding resampled as released."""
     patch = encoder.patch_size[0]
-    reference = timm.create_model(name, pretrained=False, num_classes=0, img_size=(grid[0] * patch, grid[1] * patch),
-                                  device="meta")
+    reference = timm.create_model(
+        name, pretrained=False, num_classes=0, img_size=(grid[0] * patch, grid[1] * patch), device="meta"
+    )
     state = dict(encoder.state_dict())
     state["pos_embed"] = resample_abs_pos_embed(
-        encoder.pos_embed, list(grid), old_size=list(encoder.pos_grid),
-        num_prefix_tokens=0 if reference.no_embed_class else reference.num_prefix_tokens, antialias=False,
+        encoder.pos_embed,
+        list(grid),
+        old_size=list(encoder.pos_grid),
+        num_prefix_tokens=0 if reference.no_embed_class else reference.num_prefix_tokens,
+        antialias=False,
     )
     missing, unexpected = reference.load_state_dict(state, strict=False, assign=True)
     assert not unexpected and all(key.startswith(("attn_pool.", "head.")) for key in missing)
@@ -63,10 +67,12 @@ def test_final_and_auxiliary_maps_are_timms_intermediates(family, size):
     cropped = images[..., : grid[0] * patch, : grid[1] * patch]
     with torch.no_grad():
         final, aux = encoder(images)
-        expected_aux, = reference.forward_intermediates(cropped, indices=[encoder.aux_index], norm=False,
-                                                        output_fmt="NCHW", intermediates_only=True)
-        expected_final, = reference.forward_intermediates(cropped, indices=[len(reference.blocks) - 1], norm=True,
-                                                          output_fmt="NCHW", intermediates_only=True)
+        (expected_aux,) = reference.forward_intermediates(
+            cropped, indices=[encoder.aux_index], norm=False, output_fmt="NCHW", intermediates_only=True
+        )
+        (expected_final,) = reference.forward_intermediates(
+            cropped, indices=[len(reference.blocks) - 1], norm=True, output_fmt="NCHW", intermediates_only=True
+        )
     assert final.shape == aux.shape == (2, encoder.channels, *grid)
     torch.testing.assert_close(final, expected_final, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(aux, expected_aux, rtol=1e-5, atol=1e-5)
@@ -115,4 +121,3 @@ def test_network_outputs_are_on_the_patch_grid(family):
 def test_a_vit_with_its_own_token_layout_is_refused():
     with pytest.raises(CosaError, match="deit_tiny_distilled_patch16_224.*own way"):
         build_backbone("deit_tiny_distilled_patch16_224", "none", aux_layer=-3, output_stride=16)
-

@@ -75,8 +75,11 @@ def test_network_outputs_and_classification_by_global_max_pooling():
     assert aux.shape[1] == net.aux_classifier.in_channels
     backbone, heads = net.parameter_groups()
     assert len(backbone) + len(heads) == len([p for p in net.parameters() if p.requires_grad])
-    assert all(name.startswith(("classifier", "aux_classifier", "decoder")) for name, p in net.named_parameters()
-               if any(p is h for h in heads))
+    assert all(
+        name.startswith(("classifier", "aux_classifier", "decoder"))
+        for name, p in net.named_parameters()
+        if any(p is h for h in heads)
+    )
 
 
 def test_torchvision_mobilenet_weights_load_by_position(tmp_path):

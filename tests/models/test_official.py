@@ -41,13 +41,15 @@ def official_state(num_classes: int = CLASSES, seed: int = 0) -> dict[str, torch
     generator = torch.Generator().manual_seed(seed)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False)  # with the unused ImageNet head
     shapes = {f"encoder.{key}": value.shape for key, value in vit.state_dict().items()}
-    shapes.update({
-        "decoder.conv6.weight": (DECODER, WIDTH, 3, 3),
-        "decoder.conv7.weight": (DECODER, DECODER, 3, 3),
-        "decoder.conv8.weight": (num_classes + 1, DECODER, 1, 1),
-        "classifier.weight": (num_classes, WIDTH, 1, 1),
-        "aux_classifier.weight": (num_classes, WIDTH, 1, 1),
-    })
+    shapes.update(
+        {
+            "decoder.conv6.weight": (DECODER, WIDTH, 3, 3),
+            "decoder.conv7.weight": (DECODER, DECODER, 3, 3),
+            "decoder.conv8.weight": (num_classes + 1, DECODER, 1, 1),
+            "classifier.weight": (num_classes, WIDTH, 1, 1),
+            "aux_classifier.weight": (num_classes, WIDTH, 1, 1),
+        }
+    )
     state = {}
     for key, shape in shapes.items():
         noise = torch.randn(shape, generator=generator)
@@ -62,7 +64,7 @@ def official_state(num_classes: int = CLASSES, seed: int = 0) -> dict[str, torch
 
 def reference_forward(state: dict[str, torch.Tensor], images: torch.Tensor, aux_layer: int = -3) -> dict:
     """The released network's forward pass, written from the released model code."""
-    encoder = {key[len("encoder."):]: value for key, value in state.items() if key.startswith("encoder.")}
+    encoder = {key[len("encoder.") :]: value for key, value in state.items() if key.startswith("encoder.")}
     patches = F.conv2d(images, encoder["patch_embed.proj.weight"], encoder["patch_embed.proj.bias"], stride=16)
     batch, _, height, width = patches.shape
     positions = encoder["pos_embed"]
@@ -75,7 +77,7 @@ def reference_forward(state: dict[str, torch.Tensor], images: torch.Tensor, aux_
     for index in range(depth):
         block = Block(WIDTH, HEADS, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
         prefix = f"blocks.{index}."
-        block.load_state_dict({key[len(prefix):]: value for key, value in encoder.items() if key.startswith(prefix)})
+        block.load_state_dict({key[len(prefix) :]: value for key, value in encoder.items() if key.startswith(prefix)})
         tokens = block.eval()(tokens)
         if index == depth + aux_layer:
             aux = tokens
@@ -176,10 +178,24 @@ def without(state, key):
 def released_args(**changes) -> argparse.Namespace:
     """A run's args as the released main.py pickles them (ViT-Ti here, the fixture's width)."""
     fields = dict(
-        name="HS_H05", model="vit", backbone="vit_tiny_patch16_224", decoder="largefov", pretrained=True,
-        aux_layer=-3, num_classes=21, output_dir=pathlib.PosixPath("/media/work_dirs/HS_H05"), scales=(0.5, 2),
-        pseudo_scales=[1.0, 0.5, 1.5], eval_threshold_filters=None, lr=6e-5, momentum=0.9995, usegmm=True,
-        dataset="VOC12", seed=1234, finalval=True, device="cuda",
+        name="HS_H05",
+        model="vit",
+        backbone="vit_tiny_patch16_224",
+        decoder="largefov",
+        pretrained=True,
+        aux_layer=-3,
+        num_classes=21,
+        output_dir=pathlib.PosixPath("/media/work_dirs/HS_H05"),
+        scales=(0.5, 2),
+        pseudo_scales=[1.0, 0.5, 1.5],
+        eval_threshold_filters=None,
+        lr=6e-5,
+        momentum=0.9995,
+        usegmm=True,
+        dataset="VOC12",
+        seed=1234,
+        finalval=True,
+        device="cuda",
     )
     return argparse.Namespace(**{**fields, **changes})
 
@@ -200,16 +216,24 @@ BAD_FILES = {
     "pickled object": (lambda state: {"model": state, "extra": nn.Identity()}, "cannot read checkpoint"),
     "class count": (lambda state: {"model": official_state(num_classes=7)}, "7 classes"),
     "missing key": (lambda state: {"model": without(state, "decoder.conv7.weight")}, "'decoder.conv7.weight'"),
-    "wrong shape": (lambda state: {"model": {**state, "encoder.pos_embed": torch.zeros(1, 50, WIDTH)}},
-                    "'encoder.pos_embed' has shape (1, 50, 192)"),
-    "unexpected key": (lambda state: {"model": {**state, "encoder.fc_norm.weight": torch.ones(WIDTH)}},
-                       "'encoder.fc_norm.weight'"),
+    "wrong shape": (
+        lambda state: {"model": {**state, "encoder.pos_embed": torch.zeros(1, 50, WIDTH)}},
+        "'encoder.pos_embed' has shape (1, 50, 192)",
+    ),
+    "unexpected key": (
+        lambda state: {"model": {**state, "encoder.fc_norm.weight": torch.ones(WIDTH)}},
+        "'encoder.fc_norm.weight'",
+    ),
     "module as args": (lambda state: released_file(state, args=nn.Identity()), "cannot read checkpoint"),
-    "datetime in args": (lambda state: released_file(state, released_args(start=datetime.datetime(2024, 3, 1))),
-                         "GLOBAL datetime.datetime"),
+    "datetime in args": (
+        lambda state: released_file(state, released_args(start=datetime.datetime(2024, 3, 1))),
+        "GLOBAL datetime.datetime",
+    ),
     # Only PosixPath is allowed: the released runs wrote that and nothing else from pathlib.
-    "other path in args": (lambda state: released_file(state, released_args(log=pathlib.PurePosixPath("/a"))),
-                           "GLOBAL pathlib.PurePosixPath"),
+    "other path in args": (
+        lambda state: released_file(state, released_args(log=pathlib.PurePosixPath("/a"))),
+        "GLOBAL pathlib.PurePosixPath",
+    ),
     "OrderedDict subclass": (lambda state: {"model": Ordered(state)}, "cannot read checkpoint"),
     "float32 result": (lambda state: released_file(state, result=np.float32(71.2)), "numpy.dtypes.Float32DType"),
     "args not a Namespace": (lambda state: released_file(state, args={"aux_layer": -3}), "argparse.Namespace"),

@@ -85,9 +85,18 @@ def test_page_is_self_contained_valid_html(page):
 
 def test_page_shows_the_run(page, run_dir):
     assert str(run_dir.resolve()) in page
-    for fragment in ("release", "mobilenetv2_050", "Per class IoU", "Confusion matrix", "tag-masked",
-                     "CPL thresholds over iterations", "Predictions on validation images", "num_images",
-                     "coexistence, segmentation", "coexistence, CAM"):
+    for fragment in (
+        "release",
+        "mobilenetv2_050",
+        "Per class IoU",
+        "Confusion matrix",
+        "tag-masked",
+        "CPL thresholds over iterations",
+        "Predictions on validation images",
+        "num_images",
+        "coexistence, segmentation",
+        "coexistence, CAM",
+    ):
         assert fragment in page
     per_class = page.split("Per class IoU", 1)[1].split("</table>", 1)[0]
     for name in CLASS_NAMES:
@@ -105,8 +114,15 @@ def test_confusion_matrix_agrees_with_the_ious(run_dir, tiny_data):
     device = resolve_device("cpu")
     model = load_trained(run_dir / "checkpoints" / "last.pt", device)
     split = load_split(tiny_data, "val")
-    result = evaluate(model.network, split, model.cfg, model.thresholds, DistContext(0, 1, 0, device),
-                      max_images=5, return_confusion=True)
+    result = evaluate(
+        model.network,
+        split,
+        model.cfg,
+        model.thresholds,
+        DistContext(0, 1, 0, device),
+        max_images=5,
+        return_confusion=True,
+    )
     confusion = result["confusion"]
     assert len(confusion) == len(CLASS_NAMES) and all(len(row) == len(CLASS_NAMES) for row in confusion)
     assert all(isinstance(count, int) for row in confusion for count in row)
@@ -166,8 +182,12 @@ def test_missing_pieces_are_named_on_the_page(run_dir, tmp_path, capsys):
     shutil.copytree(run_dir, partial, ignore=shutil.ignore_patterns("checkpoints", "final_metrics.json", "*.html"))
     assert main(["report", str(partial)]) == 0
     page = (partial / "report.html").read_text(encoding="utf-8")
-    for fragment in ("no checkpoint (checkpoints/last.pt or checkpoints/best.pt)", "no final_metrics.json",
-                     "not computed: no checkpoint to evaluate", "no metrics: no final_metrics.json"):
+    for fragment in (
+        "no checkpoint (checkpoints/last.pt or checkpoints/best.pt)",
+        "no final_metrics.json",
+        "not computed: no checkpoint to evaluate",
+        "no metrics: no final_metrics.json",
+    ):
         assert fragment in page
     assert len(embedded_pngs(page)) == 4 and parse(page).errors == []
 
@@ -205,9 +225,17 @@ def test_page_renders_in_headless_chromium(page, run_dir, tmp_path):
     if browser is None:
         pytest.skip("no chromium or chromium-browser binary on PATH (apt-get install chromium)")
     screenshot = tmp_path / "page.png"
-    command = [browser, "--headless", "--disable-gpu", "--no-sandbox", "--disable-dev-shm-usage",
-               f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1200,2000",
-               (run_dir / "report.html").resolve().as_uri()]
+    command = [
+        browser,
+        "--headless",
+        "--disable-gpu",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={screenshot}",
+        "--window-size=1200,2000",
+        (run_dir / "report.html").resolve().as_uri(),
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert screenshot.is_file(), completed.stderr[-2000:]
     with Image.open(screenshot) as image:

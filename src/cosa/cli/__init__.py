@@ -21,6 +21,7 @@ def _whole_number(text: str) -> int:
 
 def at_least(minimum: int) -> Callable[[str], int]:
     """argparse type: a whole number >= ``minimum``."""
+
     def parse(text: str) -> int:
         value = _whole_number(text)
         if value < minimum:

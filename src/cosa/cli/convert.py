@@ -7,10 +7,11 @@ import argparse
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "convert-official", help="convert a released CoSA checkpoint",
+        "convert-official",
+        help="convert a released CoSA checkpoint",
         description="Convert an official CoSA file (a dict whose 'model' is the released state dict) "
-                    "into a cosa checkpoint that evaluate, predict and export-pseudo-labels read. "
-                    "Those commands also accept the official file directly.",
+        "into a cosa checkpoint that evaluate, predict and export-pseudo-labels read. "
+        "Those commands also accept the official file directly.",
     )
     parser.add_argument("source", metavar="IN.pth", help="the official checkpoint")
     parser.add_argument("target", metavar="OUT.pt", help="the cosa checkpoint to write")
@@ -38,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     save_checkpoint(args.target, payload)
     cfg = payload["config"]
     held = {"online": "the online network (s_or_t='s')", "assignment": "the assignment network (s_or_t='t')"}
-    print(f"wrote {args.target}: {len(payload['class_names'])} classes, backbone {cfg['model']['backbone']}, "
-          f"aux layer {cfg['model']['aux_layer']}, iteration {payload['iteration']}, "
-          f"{held.get(payload['official']['network'], 'network not recorded (no s_or_t)')}")
+    print(
+        f"wrote {args.target}: {len(payload['class_names'])} classes, backbone {cfg['model']['backbone']}, "
+        f"aux layer {cfg['model']['aux_layer']}, iteration {payload['iteration']}, "
+        f"{held.get(payload['official']['network'], 'network not recorded (no s_or_t)')}"
+    )
     return 0

@@ -17,16 +17,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     synthetic = actions.add_parser(
-        "synthetic", help="write the built-in synthetic dataset (folder layout)",
+        "synthetic",
+        help="write the built-in synthetic dataset (folder layout)",
         description="Deterministic shapes-and-textures dataset with occlusion, clutter and class-tied context.",
     )
     synthetic.add_argument("--out", required=True, help="output folder, empty or new")
-    synthetic.add_argument("--overwrite", action="store_true",
-                           help="replace a synthetic dataset written there before (only its files)")
+    synthetic.add_argument(
+        "--overwrite", action="store_true", help="replace a synthetic dataset written there before (only its files)"
+    )
     synthetic.add_argument("--seed", type=seed, default=0)
     synthetic.add_argument("--train", type=at_least_one, default=600, help="training images (default 600)")
     synthetic.add_argument("--val", type=at_least(0), default=150, help="validation images (default 150)")
-    synthetic.add_argument("--size", type=at_least(SYNTHETIC_MIN_SIZE), default=128, help="image side in pixels (default 128)")
+    synthetic.add_argument(
+        "--size", type=at_least(SYNTHETIC_MIN_SIZE), default=128, help="image side in pixels (default 128)"
+    )
     synthetic.set_defaults(run=run_synthetic)
 
     check = actions.add_parser("check", help="validate a dataset and list every problem")
@@ -34,18 +38,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     check.set_defaults(run=run_check)
 
     voc = actions.add_parser(
-        "prepare-voc", help="check a VOC 2012 + SBD tree and cache its image labels",
+        "prepare-voc",
+        help="check a VOC 2012 + SBD tree and cache its image labels",
         description="Say what is missing from ROOT (JPEGImages/, SegmentationClassAug/, "
-                    "ImageSets/Segmentation/{train_aug,val}.txt) and cache the labels of the complete splits. "
-                    "Exit status 1 if anything is missing.",
+        "ImageSets/Segmentation/{train_aug,val}.txt) and cache the labels of the complete splits. "
+        "Exit status 1 if anything is missing.",
     )
     voc.add_argument("root", help="the VOC2012 folder")
     voc.set_defaults(run=run_prepare_voc)
 
     coco = actions.add_parser(
-        "prepare-coco", help="write COCO 2014 semantic masks and lists from the instance annotations",
+        "prepare-coco",
+        help="write COCO 2014 semantic masks and lists from the instance annotations",
         description="Rasterise annotations/instances_{train,val}2014.json into SegmentationClass/{train,val}2014/ "
-                    "(81 labels, crowd 255), write {train,val}.txt and cache the image labels. Needs pycocotools.",
+        "(81 labels, crowd 255), write {train,val}.txt and cache the image labels. Needs pycocotools.",
     )
     coco.add_argument("root", help="folder holding train2014/ and val2014/")
     coco.add_argument("--annotations", help="folder of instances_{train,val}2014.json (default ROOT/annotations)")
@@ -56,10 +62,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run_synthetic(args: argparse.Namespace) -> int:
     from cosa.data.synthetic import generate_synthetic_dataset
 
-    summary = generate_synthetic_dataset(args.out, seed=args.seed, num_train=args.train, num_val=args.val,
-                                         image_size=args.size, overwrite=args.overwrite)
-    print(f"wrote {summary.root}: {', '.join(f'{n} {split}' for split, n in summary.split_counts.items())} images, "
-          f"classes {', '.join(summary.class_names)}")
+    summary = generate_synthetic_dataset(
+        args.out, seed=args.seed, num_train=args.train, num_val=args.val, image_size=args.size, overwrite=args.overwrite
+    )
+    print(
+        f"wrote {summary.root}: {', '.join(f'{n} {split}' for split, n in summary.split_counts.items())} images, "
+        f"classes {', '.join(summary.class_names)}"
+    )
     return 0
 
 

@@ -15,24 +15,34 @@ from cosa.outputs import check_output_file
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "evaluate", help="evaluate a checkpoint",
+        "evaluate",
+        help="evaluate a checkpoint",
         description="mIoU (unmasked and tag-masked), CAM mIoU and CPL quality of a checkpoint on a split.",
     )
     parser.add_argument("--checkpoint", required=True, help="a cosa checkpoint (RUN/checkpoints/last.pt)")
     parser.add_argument("--data", help="dataset root (default: the one the model was trained on)")
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
-    parser.add_argument("--ms", action="store_true",
-                        help="the full protocol: the config's eval.scales (1.0, 0.5, 1.5, 0.75, 1.25) + flip; "
-                             "without it a single scale, no flip")
-    parser.add_argument("--crf", action="store_true",
-                        help="also report both mIoUs after a dense CRF (needs: pip install 'cosa[crf]')")
-    parser.add_argument("--crf-workers", type=at_least(0), metavar="N",
-                        help="processes that run the CRF (default: min(4, CPU cores); 0 or 1: this process); "
-                             "the numbers do not depend on it")
+    parser.add_argument(
+        "--ms",
+        action="store_true",
+        help="the full protocol: the config's eval.scales (1.0, 0.5, 1.5, 0.75, 1.25) + flip; "
+        "without it a single scale, no flip",
+    )
+    parser.add_argument(
+        "--crf", action="store_true", help="also report both mIoUs after a dense CRF (needs: pip install 'cosa[crf]')"
+    )
+    parser.add_argument(
+        "--crf-workers",
+        type=at_least(0),
+        metavar="N",
+        help="processes that run the CRF (default: min(4, CPU cores); 0 or 1: this process); "
+        "the numbers do not depend on it",
+    )
     parser.add_argument("--network", choices=NETWORKS, default="assignment", help="which network (default assignment)")
     parser.add_argument("--max-images", type=at_least_one, metavar="N", help="evaluate the first N images only")
-    parser.add_argument("--json", metavar="FILE", help="write the metrics and protocol to this JSON file (replaced "
-                                                       "if it exists)")
+    parser.add_argument(
+        "--json", metavar="FILE", help="write the metrics and protocol to this JSON file (replaced if it exists)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -57,8 +67,17 @@ def run(args: argparse.Namespace) -> int:
             check_output_file(args.json, "--json", [("the checkpoint", args.checkpoint), ("the dataset", root)])
         if not args.ms:
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, scales=[1.0], flip=False))
-        result = evaluate(model.network, split, cfg, model.thresholds, dist, args.max_images, progress=True,
-                          crf=args.crf, crf_workers=args.crf_workers)
+        result = evaluate(
+            model.network,
+            split,
+            cfg,
+            model.thresholds,
+            dist,
+            args.max_images,
+            progress=True,
+            crf=args.crf,
+            crf_workers=args.crf_workers,
+        )
         result["protocol"].update(network=args.network, checkpoint=str(args.checkpoint), iteration=model.iteration)
     finally:
         shutdown()

@@ -11,18 +11,22 @@ COMMAND = "cosa export-pseudo-labels"
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "export-pseudo-labels", help="write the CAM pseudo-labels of a split",
+        "export-pseudo-labels",
+        help="write the CAM pseudo-labels of a split",
         description="Writes OUT/NAME.png (VOC palette; 0 background, 1..C classes, 255 ignore): the CAM "
-                    "pseudo-labels the assignment network makes from each whole image and its true tags, with "
-                    "the checkpoint's thresholds. With masks, also OUT/summary.json (mIoU on labelled pixels, "
-                    "coverage, precision, recall).",
+        "pseudo-labels the assignment network makes from each whole image and its true tags, with "
+        "the checkpoint's thresholds. With masks, also OUT/summary.json (mIoU on labelled pixels, "
+        "coverage, precision, recall).",
     )
     parser.add_argument("--checkpoint", required=True, help="a cosa checkpoint (or an official CoSA file)")
     parser.add_argument("--data", help="dataset root (default: the one the model was trained on)")
     parser.add_argument("--split", help="split to label (default: the training split of the checkpoint's config)")
     parser.add_argument("--out", required=True, help="output folder, outside the dataset; empty or new")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the outputs of an earlier export-pseudo-labels in --out (only those)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of an earlier export-pseudo-labels in --out (only those)",
+    )
     parser.add_argument("--max-images", type=at_least_one, metavar="N", help="the first N images only")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.set_defaults(run=run)
@@ -51,12 +55,15 @@ def run(args: argparse.Namespace) -> int:
     split = load_split(root, args.split or model.cfg.data.train_split)
     require_same_classes(model, split, args.checkpoint)
     out.check([("the dataset", root)])  # without --data, the dataset is known once the checkpoint is read
-    result = export_pseudo_labels(model.network, split, model.cfg, model.thresholds, out, device, args.max_images,
-                                  progress=True)
+    result = export_pseudo_labels(
+        model.network, split, model.cfg, model.thresholds, out, device, args.max_images, progress=True
+    )
     print(f"wrote {result['protocol']['num_images']} pseudo-label masks to {out.path}")
     if "miou" in result:
         result["protocol"].update(checkpoint=str(args.checkpoint), iteration=model.iteration)
         out.write("summary.json", Path.write_text, json.dumps(result, indent=2))
-        print(f"pseudo-label mIoU {result['miou']:.2f} on the {result['coverage']:.1f}% of pixels they label "
-              f"(precision {result['precision']:.1f}%, recall {result['recall']:.1f}%)")
+        print(
+            f"pseudo-label mIoU {result['miou']:.2f} on the {result['coverage']:.1f}% of pixels they label "
+            f"(precision {result['precision']:.1f}%, recall {result['recall']:.1f}%)"
+        )
     return 0

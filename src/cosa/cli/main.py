@@ -31,9 +31,7 @@ def _terminate(signum, frame) -> NoReturn:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="cosa", description="Weakly supervised semantic segmentation from image-level labels (CoSA)."
-    )
+    parser = Parser(prog="cosa", description="Weakly supervised semantic segmentation from image-level labels (CoSA).")
     parser.add_argument("--version", action="version", version=f"cosa {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

@@ -7,15 +7,20 @@ import argparse
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "plot", help="draw a run's thresholds, CPL quality by confidence, losses and mIoU",
+        "plot",
+        help="draw a run's thresholds, CPL quality by confidence, losses and mIoU",
         description="Reads RUN_DIR/metrics.jsonl and writes thresholds.png, cpl_confidence.png (when the "
-                    "training split has masks), losses.png and miou.png.",
+        "training split has masks), losses.png and miou.png.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR")
-    parser.add_argument("--out", help="output folder, apart from the run's files and its dataset; empty or new "
-                                      "(default RUN_DIR/plots, which a new plot refreshes)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the figures of an earlier plot in --out (only those)")
+    parser.add_argument(
+        "--out",
+        help="output folder, apart from the run's files and its dataset; empty or new "
+        "(default RUN_DIR/plots, which a new plot refreshes)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the figures of an earlier plot in --out (only those)"
+    )
     parser.set_defaults(run=run)
 
 

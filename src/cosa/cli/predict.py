@@ -19,41 +19,68 @@ COMMAND = "cosa predict"
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "predict", help="predict masks for images",
+        "predict",
+        help="predict masks for images",
         description="Writes OUT/NAME.png (VOC-palette mask), OUT/NAME_overlay.jpg (mask colours over the image) "
-                    "and OUT/NAME_cam.jpg (CAMs of the present classes: the --tags, else the predicted ones). "
-                    "Defaults follow the checkpoint's evaluation protocol: eval.size, "
-                    "eval.scales, eval.flip; no label information unless --tags is given.",
+        "and OUT/NAME_cam.jpg (CAMs of the present classes: the --tags, else the predicted ones). "
+        "Defaults follow the checkpoint's evaluation protocol: eval.size, "
+        "eval.scales, eval.flip; no label information unless --tags is given.",
     )
     parser.add_argument("--checkpoint", required=True, help="a cosa checkpoint")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     parser.add_argument("--out", required=True, help="output folder, apart from the inputs; empty or new")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the outputs of an earlier predict in --out and --voc-submission (only those)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of an earlier predict in --out and --voc-submission (only those)",
+    )
     parser.add_argument("--network", choices=NETWORKS, default="assignment")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batch-size", type=at_least_one, default=4)
-    parser.add_argument("--size", type=at_least(MIN_EVAL_SIZE), metavar="N", help="network input size N×N (default: eval.size, 448)")
-    parser.add_argument("--scales", type=positive_number, nargs="+", metavar="S",
-                        help="input scales whose logits are summed (default: eval.scales, 1.0 0.5 1.5 0.75 1.25)")
+    parser.add_argument(
+        "--size", type=at_least(MIN_EVAL_SIZE), metavar="N", help="network input size N×N (default: eval.size, 448)"
+    )
+    parser.add_argument(
+        "--scales",
+        type=positive_number,
+        nargs="+",
+        metavar="S",
+        help="input scales whose logits are summed (default: eval.scales, 1.0 0.5 1.5 0.75 1.25)",
+    )
     parser.add_argument("--no-flip", action="store_true", help="do not add the flipped images (default: eval.flip)")
-    parser.add_argument("--tags", metavar="FILE",
-                        help="CSV image,labels (labels ';'-separated class names), one row per input: logits of "
-                             "classes absent from an image's tags are masked before the argmax (tag-masked)")
-    parser.add_argument("--crf", action="store_true",
-                        help="dense CRF on the softmax of the logits, with the checkpoint's eval.crf_params "
-                             "(needs: pip install 'cosa[crf]')")
-    parser.add_argument("--crf-workers", type=at_least(0), metavar="N",
-                        help="processes that run the CRF (default: min(4, CPU cores); 0 or 1: this process); "
-                             "the masks do not depend on it")
-    parser.add_argument("--save-logits", action="store_true",
-                        help="also write OUT/NAME.npz: seg ((C+1)×H×W summed segmentation logits, before any "
-                             "tag masking) and cam (C×H×W normalised CAMs), float32 at the image size")
-    parser.add_argument("--voc-submission", metavar="DIR",
-                        help="also write DIR/results/VOC2012/Segmentation/comp6_test_cls/NAME.png for the PASCAL "
-                             "VOC evaluation server (upload a tar of DIR/results). comp6, not comp5: comp5 is for "
-                             "methods trained on VOC 2012 data only, and CoSA uses an ImageNet-pre-trained backbone "
-                             "and SBD's extra images (train_aug). Needs a model of the 20 VOC classes")
+    parser.add_argument(
+        "--tags",
+        metavar="FILE",
+        help="CSV image,labels (labels ';'-separated class names), one row per input: logits of "
+        "classes absent from an image's tags are masked before the argmax (tag-masked)",
+    )
+    parser.add_argument(
+        "--crf",
+        action="store_true",
+        help="dense CRF on the softmax of the logits, with the checkpoint's eval.crf_params "
+        "(needs: pip install 'cosa[crf]')",
+    )
+    parser.add_argument(
+        "--crf-workers",
+        type=at_least(0),
+        metavar="N",
+        help="processes that run the CRF (default: min(4, CPU cores); 0 or 1: this process); "
+        "the masks do not depend on it",
+    )
+    parser.add_argument(
+        "--save-logits",
+        action="store_true",
+        help="also write OUT/NAME.npz: seg ((C+1)×H×W summed segmentation logits, before any "
+        "tag masking) and cam (C×H×W normalised CAMs), float32 at the image size",
+    )
+    parser.add_argument(
+        "--voc-submission",
+        metavar="DIR",
+        help="also write DIR/results/VOC2012/Segmentation/comp6_test_cls/NAME.png for the PASCAL "
+        "VOC evaluation server (upload a tar of DIR/results). comp6, not comp5: comp5 is for "
+        "methods trained on VOC 2012 data only, and CoSA uses an ImageNet-pre-trained backbone "
+        "and SBD's extra images (train_aug). Needs a model of the 20 VOC classes",
+    )
     parser.set_defaults(run=run)
 
 
@@ -80,10 +107,12 @@ def protocol(cfg: Config, args: argparse.Namespace) -> Config:
     size = cfg.eval.size if args.size is None else args.size
     scales = cfg.eval.scales if args.scales is None else args.scales
     if not set(scales) & set(cfg.method.assignment_scales):
-        raise CosaError(f"--scales must include one of the CAM scales {cfg.method.assignment_scales} "
-                        "(method.assignment_scales)")
-    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, size=size, scales=list(scales),
-                                                             flip=cfg.eval.flip and not args.no_flip))
+        raise CosaError(
+            f"--scales must include one of the CAM scales {cfg.method.assignment_scales} (method.assignment_scales)"
+        )
+    return dataclasses.replace(
+        cfg, eval=dataclasses.replace(cfg.eval, size=size, scales=list(scales), flip=cfg.eval.flip and not args.no_flip)
+    )
 
 
 def output_folders(args: argparse.Namespace) -> tuple[OutputFolder, OutputFolder | None]:
@@ -93,8 +122,9 @@ def output_folders(args: argparse.Namespace) -> tuple[OutputFolder, OutputFolder
     out = OutputFolder(args.out, "--out", COMMAND, args.overwrite, inputs)
     if args.voc_submission is None:
         return out, None
-    return out, OutputFolder(args.voc_submission, "--voc-submission", COMMAND, args.overwrite,
-                             [*inputs, ("--out", args.out)])
+    return out, OutputFolder(
+        args.voc_submission, "--voc-submission", COMMAND, args.overwrite, [*inputs, ("--out", args.out)]
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,10 +147,13 @@ def run(args: argparse.Namespace) -> int:
     tags = read_tags(args.tags, model.class_names, [path.stem for path in images]) if args.tags else None
     writer = PredictionWriter(out, args.save_logits, voc_submission)
     with CrfPool(cfg.eval.crf_params, args.crf_workers) if args.crf else nullcontext() as crf_pool:
-        predictions = predict_images(model.network, model.class_names, images, cfg, device, tags, crf_pool,
-                                     args.batch_size)
+        predictions = predict_images(
+            model.network, model.class_names, images, cfg, device, tags, crf_pool, args.batch_size
+        )
         for prediction in tqdm(predictions, total=len(images), desc="predict", unit="image"):
             writer.write(prediction)
-    print(f"wrote {len(images)} masks to {out.path}"
-          + (f"; VOC server files under {voc_submission.path / VOC_SUBMISSION_DIR}" if voc_submission else ""))
+    print(
+        f"wrote {len(images)} masks to {out.path}"
+        + (f"; VOC server files under {voc_submission.path / VOC_SUBMISSION_DIR}" if voc_submission else "")
+    )
     return 0

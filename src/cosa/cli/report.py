@@ -9,20 +9,27 @@ from cosa.cli import at_least_one
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "report", help="write one self-contained HTML page showing a run at a glance",
+        "report",
+        help="write one self-contained HTML page showing a run at a glance",
         description="Writes RUN_DIR/report.html: the run's config, headline and per-class metrics, the confusion "
-                    "matrix of its checkpoint on the validation split, the training and threshold curves and "
-                    "predictions on a few validation images. Images are embedded: the page is a single file. "
-                    "What the run directory lacks is named on the page.",
+        "matrix of its checkpoint on the validation split, the training and threshold curves and "
+        "predictions on a few validation images. Images are embedded: the page is a single file. "
+        "What the run directory lacks is named on the page.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--out", help="the HTML file to write (default RUN_DIR/report.html)")
     parser.add_argument("--data", help="dataset root (default: the one the run was trained on)")
-    parser.add_argument("--max-images", type=at_least_one, metavar="N",
-                        help="evaluate the first N validation images only (default: as the run's own "
-                             "evaluations, eval.max_images)")
-    parser.add_argument("--no-eval", action="store_true",
-                        help="do not evaluate the checkpoint: no confusion matrix and no prediction pictures")
+    parser.add_argument(
+        "--max-images",
+        type=at_least_one,
+        metavar="N",
+        help="evaluate the first N validation images only (default: as the run's own evaluations, eval.max_images)",
+    )
+    parser.add_argument(
+        "--no-eval",
+        action="store_true",
+        help="do not evaluate the checkpoint: no confusion matrix and no prediction pictures",
+    )
     parser.set_defaults(run=run)
 
 

@@ -12,17 +12,22 @@ from cosa.errors import CosaError
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "train", help="train a model",
+        "train",
+        help="train a model",
         description="Train CoSA (or a baseline recipe). Under torchrun, every process runs this command.",
     )
-    parser.add_argument("--config",
-                        help="preset (voc, coco, demo) or a YAML file (default voc; with --resume, the run's)")
+    parser.add_argument(
+        "--config", help="preset (voc, coco, demo) or a YAML file (default voc; with --resume, the run's)"
+    )
     parser.add_argument("--data", help="dataset root (VOC, COCO or folder layout)")
     parser.add_argument("--recipe", choices=RECIPE_NAMES, help="training recipe (default: the config's, release)")
     parser.add_argument("--out", help="run directory (default runs/CONFIG-RECIPE)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="deterministic kernels only: bit-identical CPU runs for a seed (train.deterministic=true)")
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels only: bit-identical CPU runs for a seed (train.deterministic=true)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.iterations=100")
     parser.set_defaults(run=run)
 

@@ -8,17 +8,26 @@ Unknown keys, values of the wrong type and OmegaConf syntax (``${…}``, ``???``
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cosa.config.schema import (
-    AMP_MODES, DEVICE_NAMES, MAX_SEED, MIN_EVAL_SIZE, NONFINITE_MODES, PSEUDO_LABEL_RECIPES, RECIPE_NAMES, TECHNIQUES,
-    Config, is_device_name,
+    AMP_MODES,
+    DEVICE_NAMES,
+    MAX_SEED,
+    MIN_EVAL_SIZE,
+    NONFINITE_MODES,
+    PSEUDO_LABEL_RECIPES,
+    RECIPE_NAMES,
+    TECHNIQUES,
+    Config,
+    is_device_name,
 )
 from cosa.errors import CosaError
 from cosa.files import write_text_atomically
@@ -70,8 +79,9 @@ def _without_removed_keys(values: Mapping, source: str, stored: bool) -> Mapping
         if not stored:
             raise CosaError(f"{source}: config key '{key}' was removed: {removed.remains}")
         if not _is_kept(removed, flat[key]):
-            raise CosaError(f"{source}: config key '{key}' was removed and its value {flat[key]!r} with it: "
-                            f"{removed.remains}")
+            raise CosaError(
+                f"{source}: config key '{key}' was removed and its value {flat[key]!r} with it: {removed.remains}"
+            )
     if not found:
         return values
     return _nested({key: value for key, value in flat.items() if key not in found})
@@ -154,8 +164,10 @@ def _merge(base: DictConfig, update: Any, source: str, stored: bool = False) -> 
         update = plain = cleaned
     syntax = _omegaconf_syntax(plain)
     if syntax:
-        raise CosaError(f"{source}: config key '{syntax[0]}' is '{syntax[1]}': configs hold plain values, "
-                        "not OmegaConf interpolations ('${…}') or missing-value marks ('???')")
+        raise CosaError(
+            f"{source}: config key '{syntax[0]}' is '{syntax[1]}': configs hold plain values, "
+            "not OmegaConf interpolations ('${…}') or missing-value marks ('???')"
+        )
     mismatch = _shape_mismatch(base, plain) if isinstance(plain, Mapping) else None
     if mismatch:
         raise CosaError(f"{source}: {mismatch}")
@@ -278,11 +290,16 @@ def resumed_config(stored: Config, requested: Config, what: str) -> Config:
     a one-line error ``WHAT would change KEY (OLD → NEW), …`` lists every difference.
     """
     old, new = flat_keys(asdict(stored)), flat_keys(asdict(requested))
-    changes = [f"{key} ({old[key]} → {new[key]})" for key in old
-               if old[key] != new[key] and not (key == RAISABLE_ON_RESUME and new[key] > old[key])]
+    changes = [
+        f"{key} ({old[key]} → {new[key]})"
+        for key in old
+        if old[key] != new[key] and not (key == RAISABLE_ON_RESUME and new[key] > old[key])
+    ]
     if changes:
-        raise CosaError(f"{what} would change {', '.join(changes)}; a resumed run keeps its configuration "
-                        f"(only {RAISABLE_ON_RESUME} may be raised)")
+        raise CosaError(
+            f"{what} would change {', '.join(changes)}; a resumed run keeps its configuration "
+            f"(only {RAISABLE_ON_RESUME} may be raised)"
+        )
     return requested
 
 
@@ -299,21 +316,29 @@ def validate(cfg: Config) -> None:
         # left on would silently do nothing.
         for technique in TECHNIQUES:
             if getattr(cfg.method, technique).enabled:
-                raise CosaError(f"config key 'method.{technique}.enabled' is true, but recipe {cfg.method.recipe} "
-                                f"ignores it: it trains without pseudo-labels, which the techniques act on "
-                                f"(recipes {' and '.join(PSEUDO_LABEL_RECIPES)} use them)")
+                raise CosaError(
+                    f"config key 'method.{technique}.enabled' is true, but recipe {cfg.method.recipe} "
+                    f"ignores it: it trains without pseudo-labels, which the techniques act on "
+                    f"(recipes {' and '.join(PSEUDO_LABEL_RECIPES)} use them)"
+                )
     _require(cfg.data.crop_size >= 16, "data.crop_size", "must be at least 16")
     scale_range = cfg.data.scale_range
-    _require(len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[-1], "data.scale_range",
-             "must be [min, max] with 0 < min <= max")
+    _require(
+        len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[-1],
+        "data.scale_range",
+        "must be [min, max] with 0 < min <= max",
+    )
     _require(0.0 <= cfg.data.blur_probability <= 1.0, "data.blur_probability", "must be in [0, 1]")
     _require(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
     _require(cfg.model.output_stride in (8, 16, 32), "model.output_stride", "must be 8, 16 or 32")
     _require(cfg.model.decoder_channels > 0, "model.decoder_channels", "must be positive")
     _require(cfg.model.decoder_dilation >= 1, "model.decoder_dilation", "must be >= 1")
     _require(0.0 <= cfg.method.ema_momentum < 1.0, "method.ema_momentum", "must be in [0, 1)")
-    _require(len(cfg.method.assignment_scales) > 0 and min(cfg.method.assignment_scales) > 0,
-             "method.assignment_scales", "must be a non-empty list of positive scales")
+    _require(
+        len(cfg.method.assignment_scales) > 0 and min(cfg.method.assignment_scales) > 0,
+        "method.assignment_scales",
+        "must be a non-empty list of positive scales",
+    )
     for key in ("cam_thresholds", "aux_cam_thresholds"):
         pair = getattr(cfg.method, key)
         _require(0.0 <= pair.low < pair.high <= 1.0, f"method.{key}", "needs 0 <= low < high <= 1")
@@ -322,13 +347,17 @@ def validate(cfg: Config) -> None:
     _require(0.0 <= search.min_confidence < 1.0, "method.threshold_search.min_confidence", "must be in [0, 1)")
     _require(search.downscale >= 1, "method.threshold_search.downscale", "must be >= 1")
     _require(0.0 <= search.momentum < 1.0, "method.threshold_search.momentum", "must be in [0, 1)")
-    _require(search.tolerance > 0 and search.max_em_steps >= 1, "method.threshold_search",
-             "needs tolerance > 0 and max_em_steps >= 1")
+    _require(
+        search.tolerance > 0 and search.max_em_steps >= 1,
+        "method.threshold_search",
+        "needs tolerance > 0 and max_em_steps >= 1",
+    )
     _require(cfg.method.raw.temperature > 0, "method.raw.temperature", "must be positive")
     _require(cfg.method.raw.power > 0, "method.raw.power", "must be positive")
     _require(cfg.method.contrastive.temperature > 0, "method.contrastive.temperature", "must be positive")
-    _require(0.0 <= cfg.method.contrastive.spl_confidence <= 1.0, "method.contrastive.spl_confidence",
-             "must be in [0, 1]")
+    _require(
+        0.0 <= cfg.method.contrastive.spl_confidence <= 1.0, "method.contrastive.spl_confidence", "must be in [0, 1]"
+    )
     _require(0.0 <= cfg.method.background_balance <= 1.0, "method.background_balance", "must be in [0, 1]")
     _require(cfg.method.spl_temperature > 0, "method.spl_temperature", "must be positive")
     _require(cfg.method.loss_warmup_iters >= 0, "method.loss_warmup_iters", "must be >= 0")
@@ -339,27 +368,39 @@ def validate(cfg: Config) -> None:
         _require(getattr(cfg.method, key) >= 0, f"method.{key}", "must be >= 0")
     _require(cfg.method.regularizer.energy_weight >= 0, "method.regularizer.energy_weight", "must be >= 0")
     _require(cfg.method.contrastive.weight >= 0, "method.contrastive.weight", "must be >= 0")
-    _require(cfg.method.contrastive.warmup_iters is None or cfg.method.contrastive.warmup_iters >= 0,
-             "method.contrastive.warmup_iters", "must be >= 0 (or null: method.loss_warmup_iters)")
+    _require(
+        cfg.method.contrastive.warmup_iters is None or cfg.method.contrastive.warmup_iters >= 0,
+        "method.contrastive.warmup_iters",
+        "must be >= 0 (or null: method.loss_warmup_iters)",
+    )
     _require(cfg.optim.lr > 0, "optim.lr", "must be positive")
-    _require(len(cfg.optim.betas) == 2 and all(0 <= beta < 1 for beta in cfg.optim.betas), "optim.betas",
-             "must be two numbers in [0, 1)")
+    _require(
+        len(cfg.optim.betas) == 2 and all(0 <= beta < 1 for beta in cfg.optim.betas),
+        "optim.betas",
+        "must be two numbers in [0, 1)",
+    )
     _require(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     _require(cfg.optim.head_lr_multiplier > 0, "optim.head_lr_multiplier", "must be positive")
     _require(cfg.optim.warmup_iters >= 0, "optim.warmup_iters", "must be >= 0")
     _require(cfg.train.iterations > 0, "train.iterations", "must be positive")
     _require(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
     _require(cfg.train.amp in AMP_MODES, "train.amp", f"must be one of {', '.join(AMP_MODES)}")
-    _require(cfg.train.assignment_amp in ("same", *AMP_MODES), "train.assignment_amp",
-             f"must be one of same, {', '.join(AMP_MODES)}")
+    _require(
+        cfg.train.assignment_amp in ("same", *AMP_MODES),
+        "train.assignment_amp",
+        f"must be one of same, {', '.join(AMP_MODES)}",
+    )
     _require(cfg.train.nonfinite in NONFINITE_MODES, "train.nonfinite", f"must be one of {', '.join(NONFINITE_MODES)}")
     _require(0 <= cfg.train.seed <= MAX_SEED, "train.seed", f"must be in 0..{MAX_SEED}")
     _require(is_device_name(cfg.train.device), "train.device", f"must be {DEVICE_NAMES}")
     for key in ("log_every", "eval_every", "checkpoint_every"):
         _require(getattr(cfg.train, key) > 0, f"train.{key}", "must be positive")
     _require(cfg.eval.size >= MIN_EVAL_SIZE, "eval.size", f"must be at least {MIN_EVAL_SIZE}")
-    _require(len(cfg.eval.scales) > 0 and min(cfg.eval.scales) > 0, "eval.scales",
-             "must be a non-empty list of positive scales")
+    _require(
+        len(cfg.eval.scales) > 0 and min(cfg.eval.scales) > 0,
+        "eval.scales",
+        "must be a non-empty list of positive scales",
+    )
     _require(0.0 <= cfg.eval.cam_threshold <= 1.0, "eval.cam_threshold", "must be in [0, 1]")
     _require(cfg.eval.batch_size > 0, "eval.batch_size", "must be positive")
     _require(cfg.eval.max_images is None or cfg.eval.max_images > 0, "eval.max_images", "must be positive or null")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 RECIPE_NAMES = ("release", "paper", "cam-only", "supervised")
 # Recipes whose segmentation learns from the assignment network's pseudo-labels.
@@ -38,11 +37,11 @@ TECHNIQUES = ("threshold_search", "raw", "contrastive")
 
 @dataclass
 class DataConfig:
-    root: Optional[str] = None
+    root: str | None = None
     train_split: str = "train_aug"
     val_split: str = "val"
     crop_size: int = 448
-    scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     blur_probability: float = 0.5
     num_workers: int = 4
 
@@ -123,14 +122,14 @@ class ContrastiveConfig:
     # L_csc is off (weight 0) up to this iteration; None: the other pseudo-label losses' warm-up,
     # method.loss_warmup_iters. L_csc learns from the SPL, which is poor until the segmentation
     # has trained for a while: a later start (the demo preset's) lets it settle first.
-    warmup_iters: Optional[int] = None
+    warmup_iters: int | None = None
 
 
 @dataclass
 class MethodConfig:
     recipe: str = "release"
     ema_momentum: float = 0.9994
-    assignment_scales: List[float] = field(default_factory=lambda: [1.0, 0.5, 1.5])
+    assignment_scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5])
     # (δ_h, δ_l) of the run behind the published VOC result (its logged arguments).
     cam_thresholds: Thresholds = field(default_factory=lambda: Thresholds(high=0.70, low=0.20))
     aux_cam_thresholds: Thresholds = field(default_factory=lambda: Thresholds(high=0.70, low=0.25))
@@ -155,7 +154,7 @@ class MethodConfig:
 class OptimConfig:
     lr: float = 6e-5
     weight_decay: float = 0.01
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     head_lr_multiplier: float = 10.0
     warmup_iters: int = 1500
     warmup_ratio: float = 1e-6
@@ -202,7 +201,7 @@ class CrfConfig:
 @dataclass
 class EvalConfig:
     size: int = 448
-    scales: List[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 0.75, 1.25])
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 0.75, 1.25])
     flip: bool = True
     crf: bool = False
     crf_params: CrfConfig = field(default_factory=CrfConfig)
@@ -210,7 +209,7 @@ class EvalConfig:
     cam_threshold: float = 0.5
     batch_size: int = 4
     # Periodic evaluation during training may use the first N validation images only.
-    max_images: Optional[int] = None
+    max_images: int | None = None
 
 
 @dataclass

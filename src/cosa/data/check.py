@@ -61,7 +61,9 @@ def check_dataset(root: str | Path) -> CheckReport:
                 report.problems.append(str(error))
                 continue
             if tuple(mask.shape) != tuple(image.shape[-2:]):
-                report.problems.append(f"{sample.mask}: mask is {tuple(mask.shape)} but its image is {tuple(image.shape[-2:])}")
+                report.problems.append(
+                    f"{sample.mask}: mask is {tuple(mask.shape)} but its image is {tuple(image.shape[-2:])}"
+                )
                 continue
             in_mask = {int(v) - 1 for v in mask.unique() if 1 <= v <= dataset.num_classes}
             listed = set(sample.labels)

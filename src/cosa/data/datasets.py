@@ -8,8 +8,8 @@ processes or data-loader workers, and resuming at step t needs nothing but t.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class TrainingViews(Dataset):
     def __len__(self) -> int:
         return len(self.split.samples)
 
-    @lru_cache(maxsize=2)
+    @lru_cache(maxsize=2)  # noqa: B019 - the sampler lives as long as its loader; two epochs meet at a boundary
     def epoch_order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self))
 
@@ -145,8 +145,10 @@ class EvaluationImages(Dataset):
 
 def collate_evaluation(items: list[dict]) -> dict:
     """Stack the fixed-size parts; keep per-image sizes (images, masks, names) as lists."""
-    batch = {"input": torch.stack([item["input"] for item in items]),
-             "labels": torch.stack([item["labels"] for item in items])}
+    batch = {
+        "input": torch.stack([item["input"] for item in items]),
+        "labels": torch.stack([item["labels"] for item in items]),
+    }
     for key in ("image", "mask", "name", "index"):
         if key in items[0]:
             batch[key] = [item[key] for item in items]

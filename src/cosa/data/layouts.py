@@ -103,8 +103,10 @@ def partial_masks_problem(split: DatasetSplit) -> str | None:
     if not missing or len(missing) == len(split.samples):
         return None
     shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
-    return (f"{split.root}: split '{split.split}' lacks the masks of {len(missing)} of its {len(split.samples)} "
-            f"images ({shown}); evaluation needs all of them")
+    return (
+        f"{split.root}: split '{split.split}' lacks the masks of {len(missing)} of its {len(split.samples)} "
+        f"images ({shown}); evaluation needs all of them"
+    )
 
 
 def _layout(root: Path) -> str | None:
@@ -134,7 +136,10 @@ def available_splits(root: Path, layout: str) -> list[str]:
     if layout == "folder":
         return sorted(path.stem for path in root.glob("*.csv"))
     if layout == "voc":
-        lists = [*(root / "ImageSets" / "Segmentation").glob("*.txt"), *(root / "ImageSets" / "SegmentationAug").glob("*.txt")]
+        lists = [
+            *(root / "ImageSets" / "Segmentation").glob("*.txt"),
+            *(root / "ImageSets" / "SegmentationAug").glob("*.txt"),
+        ]
         return sorted({path.stem for path in lists})
     return sorted({"train", "val", *(path.stem for path in root.glob("*.txt"))})
 
@@ -172,19 +177,24 @@ def _report(problems: list[str] | None, message: str) -> None:
 
 # --- folder ------------------------------------------------------------------------------------
 
+
 def read_class_names(path: Path) -> tuple[str, ...]:
     """The class names of ``classes.txt``, one a line; spaces around a name are dropped (as in the CSVs)."""
     names = tuple(line.strip() for line in _read_text(path, "class list").splitlines() if line.strip())
     if not names:
         raise CosaError(f"{path}: no class names")
     if len(names) > MAX_CLASSES:
-        raise CosaError(f"{path}: {len(names)} class names, at most {MAX_CLASSES} (masks are 8-bit: "
-                        f"0 is background, 1..{MAX_CLASSES} the classes, {IGNORE_INDEX} ignore)")
+        raise CosaError(
+            f"{path}: {len(names)} class names, at most {MAX_CLASSES} (masks are 8-bit: "
+            f"0 is background, 1..{MAX_CLASSES} the classes, {IGNORE_INDEX} ignore)"
+        )
     for name in names:
         separator = next((character for character in ";," if character in name), None)
         if separator:
-            raise CosaError(f"{path}: class name '{name}' contains '{separator}', which separates "
-                            f"{'class names' if separator == ';' else 'columns'} in the split CSVs")
+            raise CosaError(
+                f"{path}: class name '{name}' contains '{separator}', which separates "
+                f"{'class names' if separator == ';' else 'columns'} in the split CSVs"
+            )
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise CosaError(f"{path}: duplicate class names {duplicates}")
@@ -280,6 +290,7 @@ def _folder_sample(root: Path, stem: str, image_name: str, labels: tuple[int, ..
 
 # --- VOC and COCO: labels from masks ---------------------------------------------------------
 
+
 def _labels_from_mask(path: Path, num_classes: int) -> tuple[int, ...]:
     values = read_mask(path).unique().tolist()
     return tuple(v - 1 for v in values if 1 <= v <= num_classes)
@@ -352,11 +363,19 @@ def _read_list(path: Path, problems: list[str] | None = None) -> list[str]:
     return names
 
 
-def _build_split(root: Path, layout: str, split: str, class_names, listed, image_dir: Path, mask_dirs,
-                 problems: list[str] | None) -> DatasetSplit:
+def _build_split(
+    root: Path, layout: str, split: str, class_names, listed, image_dir: Path, mask_dirs, problems: list[str] | None
+) -> DatasetSplit:
     names, images, masks = [], [], []
     for name in listed:
-        image = next((image_dir / f"{name}{suffix}" for suffix in (".jpg", ".png", ".jpeg") if _is_file(image_dir / f"{name}{suffix}")), None)
+        image = next(
+            (
+                image_dir / f"{name}{suffix}"
+                for suffix in (".jpg", ".png", ".jpeg")
+                if _is_file(image_dir / f"{name}{suffix}")
+            ),
+            None,
+        )
         if image is None:
             _report(problems, f"{image_dir / name}.jpg: image listed in split '{split}' not found")
             continue
@@ -369,12 +388,16 @@ def _build_split(root: Path, layout: str, split: str, class_names, listed, image
 
 
 def _read_voc(root: Path, split: str, problems: list[str] | None) -> DatasetSplit:
-    candidates = [root / "ImageSets" / "SegmentationAug" / f"{split}.txt",
-                  root / "ImageSets" / "Segmentation" / f"{split}.txt",
-                  root / f"{split}.txt"]
+    candidates = [
+        root / "ImageSets" / "SegmentationAug" / f"{split}.txt",
+        root / "ImageSets" / "Segmentation" / f"{split}.txt",
+        root / f"{split}.txt",
+    ]
     listing = next((path for path in candidates if path.is_file()), None)
     if listing is None:
-        raise CosaError(f"{candidates[1]}: split list '{split}' not found (looked in ImageSets/Segmentation{{,Aug}}/ and {root})")
+        raise CosaError(
+            f"{candidates[1]}: split list '{split}' not found (looked in ImageSets/Segmentation{{,Aug}}/ and {root})"
+        )
     mask_dirs = [root / "SegmentationClassAug", root / "SegmentationClass"]
     names = _read_list(listing, problems)
     return _build_split(root, "voc", split, VOC_CLASSES, names, root / "JPEGImages", mask_dirs, problems)

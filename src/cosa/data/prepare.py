@@ -89,13 +89,16 @@ def _cache_labels(report: PrepareReport, summary: SplitSummary) -> None:
 
 # --- VOC ---------------------------------------------------------------------------------------
 
+
 def prepare_voc(root: str | Path) -> PrepareReport:
     """Check a VOC 2012 + SBD tree split by split and cache the labels of the complete splits."""
     root = _existing_dir(root)
     report = PrepareReport(root, "voc")
     if not (root / "JPEGImages").is_dir():
-        report.problems.append(f"{root / 'JPEGImages'}: not found — ROOT must be the VOC2012 folder of "
-                               "VOCtrainval_11-May-2012.tar (VOCdevkit/VOC2012)")
+        report.problems.append(
+            f"{root / 'JPEGImages'}: not found — ROOT must be the VOC2012 folder of "
+            "VOCtrainval_11-May-2012.tar (VOCdevkit/VOC2012)"
+        )
         return report
     if not (root / "SegmentationClassAug").is_dir():
         report.problems.append(_missing_aug_message(root))
@@ -107,17 +110,21 @@ def prepare_voc(root: str | Path) -> PrepareReport:
 def _missing_aug_message(root: Path) -> str:
     target = root / "SegmentationClassAug"
     if (root / "SegmentationClass").is_dir():
-        return (f"{target}: not found — SegmentationClass/ here holds only the official VOC masks "
-                f"(2,913 images); train_aug's 10,582 images need SBD's augmented masks (SegmentationClassAug), "
-                f"which must be unpacked to {target}/")
+        return (
+            f"{target}: not found — SegmentationClass/ here holds only the official VOC masks "
+            f"(2,913 images); train_aug's 10,582 images need SBD's augmented masks (SegmentationClassAug), "
+            f"which must be unpacked to {target}/"
+        )
     return f"{target}: not found — unpack SBD's augmented masks (SegmentationClassAug) to {target}/"
 
 
 def _voc_list(root: Path, split: str) -> Path | None:
     """The split list, looked for where :func:`load_split` looks, in the same order."""
-    candidates = (root / "ImageSets" / "SegmentationAug" / f"{split}.txt",
-                  root / "ImageSets" / "Segmentation" / f"{split}.txt",
-                  root / f"{split}.txt")
+    candidates = (
+        root / "ImageSets" / "SegmentationAug" / f"{split}.txt",
+        root / "ImageSets" / "Segmentation" / f"{split}.txt",
+        root / f"{split}.txt",
+    )
     return next((path for path in candidates if path.is_file()), None)
 
 
@@ -130,21 +137,32 @@ def _check_voc_split(report: PrepareReport, split: str) -> None:
     listing = _voc_list(root, split)
     if listing is None:
         source = "comes with SegmentationClassAug" if split == "train_aug" else "comes with VOC 2012"
-        report.problems.append(f"{root / 'ImageSets' / 'Segmentation' / split}.txt: split list not found "
-                               f"({split}.txt {source}; put it in ImageSets/Segmentation/)")
+        report.problems.append(
+            f"{root / 'ImageSets' / 'Segmentation' / split}.txt: split list not found "
+            f"({split}.txt {source}; put it in ImageSets/Segmentation/)"
+        )
         return
     names = _read_list(listing)
     # The image suffixes and mask folders load_split tries.
     no_image = [name for name in names if not _any_file(root / "JPEGImages", name, (".jpg", ".png", ".jpeg"))]
-    no_mask = [name for name in names if not any(_any_file(root / folder, name, (".png",)) for folder in
-                                                 ("SegmentationClassAug", "SegmentationClass"))]
+    no_mask = [
+        name
+        for name in names
+        if not any(
+            _any_file(root / folder, name, (".png",)) for folder in ("SegmentationClassAug", "SegmentationClass")
+        )
+    ]
     if no_image:
-        report.problems.append(f"{listing}: {len(no_image)} of {len(names)} listed images are missing from "
-                               f"JPEGImages/ ({_examples([f'{name}.jpg' for name in no_image])})")
+        report.problems.append(
+            f"{listing}: {len(no_image)} of {len(names)} listed images are missing from "
+            f"JPEGImages/ ({_examples([f'{name}.jpg' for name in no_image])})"
+        )
     if no_mask:
         examples = _examples([f"{name}.png" for name in no_mask])
-        report.problems.append(f"{listing}: {len(no_mask)} of {len(names)} listed images have no mask in "
-                               f"SegmentationClassAug/ or SegmentationClass/ ({examples})")
+        report.problems.append(
+            f"{listing}: {len(no_mask)} of {len(names)} listed images have no mask in "
+            f"SegmentationClassAug/ or SegmentationClass/ ({examples})"
+        )
     summary = SplitSummary(split, len(names), len(names) - len(no_image), len(names) - len(no_mask))
     report.splits.append(summary)
     if not no_image and not no_mask:
@@ -152,6 +170,7 @@ def _check_voc_split(report: PrepareReport, split: str) -> None:
 
 
 # --- COCO --------------------------------------------------------------------------------------
+
 
 def prepare_coco(root: str | Path, annotations: str | Path | None = None, overwrite: bool = False) -> PrepareReport:
     """Write the semantic masks and lists of COCO 2014 train and val, then cache their labels.
@@ -198,8 +217,9 @@ def _category_labels(coco, path: Path) -> dict[int, int]:
     official = dict(zip(COCO_CATEGORY_IDS, COCO_CLASSES))
     for category in coco.cats.values():
         if official.get(category["id"]) != category["name"]:
-            raise CosaError(f"{path}: category {category['id']} '{category['name']}' is not one of the "
-                            "80 COCO 2014 categories")
+            raise CosaError(
+                f"{path}: category {category['id']} '{category['name']}' is not one of the 80 COCO 2014 categories"
+            )
     return {category_id: label for label, category_id in enumerate(COCO_CATEGORY_IDS, start=1)}
 
 
@@ -209,13 +229,16 @@ def _semantic_mask(coco, image: dict, labels: dict[int, int], path: Path) -> np.
     instances = []
     for annotation in coco.imgToAnns[image["id"]]:
         if annotation["category_id"] not in labels:
-            raise CosaError(f"{path}: annotation {annotation['id']} has category {annotation['category_id']}, "
-                            "which is not a COCO category")
+            raise CosaError(
+                f"{path}: annotation {annotation['id']} has category {annotation['category_id']}, "
+                "which is not a COCO category"
+            )
         try:
             pixels = coco.annToMask(annotation).astype(bool)
         except (KeyError, TypeError, ValueError, IndexError) as error:
-            raise CosaError(f"{path}: annotation {annotation['id']}: cannot rasterise its segmentation "
-                            f"({error!r})") from None
+            raise CosaError(
+                f"{path}: annotation {annotation['id']}: cannot rasterise its segmentation ({error!r})"
+            ) from None
         if annotation.get("iscrowd"):
             mask[pixels] = IGNORE_INDEX
         else:
@@ -236,14 +259,17 @@ def _prepare_coco_split(report: PrepareReport, split: str, year: str, path: Path
     if image_dir is None:
         report.problems.append(f"{root / year}: COCO image folder not found (unzip {year}.zip into {root})")
     if not path.is_file():
-        report.problems.append(f"{path}: annotation file not found (unzip annotations_trainval2014.zip "
-                               f"into {root}, or give its folder with --annotations)")
+        report.problems.append(
+            f"{path}: annotation file not found (unzip annotations_trainval2014.zip "
+            f"into {root}, or give its folder with --annotations)"
+        )
     if image_dir is None or not path.is_file():
         return
     coco = _load_coco(path, coco_api)
     labels = _category_labels(coco, path)
-    images = sorted((image for image in coco.imgs.values() if coco.imgToAnns[image["id"]]),
-                    key=lambda image: image["file_name"])
+    images = sorted(
+        (image for image in coco.imgs.values() if coco.imgToAnns[image["id"]]), key=lambda image: image["file_name"]
+    )
     summary = SplitSummary(split, len(images), 0, len(images))
     report.splits.append(summary)
     mask_dir = root / "SegmentationClass" / year
@@ -259,7 +285,8 @@ def _prepare_coco_split(report: PrepareReport, split: str, year: str, path: Path
     absent = [image["file_name"] for image in images if not (image_dir / image["file_name"]).is_file()]
     summary.images = len(images) - len(absent)
     if absent:
-        report.problems.append(f"{image_dir}: {len(absent)} of {len(images)} annotated images are missing "
-                               f"({_examples(absent)})")
+        report.problems.append(
+            f"{image_dir}: {len(absent)} of {len(images)} annotated images are missing ({_examples(absent)})"
+        )
         return
     _cache_labels(report, summary)

@@ -73,6 +73,7 @@ def min_visible_pixels(image_size: int) -> int:
 
 # --- colour -------------------------------------------------------------------------------------
 
+
 def _hsv_to_rgb(hue, saturation, value) -> Array:
     """Vectorised HSV → RGB in [0, 1] (the piecewise-linear formula, one channel per offset)."""
     hue, saturation, value = (np.asarray(x, dtype=np.float32) for x in (hue, saturation, value))
@@ -101,6 +102,7 @@ def _two_tone(rng: np.random.Generator, colour: Array, pattern: Array) -> Array:
 
 
 # --- patterns: local coordinates u, v (the object spans about [-1, 1]) → values in [0, 1] ------
+
 
 def _dots(rng: np.random.Generator, u: Array, v: Array) -> Array:
     period = 2 / rng.uniform(3, 6)
@@ -142,6 +144,7 @@ _GENERIC_PATTERNS = (_dots, _checker, _stripes, _hatch, _speckle)
 
 
 # --- shapes: local coordinates → boolean mask ---------------------------------------------------
+
 
 def _inside_polygon(u: Array, v: Array, vertices: list[tuple[float, float]]) -> Array:
     """Even-odd rule, vectorised over pixels (works for the non-convex star)."""
@@ -196,6 +199,7 @@ def _boat(rng: np.random.Generator, u: Array, v: Array) -> Array:
 
 # --- painting -----------------------------------------------------------------------------------
 
+
 def _paint_pattern(pattern: Callable, rng: np.random.Generator, u: Array, v: Array, colour: Array) -> Array:
     return _two_tone(rng, colour, pattern(rng, u, v))
 
@@ -243,8 +247,9 @@ def _shaded(rng: np.random.Generator, u: Array, v: Array, paint: Array) -> Array
     return np.clip(paint * light[..., None], 0, 1)
 
 
-def _window(grid: tuple[Array, Array], centre: tuple[float, float],
-            reach: float) -> tuple[tuple[slice, slice], tuple[Array, Array]]:
+def _window(
+    grid: tuple[Array, Array], centre: tuple[float, float], reach: float
+) -> tuple[tuple[slice, slice], tuple[Array, Array]]:
     """The square of pixels within ``reach`` of ``centre``, clipped to the image, and its coordinates.
 
     Shapes and textures are computed on this window only, which keeps generation fast.
@@ -258,8 +263,9 @@ def _window(grid: tuple[Array, Array], centre: tuple[float, float],
     return box, (grid[0][box], grid[1][box])
 
 
-def _local_coords(grid: tuple[Array, Array], centre: tuple[float, float], half: float, angle: float,
-                  mirror: bool = False) -> tuple[Array, Array]:
+def _local_coords(
+    grid: tuple[Array, Array], centre: tuple[float, float], half: float, angle: float, mirror: bool = False
+) -> tuple[Array, Array]:
     """Pixel grid → object frame: origin at the centre, rotated by ``angle``, unit = ``half`` px."""
     dx, dy = grid[1] - centre[0], grid[0] - centre[1]
     cos, sin = np.cos(angle), np.sin(angle)
@@ -269,6 +275,7 @@ def _local_coords(grid: tuple[Array, Array], centre: tuple[float, float], half: 
 
 
 # --- background and context ---------------------------------------------------------------------
+
 
 def _base_background(rng: np.random.Generator, size: int) -> Image.Image:
     """A smooth, muted colour field around one random hue: colours on a coarse grid, upsampled."""
@@ -358,6 +365,7 @@ def _draw_rails(rng: np.random.Generator, image: Array) -> tuple[Array, tuple[fl
 
 # --- one image ----------------------------------------------------------------------------------
 
+
 @dataclass
 class _Scene:
     image: Array  # H×W×3 float in [0, 1]
@@ -366,8 +374,9 @@ class _Scene:
     labels: tuple[str, ...]
 
 
-def _place_object(rng: np.random.Generator, name: str, size: int, water: Callable | None,
-                  rails: tuple[float, float] | None) -> tuple[tuple[float, float], float, float]:
+def _place_object(
+    rng: np.random.Generator, name: str, size: int, water: Callable | None, rails: tuple[float, float] | None
+) -> tuple[tuple[float, float], float, float]:
     """Centre, half-extent and angle; boats float on the water line, blocks sit on the rails."""
     half = rng.uniform(*_SCALE_RANGE) * size / 2
     tilt = _STYLES[name].max_tilt
@@ -382,8 +391,9 @@ def _place_object(rng: np.random.Generator, name: str, size: int, water: Callabl
     return (x, y), half, angle
 
 
-def _draw_contexts(rng: np.random.Generator, image: Array, grid: tuple[Array, Array],
-                   names: list[str]) -> tuple[Array, Callable | None, tuple[float, float] | None]:
+def _draw_contexts(
+    rng: np.random.Generator, image: Array, grid: tuple[Array, Array], names: list[str]
+) -> tuple[Array, Callable | None, tuple[float, float] | None]:
     """Draw each tied context, usually when its class is in the image and rarely otherwise.
 
     Returns the context-id map, the water surface line and the rail track, for placing objects.
@@ -402,8 +412,14 @@ def _draw_contexts(rng: np.random.Generator, image: Array, grid: tuple[Array, Ar
     return context, water, rails
 
 
-def _draw_objects(rng: np.random.Generator, image: Array, grid: tuple[Array, Array], names: list[str],
-                  water: Callable | None, rails: tuple[float, float] | None) -> Array | None:
+def _draw_objects(
+    rng: np.random.Generator,
+    image: Array,
+    grid: tuple[Array, Array],
+    names: list[str],
+    water: Callable | None,
+    rails: tuple[float, float] | None,
+) -> Array | None:
     """Paint the objects back to front and return the label mask, or None if none stays visible.
 
     An object left with fewer than ``min_visible_pixels`` visible pixels is not painted at all,
@@ -454,6 +470,7 @@ def _render_scene(rng: np.random.Generator, size: int, grid: tuple[Array, Array]
 
 # --- the dataset --------------------------------------------------------------------------------
 
+
 def _write_metadata(out: OutputFolder, seed: int, image_size: int, **statistics) -> None:
     metadata = {
         "contexts": [{"id": tied.id, "name": tied.name, "class": tied.class_name} for tied in CONTEXTS],
@@ -466,8 +483,9 @@ def _write_metadata(out: OutputFolder, seed: int, image_size: int, **statistics)
     out.write("context.json", Path.write_text, json.dumps(metadata, indent=2) + "\n")
 
 
-def _write_split(out: OutputFolder, split: str, count: int, seed: int, image_size: int,
-                 grid: tuple[Array, Array]) -> list[tuple[tuple[str, ...], set[str]]]:
+def _write_split(
+    out: OutputFolder, split: str, count: int, seed: int, image_size: int, grid: tuple[Array, Array]
+) -> list[tuple[tuple[str, ...], set[str]]]:
     """Render and write one split; returns each image's labels and the contexts visible in it."""
     min_pixels = min_visible_pixels(image_size)
     rows, contents = ["image,labels"], []
@@ -495,8 +513,14 @@ def _co_occurrence(contents: list[tuple[tuple[str, ...], set[str]]], tied: TiedC
     return rates[0], rates[1]
 
 
-def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 600, num_val: int = 150,
-                               image_size: int = 128, overwrite: bool = False) -> SyntheticSummary:
+def generate_synthetic_dataset(
+    out: str | Path,
+    seed: int = 0,
+    num_train: int = 600,
+    num_val: int = 150,
+    image_size: int = 128,
+    overwrite: bool = False,
+) -> SyntheticSummary:
     """Write the synthetic dataset to ``out`` in the folder layout and return what it holds.
 
     ``out`` may be missing or empty; with ``overwrite`` it may also be a previous synthetic
@@ -521,8 +545,14 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
     class_counts = {name: sum(name in labels for labels, _ in contents) for name in CLASS_NAMES}
     rates = {tied.name: _co_occurrence(contents, tied) for tied in CONTEXTS}
     _write_metadata(
-        folder, seed, image_size, split_counts=split_counts, class_image_counts=class_counts,
-        context_rates={name: {"with_class": round(with_class, 4), "without_class": round(without_class, 4)}
-                       for name, (with_class, without_class) in rates.items()},
+        folder,
+        seed,
+        image_size,
+        split_counts=split_counts,
+        class_image_counts=class_counts,
+        context_rates={
+            name: {"with_class": round(with_class, 4), "without_class": round(without_class, 4)}
+            for name, (with_class, without_class) in rates.items()
+        },
     )
     return SyntheticSummary(folder.path, CLASS_NAMES, split_counts, class_counts, rates)

@@ -55,8 +55,9 @@ class Coexistence:
         return {"coexistence": 100 * hits_seg / max(pixels, 1), "coexistence_cam": 100 * hits_cam / max(pixels, 1)}
 
 
-def context_hits(context: torch.Tensor, mask: torch.Tensor, segmentation: torch.Tensor, cam: torch.Tensor,
-                 tied: dict[int, int]) -> torch.Tensor:
+def context_hits(
+    context: torch.Tensor, mask: torch.Tensor, segmentation: torch.Tensor, cam: torch.Tensor, tied: dict[int, int]
+) -> torch.Tensor:
     """Per context id (in order): [pixels the segmentation labels as the tied class, same for the CAM,
     pixels], counting only context pixels that are background in the mask."""
     rows = []

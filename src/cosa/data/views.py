@@ -20,7 +20,15 @@ from cosa.data.io import IGNORE_INDEX
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PHOTOMETRIC_OPS = (
-    "identity", "autocontrast", "equalize", "solarize", "color", "contrast", "brightness", "sharpness", "posterize",
+    "identity",
+    "autocontrast",
+    "equalize",
+    "solarize",
+    "color",
+    "contrast",
+    "brightness",
+    "sharpness",
+    "posterize",
 )
 
 
@@ -87,7 +95,9 @@ def apply_geometry(
     source_top = params.crop_origin[0] + top - params.image_offset[0]
     source_left = params.crop_origin[1] + left - params.image_offset[1]
     crop = torch.full((tensor.shape[0], crop_size, crop_size), fill, dtype=tensor.dtype)
-    crop[:, top:bottom, left:right] = tensor[:, source_top:source_top + bottom - top, source_left:source_left + right - left]
+    crop[:, top:bottom, left:right] = tensor[
+        :, source_top : source_top + bottom - top, source_left : source_left + right - left
+    ]
     return crop
 
 

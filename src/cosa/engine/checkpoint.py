@@ -8,8 +8,9 @@ exactly (optimiser, AMP scaler, thresholds, RNG states).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -40,8 +41,10 @@ def read_torch_file(path: str | Path, allowed_globals: Sequence[Callable | tuple
     """
     path = Path(path)
     if path.is_dir():
-        inside = next((candidate for candidate in (path / "checkpoints" / "last.pt", path / "last.pt")
-                       if candidate.is_file()), None)
+        inside = next(
+            (candidate for candidate in (path / "checkpoints" / "last.pt", path / "last.pt") if candidate.is_file()),
+            None,
+        )
         hint = f" (its last checkpoint is {inside})" if inside else ""
         raise CosaError(f"{path}: is a folder, not a checkpoint{hint}")
     if not path.is_file():

@@ -14,11 +14,12 @@ type hints only, so a worker starts in a fraction of a second.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from multiprocessing import get_context
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,8 +54,12 @@ def crf_probabilities(image: np.ndarray, probabilities: np.ndarray, params: CrfC
     unary = -np.log(np.clip(probabilities, 1e-8, 1.0)).reshape(labels, -1)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
     crf.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.gaussian_compat)
-    crf.addPairwiseBilateral(sxy=params.bilateral_sxy, srgb=params.bilateral_srgb,
-                             rgbim=np.ascontiguousarray(image, dtype=np.uint8), compat=params.bilateral_compat)
+    crf.addPairwiseBilateral(
+        sxy=params.bilateral_sxy,
+        srgb=params.bilateral_srgb,
+        rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+        compat=params.bilateral_compat,
+    )
     return np.array(crf.inference(params.iterations), dtype=np.float32).reshape(labels, height, width)
 
 
@@ -94,9 +99,10 @@ class CrfPool:
             self._executor.shutdown(cancel_futures=True)
             self._executor = None
 
-    def __enter__(self) -> "CrfPool":
+    def __enter__(self) -> CrfPool:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.close()

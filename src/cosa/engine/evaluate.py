@@ -28,17 +28,30 @@ from cosa.data.io import IGNORE_INDEX
 from cosa.data.layouts import DatasetSplit
 from cosa.engine.crf import CrfPool
 from cosa.engine.distributed import DistContext, all_reduce_sum
-from cosa.errors import CosaError
 from cosa.engine.inference import cam_labels, infer, mask_absent, predicted_tags, segmentation_labels
 from cosa.engine.metrics import ConfusionMatrix
+from cosa.errors import CosaError
 from cosa.method.pseudo_labels import cam_pseudo_labels, resize
 from cosa.method.thresholds import CplThresholds
 
 KINDS = ("unmasked", "tag_masked", "cam", "cpl")
 # What evaluate() reports itself; other keys come from the dataset's extra_metrics.
-RESULT_KEYS = ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou", "cpl_coverage", "cpl_precision",
-               "cpl_recall", "pixel_accuracy", "per_class", "per_class_tag_masked", "per_class_cam", "protocol",
-               "confusion", "crf")
+RESULT_KEYS = (
+    "miou_unmasked",
+    "miou_tag_masked",
+    "cam_miou",
+    "cpl_miou",
+    "cpl_coverage",
+    "cpl_precision",
+    "cpl_recall",
+    "pixel_accuracy",
+    "per_class",
+    "per_class_tag_masked",
+    "per_class_cam",
+    "protocol",
+    "confusion",
+    "crf",
+)
 
 
 def _shard(split: DatasetSplit, dist: DistContext, max_images: int | None) -> list[int]:
@@ -111,8 +124,9 @@ def evaluate(
                     matrices[kind].update(prediction, mask)
                 valid = mask != IGNORE_INDEX
                 cpl_labelled = (cpl[0].cpu() != IGNORE_INDEX) & valid
-                labelled += torch.tensor([int((cpl_labelled & (cpl[0].cpu() == mask)).sum()),
-                                          int(cpl_labelled.sum()), int(valid.sum())])
+                labelled += torch.tensor(
+                    [int((cpl_labelled & (cpl[0].cpu() == mask)).sum()), int(cpl_labelled.sum()), int(valid.sum())]
+                )
                 if extras:
                     on_cpu = {kind: prediction.cpu() for kind, prediction in predictions.items()}
                     for extra in extras:
@@ -176,8 +190,12 @@ def raise_missing_masks(split: DatasetSplit) -> None:
     raise CosaError(f"{split.root}: split '{split.split}' cannot be evaluated: image '{missing.name}' has no mask")
 
 
-def _update_crf(matrices: dict[str, ConfusionMatrix], crf_pool: CrfPool,
-                jobs: list[tuple[torch.Tensor, torch.Tensor]], masks: list[torch.Tensor]) -> None:
+def _update_crf(
+    matrices: dict[str, ConfusionMatrix],
+    crf_pool: CrfPool,
+    jobs: list[tuple[torch.Tensor, torch.Tensor]],
+    masks: list[torch.Tensor],
+) -> None:
     """Score a batch's CRF labels: its images' unmasked and tag-masked logits go to the workers together."""
     labels = iter(crf_pool.labels(jobs))
     for mask in masks:
@@ -196,15 +214,20 @@ def format_results(result: dict) -> str:
     lines.append(f"{'class':<16}{'unmasked':>10}{'tag-masked':>12}{'CAM':>8}")
     for name, value in result["per_class"].items():
         cells = [value, result["per_class_tag_masked"][name], result["per_class_cam"][name]]
-        lines.append(f"{name:<16}" + "".join(f"{'-' if v is None else f'{v:.2f}':>{w}}" for v, w in zip(cells, (10, 12, 8))))
+        lines.append(
+            f"{name:<16}" + "".join(f"{'-' if v is None else f'{v:.2f}':>{w}}" for v, w in zip(cells, (10, 12, 8)))
+        )
     lines.append(
         f"{'mIoU':<16}{result['miou_unmasked']:>10.2f}{result['miou_tag_masked']:>12.2f}{result['cam_miou']:>8.2f}"
     )
-    lines.append(f"CPL mIoU {result['cpl_miou']:.2f} on the {result['cpl_coverage']:.1f}% of pixels it labels "
-                 f"(precision {result['cpl_precision']:.1f}%, recall {result['cpl_recall']:.1f}%)")
+    lines.append(
+        f"CPL mIoU {result['cpl_miou']:.2f} on the {result['cpl_coverage']:.1f}% of pixels it labels "
+        f"(precision {result['cpl_precision']:.1f}%, recall {result['cpl_recall']:.1f}%)"
+    )
     extra = [f"{key} {value:.1f}%" for key, value in result.items() if key not in RESULT_KEYS]
     if extra:
         lines.append("metrics of the dataset: " + ", ".join(extra))
     if "crf" in result:
-        lines.append(f"with CRF: unmasked {result['crf']['miou_unmasked']:.2f}, tag-masked {result['crf']['miou_tag_masked']:.2f}")
+        crf = result["crf"]
+        lines.append(f"with CRF: unmasked {crf['miou_unmasked']:.2f}, tag-masked {crf['miou_tag_masked']:.2f}")
     return "\n".join(lines)

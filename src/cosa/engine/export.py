@@ -25,8 +25,9 @@ from cosa.method.thresholds import CplThresholds
 from cosa.outputs import OutputFolder
 
 
-def image_pseudo_labels(cams: torch.Tensor, tags: torch.Tensor, size: tuple[int, int],
-                        thresholds: CplThresholds) -> torch.Tensor:
+def image_pseudo_labels(
+    cams: torch.Tensor, tags: torch.Tensor, size: tuple[int, int], thresholds: CplThresholds
+) -> torch.Tensor:
     """H×W CPL of one image's normalised CAMs (1×C×h×w) and tags (1×C) at ``size``."""
     cams = resize(cams, size)
     inside = torch.ones((1, *size), dtype=torch.bool, device=cams.device)
@@ -85,11 +86,13 @@ def export_pseudo_labels(
     score = PseudoLabelScore(split.num_classes + 1) if split.has_masks else None
     for batch in tqdm(loader, desc=f"pseudo-labels {split.split}", unit="batch", disable=not progress):
         labels = batch["labels"].to(device)
-        assigned = multiscale_assignments(network, batch["input"].to(device), labels, cfg.method.assignment_scales,
-                                          cfg.method.aux_cam_last_scale_only)
+        assigned = multiscale_assignments(
+            network, batch["input"].to(device), labels, cfg.method.assignment_scales, cfg.method.aux_cam_last_scale_only
+        )
         for i, (name, image) in enumerate(zip(batch["name"], batch["image"])):
-            pseudo = image_pseudo_labels(assigned.cam[i : i + 1], labels[i : i + 1], tuple(image.shape[-2:]),
-                                         thresholds)
+            pseudo = image_pseudo_labels(
+                assigned.cam[i : i + 1], labels[i : i + 1], tuple(image.shape[-2:]), thresholds
+            )
             out.write(f"{name}.png", write_mask, pseudo)
             if score is not None:
                 score.update(pseudo, batch["mask"][i])

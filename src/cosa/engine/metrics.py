@@ -20,7 +20,7 @@ class ConfusionMatrix:
         pairs = target[valid].long().cpu() * self.num_labels + prediction[valid].long().cpu()
         self.counts += torch.bincount(pairs, minlength=self.num_labels**2).view(self.num_labels, self.num_labels)
 
-    def all_reduce(self) -> "ConfusionMatrix":
+    def all_reduce(self) -> ConfusionMatrix:
         self.counts = all_reduce_sum(self.counts)
         return self
 
@@ -37,7 +37,10 @@ class ConfusionMatrix:
         return float(self.iou().nanmean() * 100)
 
     def per_class(self, names: list[str]) -> dict[str, float | None]:
-        return {name: (None if torch.isnan(value) else round(float(value) * 100, 2)) for name, value in zip(names, self.iou())}
+        return {
+            name: (None if torch.isnan(value) else round(float(value) * 100, 2))
+            for name, value in zip(names, self.iou())
+        }
 
     def pixel_accuracy(self) -> float:
         total = self.counts.sum()

@@ -41,8 +41,9 @@ class CplMonitor:
 
         confidence, strongest = cams.max(dim=1)
         index = (confidence * BINS).long().clamp(0, BINS - 1)[valid]
-        for row, hits in enumerate((torch.ones_like(index, dtype=torch.bool),
-                                    (strongest + 1 == mask)[valid], (mask == 0)[valid])):
+        for row, hits in enumerate(
+            (torch.ones_like(index, dtype=torch.bool), (strongest + 1 == mask)[valid], (mask == 0)[valid])
+        ):
             self.bins[row] += torch.bincount(index, weights=hits.double(), minlength=BINS)
 
     def summary(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda counts: counts) -> dict[str, float]:

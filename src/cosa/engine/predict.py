@@ -9,9 +9,9 @@ code path of ``cosa evaluate``, so a mask on disk matches what the metrics score
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -65,8 +65,9 @@ def read_tags(path: str | Path, class_names: Sequence[str], image_names: Sequenc
                 raise CosaError(f"{path}: header must contain the columns image,labels")
             for line, row in enumerate(reader, start=2):
                 if None in row:  # labels separated by ',': the extra ones would be dropped
-                    raise CosaError(f"{path}:{line}: more fields than the header's {len(row) - 1} "
-                                    "(separate class names with ';')")
+                    raise CosaError(
+                        f"{path}:{line}: more fields than the header's {len(row) - 1} (separate class names with ';')"
+                    )
                 image = (row["image"] or "").strip()
                 name = Path(image).stem
                 names = [label.strip() for label in (row["labels"] or "").split(";") if label.strip()]
@@ -90,8 +91,10 @@ def check_voc_classes(class_names: Sequence[str], source: str | Path) -> None:
     """The VOC server reads label k as the k-th VOC class, so only a model of those 20, in order, fits."""
     if tuple(class_names) != VOC_CLASSES:
         shown = ", ".join(class_names[:4]) + (", ..." if len(class_names) > 4 else "")
-        raise CosaError(f"{source}: --voc-submission needs a model of the 20 PASCAL VOC classes in VOC order; "
-                        f"this one has {len(class_names)} ({shown})")
+        raise CosaError(
+            f"{source}: --voc-submission needs a model of the 20 PASCAL VOC classes in VOC order; "
+            f"this one has {len(class_names)} ({shown})"
+        )
 
 
 def predict_images(
@@ -113,8 +116,12 @@ def predict_images(
         raise CosaError("--crf refines segmentation logits; a cam-only model's masks are thresholded CAMs")
     samples = [Sample(path.stem, path, tags[path.stem] if tags else ()) for path in images]
     split = DatasetSplit(Path("."), "files", "predict", tuple(class_names), samples)
-    loader = DataLoader(EvaluationImages(split, cfg.eval.size, with_masks=False), batch_size=batch_size,
-                        collate_fn=collate_evaluation, num_workers=2)
+    loader = DataLoader(
+        EvaluationImages(split, cfg.eval.size, with_masks=False),
+        batch_size=batch_size,
+        collate_fn=collate_evaluation,
+        num_workers=2,
+    )
     for batch in loader:
         predictions = predict_batch(network, batch, cfg, device, tagged=tags is not None)
         if crf_pool:
@@ -135,8 +142,11 @@ def predict_batch(network: nn.Module, batch: dict, cfg: Config, device: torch.de
             mask = cam_labels(cam, tags, cfg.eval.cam_threshold)
         else:
             mask = segmentation_labels(seg, tags if tagged else None)
-        predictions.append(Prediction(batch["name"][i], image, seg[0].float().cpu(), cam[0].float().cpu(),
-                                      tags[0].cpu(), mask[0].cpu()))
+        predictions.append(
+            Prediction(
+                batch["name"][i], image, seg[0].float().cpu(), cam[0].float().cpu(), tags[0].cpu(), mask[0].cpu()
+            )
+        )
     return predictions
 
 
@@ -152,8 +162,9 @@ class PredictionWriter:
     ``NAME_cam.jpg`` (CAMs of the present classes), and on request ``NAME.npz`` (``seg``, ``cam``)
     and the VOC evaluation server's layout under ``voc_submission``."""
 
-    def __init__(self, out: OutputFolder, save_logits: bool = False,
-                 voc_submission: OutputFolder | None = None) -> None:
+    def __init__(
+        self, out: OutputFolder, save_logits: bool = False, voc_submission: OutputFolder | None = None
+    ) -> None:
         self.out = out
         self.save_logits = save_logits
         self.voc_submission = voc_submission

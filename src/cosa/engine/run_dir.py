@@ -14,9 +14,9 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from cosa.config.load import config_from_dict, read_saved_config, resumed_config
 from cosa.config.schema import Config
@@ -86,6 +86,7 @@ def stored_config(run_dir: Path) -> Config:
 
 # --- the lock -----------------------------------------------------------------------------------
 
+
 def _owner() -> str:
     return f"{os.getpid()} {socket.gethostname()}\n"
 
@@ -124,8 +125,10 @@ def _remove_stale_lock(path: Path) -> None:
         return  # released meanwhile
     pid, _, host = holder.strip().partition(" ")
     if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
-        raise CosaError(f"{path.parent}: another run trains in this folder (pid {pid or '?'} on {host or '?'}); "
-                        f"wait for it to end or choose another --out (delete {path} if that run is gone)")
+        raise CosaError(
+            f"{path.parent}: another run trains in this folder (pid {pid or '?'} on {host or '?'}); "
+            f"wait for it to end or choose another --out (delete {path} if that run is gone)"
+        )
     log.warning("%s: taking over the lock of pid %s, which is no longer running", path.parent, pid)
     path.unlink(missing_ok=True)
 
@@ -148,6 +151,7 @@ def _unlock(run_dir: Path) -> None:
 
 # --- what the folder holds ----------------------------------------------------------------------
 
+
 def _contents(run_dir: Path) -> list[str]:
     """The run files in ``run_dir``, e.g. ``config.yaml``, ``metrics.jsonl``, ``checkpoints/best.pt``."""
     found = []
@@ -165,10 +169,13 @@ def _require_no_run(run_dir: Path) -> None:
     if not found:
         return
     if last_checkpoint(run_dir).is_file():
-        raise CosaError(f"{run_dir}: holds a run already ({', '.join(found)}); use --resume to continue it, "
-                        "or another --out")
-    raise CosaError(f"{run_dir}: holds a run that wrote no checkpoint ({', '.join(found)}); delete the folder "
-                    "to start over, or use another --out")
+        raise CosaError(
+            f"{run_dir}: holds a run already ({', '.join(found)}); use --resume to continue it, or another --out"
+        )
+    raise CosaError(
+        f"{run_dir}: holds a run that wrote no checkpoint ({', '.join(found)}); delete the folder "
+        "to start over, or use another --out"
+    )
 
 
 def _require_folder(run_dir: Path) -> None:
@@ -183,5 +190,7 @@ def _require_checkpoint(run_dir: Path) -> None:
     found = _contents(run_dir)
     if not found:
         raise CosaError(f"{run_dir}: no run to resume here")
-    raise CosaError(f"{run_dir}: nothing to resume from (no checkpoints/last.pt) but the folder holds "
-                    f"{', '.join(found)}; it was left as it is: delete it to start over, or use another --out")
+    raise CosaError(
+        f"{run_dir}: nothing to resume from (no checkpoints/last.pt) but the folder holds "
+        f"{', '.join(found)}; it was left as it is: delete it to start over, or use another --out"
+    )

@@ -23,8 +23,9 @@ class RunLog:
     evaluation of t is to be run again (``evaluation_pending``), that evaluation's record.
     """
 
-    def __init__(self, run_dir: Path, enabled: bool, resume_from: int | None = None,
-                 evaluation_pending: bool = False) -> None:
+    def __init__(
+        self, run_dir: Path, enabled: bool, resume_from: int | None = None, evaluation_pending: bool = False
+    ) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.writer = None
@@ -34,10 +35,13 @@ class RunLog:
             self._truncate_after(resume_from, evaluation_pending)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_from + 1 if resume_from is not None else None)
+        self.writer = SummaryWriter(
+            str(run_dir / "tensorboard"), purge_step=resume_from + 1 if resume_from is not None else None
+        )
 
     def _truncate_after(self, iteration: int, evaluation_pending: bool) -> None:
         """Keep the records up to ``iteration``; atomically, so that a kill meanwhile loses nothing."""
+
         def kept(record: dict) -> bool:
             redone = evaluation_pending and any(key.startswith("val/") for key in record)
             return record["iteration"] < iteration or record["iteration"] == iteration and not redone

@@ -70,7 +70,9 @@ def load_trained(path: str | Path, device: torch.device, which: str = "assignmen
     try:
         network.load_state_dict(payload[which])
     except RuntimeError as error:
-        raise CosaError(f"{path}: weights do not fit the network of its config ({str(error).splitlines()[0]})") from None
+        raise CosaError(
+            f"{path}: weights do not fit the network of its config ({str(error).splitlines()[0]})"
+        ) from None
     thresholds = CplThresholds.from_config(cfg.method)
     thresholds.load_state_dict(payload["thresholds"])
     return TrainedModel(network.to(device).eval(), cfg, class_names, thresholds, int(payload["iteration"]))

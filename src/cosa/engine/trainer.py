@@ -49,8 +49,17 @@ from cosa.profiling import section, timed
 log = logging.getLogger(__name__)
 
 
-VALIDATION_SCALARS = ("miou_unmasked", "miou_tag_masked", "cam_miou", "cpl_miou", "cpl_coverage", "cpl_precision",
-                      "cpl_recall", "coexistence", "coexistence_cam")
+VALIDATION_SCALARS = (
+    "miou_unmasked",
+    "miou_tag_masked",
+    "cam_miou",
+    "cpl_miou",
+    "cpl_coverage",
+    "cpl_precision",
+    "cpl_recall",
+    "coexistence",
+    "coexistence_cam",
+)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -116,12 +125,18 @@ class Trainer:
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        self.runlog = RunLog(self.run_dir, dist.is_main, resume_from=self.iteration if resume else None,
-                             evaluation_pending=self.evaluation_pending)
+        self.runlog = RunLog(
+            self.run_dir,
+            dist.is_main,
+            resume_from=self.iteration if resume else None,
+            evaluation_pending=self.evaluation_pending,
+        )
 
     def _monitors_cpl(self) -> bool:
         """Read training masks to score the pseudo-labels (monitoring only) when there are masks."""
-        return self.cfg.train.monitor_cpl and self.cfg.method.recipe in PSEUDO_LABEL_RECIPES and self.train_split.has_masks
+        return (
+            self.cfg.train.monitor_cpl and self.cfg.method.recipe in PSEUDO_LABEL_RECIPES and self.train_split.has_masks
+        )
 
     @property
     def last_checkpoint(self) -> Path:
@@ -159,8 +174,13 @@ class Trainer:
         """Train to ``train.iterations``; returns the final evaluation (None without masks)."""
         if self.evaluation_pending:
             self._evaluate()
-        with tqdm(total=self.cfg.train.iterations, initial=self.iteration, desc="train",
-                  disable=not self.dist.is_main, dynamic_ncols=True) as progress:
+        with tqdm(
+            total=self.cfg.train.iterations,
+            initial=self.iteration,
+            desc="train",
+            disable=not self.dist.is_main,
+            dynamic_ncols=True,
+        ) as progress:
             self._iterate(progress)
         self.runlog.close()
         if self.dist.is_main and self.last_metrics is not None:
@@ -209,8 +229,10 @@ class Trainer:
         step = self.iteration - 1  # 0-based, as the released schedule and loss warm-up count
         set_learning_rate(self.optimizer, lr_factor(step, self.cfg.train.iterations, self.cfg.optim))
         if self.cfg.train.channels_last:
-            batch = {key: value.contiguous(memory_format=torch.channels_last) if value.dim() == 4 else value
-                     for key, value in batch.items()}
+            batch = {
+                key: value.contiguous(memory_format=torch.channels_last) if value.dim() == 4 else value
+                for key, value in batch.items()
+            }
         # The forward pass updates BatchNorm statistics; a faulty step must not keep them.
         statistics = [buffer.clone() for buffer in self.online.buffers()]
         with section("objective"), autocast(self.device.type, self.cfg.train.amp):
@@ -258,13 +280,17 @@ class Trainer:
         # The networks, optimiser and thresholds are still those before the step: with the batch,
         # this file replays it (load it like last.pt).
         path = self.run_dir / "nonfinite" / f"step{self.iteration}.pt"
-        payload = {**self.checkpoint_payload(), "iteration": self.iteration - 1,
-                   "batch": {key: value.cpu() for key, value in batch.items()}}
+        payload = {
+            **self.checkpoint_payload(),
+            "iteration": self.iteration - 1,
+            "batch": {key: value.cpu() for key, value in batch.items()},
+        }
         if self.dist.is_main:
             save_checkpoint(path, payload)
         barrier()
-        raise CosaError(f"{what}; saved the state before it and its batch to {path} "
-                        f"(train.nonfinite=skip skips such steps)")
+        raise CosaError(
+            f"{what}; saved the state before it and its batch to {path} (train.nonfinite=skip skips such steps)"
+        )
 
     def _record(self, batch: dict, losses: StepLosses) -> None:
         """Keep this step's thresholds and CPL counts on the device until the next log."""
@@ -272,21 +298,32 @@ class Trainer:
             return
         thresholds = self.objective.thresholds
         if thresholds.searching:
-            self.threshold_history.append(torch.stack([thresholds.cam.high, thresholds.cam.low,
-                                                       thresholds.aux.high, thresholds.aux.low]))
+            self.threshold_history.append(
+                torch.stack([thresholds.cam.high, thresholds.cam.low, thresholds.aux.high, thresholds.aux.low])
+            )
         if self.monitor is not None:
             self.monitor.update(losses.assigned.cam, losses.cpl, batch["mask"], losses.inside)
 
     def _loader(self) -> DataLoader:
         cfg = self.cfg
         views = TrainingViews(
-            self.train_split, cfg.data.crop_size, tuple(cfg.data.scale_range), cfg.data.blur_probability,
-            cfg.train.seed, with_masks=cfg.method.recipe == "supervised" or self.monitor is not None,
+            self.train_split,
+            cfg.data.crop_size,
+            tuple(cfg.data.scale_range),
+            cfg.data.blur_probability,
+            cfg.train.seed,
+            with_masks=cfg.method.recipe == "supervised" or self.monitor is not None,
         )
-        sampler = StreamSampler(cfg.train.batch_size, self.dist.rank, self.dist.world_size, self.iteration, cfg.train.iterations)
+        sampler = StreamSampler(
+            cfg.train.batch_size, self.dist.rank, self.dist.world_size, self.iteration, cfg.train.iterations
+        )
         return DataLoader(
-            views, batch_size=sampler.per_process, sampler=sampler, num_workers=cfg.data.num_workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            views,
+            batch_size=sampler.per_process,
+            sampler=sampler,
+            num_workers=cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
         )
 
     # --- bookkeeping ---------------------------------------------------------------------------
@@ -317,16 +354,26 @@ class Trainer:
         history = torch.stack(self.threshold_history).tolist() if self.threshold_history else []
         first = self.iteration - len(history) + 1
         for offset, values in enumerate(history):
-            self.runlog.write(first + offset, {f"thresholds/{name}": value for name, value in
-                                               zip(("cam_high", "cam_low", "aux_high", "aux_low"), values)})
+            self.runlog.write(
+                first + offset,
+                {
+                    f"thresholds/{name}": value
+                    for name, value in zip(("cam_high", "cam_low", "aux_high", "aux_low"), values)
+                },
+            )
         self.threshold_history = []
 
     def _evaluate(self) -> None:
         if self.val_split is None:
             return
         result = evaluate(
-            self.assignment, self.val_split, self.cfg, self.objective.thresholds, self.dist,
-            max_images=self.cfg.eval.max_images, progress=True,
+            self.assignment,
+            self.val_split,
+            self.cfg,
+            self.objective.thresholds,
+            self.dist,
+            max_images=self.cfg.eval.max_images,
+            progress=True,
         )
         self.last_metrics = result
         scalars = {f"val/{key}": result[key] for key in VALIDATION_SCALARS if key in result}
@@ -356,8 +403,10 @@ class Trainer:
             payload.update(
                 optimizer=self.optimizer.state_dict(),
                 scaler=self.scaler.state_dict(),
-                rng={"torch": torch.get_rng_state(),
-                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                rng={
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                },
             )
         return payload
 

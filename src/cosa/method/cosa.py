@@ -81,8 +81,9 @@ class CoSAObjective:
         self.assignment_amp = assignment_amp  # the AN pass's autocast; "same" inherits the step's
         self.thresholds = CplThresholds.from_config(cfg)
 
-    def __call__(self, online: nn.Module, assignment: nn.Module, batch: dict, step: int,
-                 max_tags: int | None = None) -> StepLosses:
+    def __call__(
+        self, online: nn.Module, assignment: nn.Module, batch: dict, step: int, max_tags: int | None = None
+    ) -> StepLosses:
         """``step``: the 0-based index of this optimiser step. ``max_tags``: the most tags of any
         image in the batch, if known on the host; the pseudo-labels then resample only the CAM
         channels that can be tags (the same result)."""
@@ -99,8 +100,9 @@ class CoSAObjective:
         0-based step ``warmup_iters + 1``. Gated terms still run, weighted by 0."""
         return 1.0 if step > (self.cfg.loss_warmup_iters if warmup_iters is None else warmup_iters) else 0.0
 
-    def swapped_assignments(self, online: nn.Module, assignment: nn.Module, batch: dict, step: int,
-                            max_tags: int | None = None) -> StepLosses:
+    def swapped_assignments(
+        self, online: nn.Module, assignment: nn.Module, batch: dict, step: int, max_tags: int | None = None
+    ) -> StepLosses:
         cfg, thresholds = self.cfg, self.thresholds
         weak, strong, labels = batch["weak"], batch["strong"], batch["labels"]
         size = tuple(weak.shape[-2:])
@@ -131,8 +133,16 @@ class CoSAObjective:
             "c2s": timed("loss/c2s", self.cam_to_segmentation, seg, assigned, labels, inside, cpl, aux_cpl),
             "s2c": timed("loss/s2c", segmentation_to_cam_loss, output.cam.float(), spl),
             "reg": timed(
-                "loss/reg", dense_energy_loss, to_pixel_values(strong), seg.softmax(dim=1), inside.float(), cpl,
-                sigma_rgb=reg.sigma_rgb, sigma_xy=reg.sigma_xy, scale=reg.scale, weight=reg.energy_weight,
+                "loss/reg",
+                dense_energy_loss,
+                to_pixel_values(strong),
+                seg.softmax(dim=1),
+                inside.float(),
+                cpl,
+                sigma_rgb=reg.sigma_rgb,
+                sigma_xy=reg.sigma_xy,
+                scale=reg.scale,
+                weight=reg.energy_weight,
             ),
         }
         weighted = cfg.c2s_weight * terms["c2s"] + cfg.s2c_weight * terms["s2c"] + cfg.reg_weight * terms["reg"]
@@ -145,8 +155,9 @@ class CoSAObjective:
             total = total + gate * cfg.contrastive.weight * terms["csc"]
         return StepLosses(total, terms, cpl=cpl, assigned=assigned, inside=inside)
 
-    def contrastive_separation(self, online: nn.Module, output: NetworkOutput, spl: torch.Tensor,
-                               labels: torch.Tensor) -> torch.Tensor:
+    def contrastive_separation(
+        self, online: nn.Module, output: NetworkOutput, spl: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         """L_csc on W ∗ sg(F), from the hard SPL: it trains the classifier W, not the encoder
         features that the segmentation decoder also reads."""
         csc = self.cfg.contrastive
@@ -154,19 +165,37 @@ class CoSAObjective:
         hard_spl = hard_segmentation_labels(spl, tuple(cam.shape[-2:]), csc.spl_confidence)
         return contrastive_separation_loss(cam, hard_spl, labels, csc.temperature)
 
-    def cam_to_segmentation(self, seg: torch.Tensor, assigned: Assignments, labels: torch.Tensor,
-                            inside: torch.Tensor, cpl: torch.Tensor, aux_cpl: torch.Tensor) -> torch.Tensor:
+    def cam_to_segmentation(
+        self,
+        seg: torch.Tensor,
+        assigned: Assignments,
+        labels: torch.Tensor,
+        inside: torch.Tensor,
+        cpl: torch.Tensor,
+        aux_cpl: torch.Tensor,
+    ) -> torch.Tensor:
         """L_c2s on the CPLs, or with RAW on reliability-weighted labels of the same CAMs."""
         cfg = self.cfg
         if not cfg.raw.enabled:
             return cam_to_segmentation_loss(seg, cpl, aux_cpl, cfg.background_balance)
         raw = cfg.raw
         targets, weights = reliability_weighted_labels(
-            assigned.cam, labels, inside, self.thresholds.cam.high, self.thresholds.cam.low, raw.temperature, raw.power,
+            assigned.cam,
+            labels,
+            inside,
+            self.thresholds.cam.high,
+            self.thresholds.cam.low,
+            raw.temperature,
+            raw.power,
         )
         aux_targets, aux_weights = reliability_weighted_labels(
-            assigned.aux_cam, labels, inside, self.thresholds.aux.high, self.thresholds.aux.low,
-            raw.temperature, raw.power,
+            assigned.aux_cam,
+            labels,
+            inside,
+            self.thresholds.aux.high,
+            self.thresholds.aux.low,
+            raw.temperature,
+            raw.power,
         )
         return cam_to_segmentation_loss(seg, targets, aux_targets, cfg.background_balance, weights, aux_weights)
 

@@ -46,8 +46,9 @@ def _simplices(elevated: Tensor) -> tuple[Tensor, Tensor]:
     # Rank of each coordinate of the residual in decreasing order (ties: the earlier one ranks lower).
     residual = elevated - nearest
     later = index[None, :] > index[:, None]
-    beaten_by = torch.where(later, residual[:, None, :] > residual[:, :, None],
-                            residual[:, None, :] >= residual[:, :, None])
+    beaten_by = torch.where(
+        later, residual[:, None, :] > residual[:, :, None], residual[:, None, :] >= residual[:, :, None]
+    )
     rank = (beaten_by & (index[None, :] != index[:, None])).sum(2) + offset_sum[:, None]
     # Points off the hyperplane's remainder-0 sublattice wrap around.
     below, above = rank < 0, rank > d
@@ -117,4 +118,4 @@ def permutohedral_filter(features: Tensor, values: Tensor) -> Tensor:
         lattice = blurred
     sliced = lattice[table.inverse].view(num_points, d + 1, -1)
     # densecrf's slicing constant, which brings the blurred lattice towards the Gaussian's scale.
-    return (sliced * weights[:, :, None]).sum(1) / (1.0 + 2.0 ** -d)
+    return (sliced * weights[:, :, None]).sum(1) / (1.0 + 2.0**-d)

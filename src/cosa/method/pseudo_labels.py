@@ -61,8 +61,8 @@ def multiscale_assignments(
     """Run ``network`` on ``images`` at each scale (with its flip) and merge.
 
     CAMs: upsample, un-flip, max over the flip pair, ReLU, sum over scales, normalise.
-    Segmentation: un-flip, sum over the flip pair, upsample, sum over scales. With ``aux_last_scale_only`` the auxiliary CAM comes from the last scale alone, as
-    released.
+    Segmentation: un-flip, sum over the flip pair, upsample, sum over scales. With
+    ``aux_last_scale_only`` the auxiliary CAM comes from the last scale alone, as released.
 
     With ``labels`` and ``channels`` (B×K, from :func:`tag_channels`) only those CAM channels are
     merged at full resolution; the others, absent classes that the normalisation would zero, are
@@ -89,8 +89,12 @@ def multiscale_assignments(
 
     cam_sum = aux_sum = seg_sum = logits = None
     for scale in scales:
-        scaled = images if scale == 1.0 else F.interpolate(
-            images, size=(int(height * scale), int(width * scale)), mode="bilinear", align_corners=False
+        scaled = (
+            images
+            if scale == 1.0
+            else F.interpolate(
+                images, size=(int(height * scale), int(width * scale)), mode="bilinear", align_corners=False
+            )
         )
         output = network(torch.cat([scaled, scaled.flip(-1)]) if flip else scaled)
         if logits is None:
@@ -105,8 +109,9 @@ def multiscale_assignments(
     if channels is None:
         return Assignments(normalize_cams(cam_sum, labels), normalize_cams(aux_sum, labels), seg_sum, logits)
     tags = labels.gather(1, channels)
-    cam, aux = (scatter_channels(normalize_cams(merged, tags), channels, labels.shape[1])
-                for merged in (cam_sum, aux_sum))
+    cam, aux = (
+        scatter_channels(normalize_cams(merged, tags), channels, labels.shape[1]) for merged in (cam_sum, aux_sum)
+    )
     return Assignments(cam, aux, seg_sum, logits)
 
 
@@ -127,8 +132,9 @@ def scatter_channels(tensor: torch.Tensor, channels: torch.Tensor, num_channels:
     return full.scatter_(1, channels[:, :, None, None].expand_as(tensor), tensor)
 
 
-def _label_above(halved: torch.Tensor, present: torch.Tensor, threshold: float | torch.Tensor,
-                 size: tuple[int, int]) -> torch.Tensor:
+def _label_above(
+    halved: torch.Tensor, present: torch.Tensor, threshold: float | torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
     """0 where no CAM exceeds ``threshold``, else 1 + the strongest of the ``halved`` channels.
 
     As released: the threshold channel and the present classes' CAMs, at half resolution, go

@@ -41,7 +41,7 @@ class Histogram:
     highs: torch.Tensor
 
     @classmethod
-    def of(cls, values: torch.Tensor, valid: torch.Tensor, bins: int = HISTOGRAM_BINS) -> "Histogram":
+    def of(cls, values: torch.Tensor, valid: torch.Tensor, bins: int = HISTOGRAM_BINS) -> Histogram:
         values = values.float()
         index = (values.clamp(0, 1) * bins).long().clamp(max=bins - 1)
         weight = valid.float()
@@ -147,8 +147,13 @@ class ThresholdSearch:
     def update(self, confidence: torch.Tensor) -> None:
         """Push ``confidence`` (N×H×W maps of m(i), the whole global batch), refit, smooth."""
         cfg = self.cfg
-        small = F.interpolate(confidence[:, None].float(), scale_factor=1 / cfg.downscale, mode="bilinear",
-                              align_corners=False, recompute_scale_factor=False).flatten(1)
+        small = F.interpolate(
+            confidence[:, None].float(),
+            scale_factor=1 / cfg.downscale,
+            mode="bilinear",
+            align_corners=False,
+            recompute_scale_factor=False,
+        ).flatten(1)
         if self.buffer is None or self.buffer.shape[1] != small.shape[1]:
             generator = torch.Generator().manual_seed(_BUFFER_SEED)
             rows = cfg.history * small.shape[0]
@@ -193,7 +198,7 @@ class CplThresholds:
         self.gather: Callable[[torch.Tensor], torch.Tensor] = lambda maps: maps
 
     @classmethod
-    def from_config(cls, cfg: MethodConfig) -> "CplThresholds":
+    def from_config(cls, cfg: MethodConfig) -> CplThresholds:
         search = cfg.threshold_search
         return cls(
             ThresholdSearch(cfg.cam_thresholds.high, cfg.cam_thresholds.low, search),
@@ -230,7 +235,9 @@ class CplThresholds:
 
     def load_state_dict(self, state: dict) -> None:
         if "cam" not in state:  # written before the search existed: four floats
-            state = {"cam": {"high": state["cam_high"], "low": state["cam_low"]},
-                     "aux": {"high": state["aux_high"], "low": state["aux_low"]}}
+            state = {
+                "cam": {"high": state["cam_high"], "low": state["cam_low"]},
+                "aux": {"high": state["aux_high"], "low": state["aux_low"]},
+            }
         self.cam.load_state_dict(state["cam"])
         self.aux.load_state_dict(state["aux"])

@@ -52,8 +52,12 @@ class ViTBackbone(nn.Module):
         # released bicubic resampling has no antialiasing, which gives other values both when the
         # grid shrinks and, through another cubic kernel, when it grows.
         return resample_abs_pos_embed(
-            self.pos_embed, new_size=[height, width], old_size=list(self.pos_grid),
-            num_prefix_tokens=self.pos_prefix_tokens, interpolation="bicubic", antialias=False,
+            self.pos_embed,
+            new_size=[height, width],
+            old_size=list(self.pos_grid),
+            num_prefix_tokens=self.pos_prefix_tokens,
+            interpolation="bicubic",
+            antialias=False,
             align_corners=False,
         )
 
@@ -80,7 +84,7 @@ class ViTBackbone(nn.Module):
         final = self.norm(tokens)
 
         def to_map(sequence: torch.Tensor) -> torch.Tensor:
-            return sequence[:, self.num_prefix_tokens:].transpose(1, 2).reshape(batch, dim, height, width)
+            return sequence[:, self.num_prefix_tokens :].transpose(1, 2).reshape(batch, dim, height, width)
 
         return to_map(final), to_map(aux)
 
@@ -122,12 +126,19 @@ def build_backbone(name: str, pretrained: str, aux_layer: int, output_stride: in
         raise CosaError(f"model.backbone={name}: {error}") from None
     if isinstance(probe, VisionTransformer):
         if type(probe)._pos_embed is not VisionTransformer._pos_embed or probe.pos_embed is None:
-            raise CosaError(f"model.backbone={name}: {type(probe).__name__} lays out its tokens in its own way "
-                            "(a distillation token, no positional embedding); only the token layouts of "
-                            "timm's VisionTransformer are supported")
+            raise CosaError(
+                f"model.backbone={name}: {type(probe).__name__} lays out its tokens in its own way "
+                "(a distillation token, no positional embedding); only the token layouts of "
+                "timm's VisionTransformer are supported"
+            )
         vit = timm.create_model(
-            name, pretrained=hub, num_classes=0, dynamic_img_size=True,
-            drop_rate=0.0, drop_path_rate=0.0, attn_drop_rate=0.0,
+            name,
+            pretrained=hub,
+            num_classes=0,
+            dynamic_img_size=True,
+            drop_rate=0.0,
+            drop_path_rate=0.0,
+            attn_drop_rate=0.0,
         )
         _load_file_into(vit, pretrained)
         return ViTBackbone(vit, aux_layer)

@@ -46,8 +46,9 @@ class LargeFOV(nn.Module):
 
 
 class CoSANet(nn.Module):
-    def __init__(self, encoder: nn.Module, num_classes: int, decoder_channels: int = 512,
-                 decoder_dilation: int = 5) -> None:
+    def __init__(
+        self, encoder: nn.Module, num_classes: int, decoder_channels: int = 512, decoder_dilation: int = 5
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.num_classes = num_classes

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import timm
@@ -74,11 +75,14 @@ def load_official(path: str | Path) -> dict:
     """The raw contents of an official file, read with ``weights_only=True`` and :data:`OFFICIAL_GLOBALS`."""
     payload = read_torch_file(path, OFFICIAL_GLOBALS)
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
-        raise CosaError(f"{path}: is a cosa checkpoint already; evaluate, predict and export-pseudo-labels "
-                        "read it as it is")
+        raise CosaError(
+            f"{path}: is a cosa checkpoint already; evaluate, predict and export-pseudo-labels read it as it is"
+        )
     if not is_official_checkpoint(payload):
-        raise CosaError(f"{path}: not an official CoSA checkpoint (expected a dict whose 'model' entry is a "
-                        "state dict of encoder.*, classifier, aux_classifier and decoder tensors)")
+        raise CosaError(
+            f"{path}: not an official CoSA checkpoint (expected a dict whose 'model' entry is a "
+            "state dict of encoder.*, classifier, aux_classifier and decoder tensors)"
+        )
     return payload
 
 
@@ -113,8 +117,11 @@ def official_to_cosa(
     preset = preset or _preset(num_classes, source)
     names = _class_names(num_classes, class_names, source)
     architecture = _architecture_overrides(state, payload.get("args"), source)
-    official = {"network": _network(payload, source), "result": _result(payload, source),
-                "iteration": _iteration(payload)}
+    official = {
+        "network": _network(payload, source),
+        "result": _result(payload, source),
+        "iteration": _iteration(payload),
+    }
     cfg = load_config(preset, "release", None, [*architecture, *overrides, "model.pretrained=none"])
     reference = build_network(cfg.model, num_classes, pretrained=False).state_dict()
     converted = _match(state, reference, source)
@@ -140,16 +147,19 @@ def _num_classes(state: dict, source: str) -> int:
 
 def _preset(num_classes: int, source: str) -> str:
     if num_classes not in PRESET_BY_CLASSES:
-        raise CosaError(f"{source}: classifier.weight has {num_classes} classes; only 20 (VOC) and 80 (COCO) "
-                        "are known, pass a preset and class names for other models")
+        raise CosaError(
+            f"{source}: classifier.weight has {num_classes} classes; only 20 (VOC) and 80 (COCO) "
+            "are known, pass a preset and class names for other models"
+        )
     return PRESET_BY_CLASSES[num_classes]
 
 
 def _class_names(num_classes: int, given: Sequence[str] | None, source: str) -> tuple[str, ...]:
     if given is not None:
         if len(given) != num_classes:
-            raise CosaError(f"{source}: classifier.weight has {num_classes} classes but {len(given)} class names "
-                            "were given")
+            raise CosaError(
+                f"{source}: classifier.weight has {num_classes} classes but {len(given)} class names were given"
+            )
         return tuple(given)
     if num_classes not in CLASS_NAMES_BY_COUNT:
         raise CosaError(f"{source}: classifier.weight has {num_classes} classes; pass their class names")
@@ -168,8 +178,9 @@ def _architecture_overrides(state: dict, args: Any, source: str) -> list[str]:
         raise CosaError(f"{source}: args.backbone is {backbone!r}, expected a timm model name")
     depth = len({key.split(".")[2] for key in state if key.startswith("encoder.blocks.")})
     if aux_layer is not None and (type(aux_layer) is not int or depth and not -depth <= aux_layer < depth):
-        raise CosaError(f"{source}: args.aux_layer is {aux_layer!r}, expected a block index of its "
-                        f"{depth}-block encoder")
+        raise CosaError(
+            f"{source}: args.aux_layer is {aux_layer!r}, expected a block index of its {depth}-block encoder"
+        )
     default = ModelConfig().backbone
     if backbone == default.split(".")[0]:
         backbone = default  # the released ViT-B/16 is our default's architecture; keep its full name
@@ -192,13 +203,16 @@ def _match(state: dict, reference: dict[str, torch.Tensor], source: str) -> dict
         if not isinstance(value, torch.Tensor):
             raise CosaError(f"{source}: missing tensor '{key}' (the converted network needs it)")
         if value.shape != expected.shape:
-            raise CosaError(f"{source}: '{key}' has shape {tuple(value.shape)} but the network of its "
-                            f"config needs {tuple(expected.shape)}")
+            raise CosaError(
+                f"{source}: '{key}' has shape {tuple(value.shape)} but the network of its "
+                f"config needs {tuple(expected.shape)}"
+            )
         converted[key] = value.to(expected.dtype)
     unexpected = sorted(set(state) - set(reference))
     if unexpected:
-        raise CosaError(f"{source}: tensor '{unexpected[0]}' has no place in the CoSA network "
-                        f"({len(unexpected)} unexpected in all)")
+        raise CosaError(
+            f"{source}: tensor '{unexpected[0]}' has no place in the CoSA network ({len(unexpected)} unexpected in all)"
+        )
     return converted
 
 

@@ -21,7 +21,7 @@ def resolve_weights_file(spec: str) -> Path | None:
     if spec in ("none", "hub"):
         return None
     if spec.startswith("pkg:"):
-        module, _, relative = spec[len("pkg:"):].partition("/")
+        module, _, relative = spec[len("pkg:") :].partition("/")
         found = importlib.util.find_spec(module)
         if found is None or not found.submodule_search_locations:
             raise CosaError(

@@ -31,9 +31,11 @@ from cosa.outputs import OutputFolder, check_output_folder
 from cosa.reporting.pictures import png_bytes
 
 # file name, metrics.jsonl key prefix, title, y label, log scale
-LINE_FIGURES = (("thresholds.png", "thresholds/", "CPL thresholds", "threshold", False),
-                ("losses.png", "train/", "training losses", "loss", True),
-                ("miou.png", "val/", "validation", "%", False))
+LINE_FIGURES = (
+    ("thresholds.png", "thresholds/", "CPL thresholds", "threshold", False),
+    ("losses.png", "train/", "training losses", "loss", True),
+    ("miou.png", "val/", "validation", "%", False),
+)
 NOT_LOSSES = ("lr", "seconds_per_step")  # logged under train/ but not loss terms
 
 
@@ -43,13 +45,14 @@ def series(records: list[dict], prefix: str) -> dict[str, tuple[list[int], list[
     for record in records:
         for key, value in record.items():
             if key.startswith(prefix) and isinstance(value, (int, float)):
-                found[key[len(prefix):]][0].append(record["iteration"])
-                found[key[len(prefix):]][1].append(value)
+                found[key[len(prefix) :]][0].append(record["iteration"])
+                found[key[len(prefix) :]][1].append(value)
     return dict(found)
 
 
-def _line_figure(curves: dict[str, tuple[list[int], list[float]]], title: str, ylabel: str,
-                 log_scale: bool = False) -> Figure:
+def _line_figure(
+    curves: dict[str, tuple[list[int], list[float]]], title: str, ylabel: str, log_scale: bool = False
+) -> Figure:
     figure = Figure(figsize=(7, 4))
     axis = figure.subplots()
     for name, (iterations, values) in sorted(curves.items()):
@@ -82,10 +85,15 @@ def _confidence_figure(records: list[dict]) -> Figure | None:
     figure = Figure(figsize=(15, 4))
     axes = figure.subplots(1, 3)
     # One column (a single logged iteration) still needs a width: matplotlib warns about an empty range.
-    extent = (iterations[0], iterations[-1], 0, 1) if len(iterations) > 1 else (iterations[0] - 0.5,
-                                                                                 iterations[0] + 0.5, 0, 1)
-    for axis, table, title in ((axes[0], grid(right), "strongest class is the truth (%)"),
-                               (axes[1], grid(background), "truth is background (%)")):
+    extent = (
+        (iterations[0], iterations[-1], 0, 1)
+        if len(iterations) > 1
+        else (iterations[0] - 0.5, iterations[0] + 0.5, 0, 1)
+    )
+    for axis, table, title in (
+        (axes[0], grid(right), "strongest class is the truth (%)"),
+        (axes[1], grid(background), "truth is background (%)"),
+    ):
         image = axis.imshow(table, origin="lower", aspect="auto", extent=extent, vmin=0, vmax=100, cmap="viridis")
         axis.set(title=title, xlabel="iteration", ylabel="AN confidence max_c M_c")
         figure.colorbar(image, ax=axis)
@@ -137,7 +145,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool
         return [write_file(folder / name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]
     inputs = [("the run file", Path(run_dir) / name) for name in RUN_ENTRIES]
     dataset = _dataset_of(Path(run_dir))
-    folder = OutputFolder(out, "--out", "cosa plot", overwrite, inputs + ([("the dataset", dataset)] if dataset else []))
+    folder = OutputFolder(
+        out, "--out", "cosa plot", overwrite, inputs + ([("the dataset", dataset)] if dataset else [])
+    )
     return [folder.write(name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]
 
 
@@ -171,8 +181,15 @@ def confusion_figure(confusion: list[list[int]], names: list[str]) -> Figure:
     if small:
         for row in range(size):
             for column in range(size):
-                axis.text(column, row, f"{share[row, column]:.0f}", ha="center", va="center", fontsize=7,
-                          color="white" if share[row, column] > 50 else "black")
+                axis.text(
+                    column,
+                    row,
+                    f"{share[row, column]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[row, column] > 50 else "black",
+                )
     figure.colorbar(image, ax=axis)
     figure.tight_layout()
     return figure

@@ -20,7 +20,11 @@ GRID_COLUMNS = ["image", "ground truth", "CAM (true classes)", "CPL", "predictio
 
 @torch.no_grad()
 def prediction_grid(
-    network: nn.Module, split: DatasetSplit, cfg: Config, thresholds: CplThresholds, device: torch.device,
+    network: nn.Module,
+    split: DatasetSplit,
+    cfg: Config,
+    thresholds: CplThresholds,
+    device: torch.device,
     indices: list[int],
 ) -> Image.Image:
     """Rows of image | ground truth | CAM | CPL | prediction (unmasked) for the given images."""
@@ -33,19 +37,21 @@ def prediction_grid(
         tags = batch["labels"][i : i + 1].to(device)
         cams = resize(outputs.cam[i : i + 1], size) * tags[:, :, None, None]
         picture = to_numpy_image(image)
-        cpl = cam_pseudo_labels(cams, tags, torch.ones(1, *size, dtype=torch.bool, device=device),
-                                thresholds.cam_high, thresholds.cam_low)
+        cpl = cam_pseudo_labels(
+            cams, tags, torch.ones(1, *size, dtype=torch.bool, device=device), thresholds.cam_high, thresholds.cam_low
+        )
         if cfg.method.recipe == "cam-only":
             prediction = cam_labels(cams, predicted_tags(outputs.logits[i : i + 1]), cfg.eval.cam_threshold)
         else:
             prediction = segmentation_labels(resize(outputs.seg[i : i + 1], size))
         truth = colorize(batch["mask"][i]) if "mask" in batch else np.zeros_like(picture)
-        rows.append([
-            picture,
-            truth,
-            blend(picture, heatmap(cams[0].amax(0))),
-            colorize(cpl[0]),
-            colorize(prediction[0]),
-        ])
+        rows.append(
+            [
+                picture,
+                truth,
+                blend(picture, heatmap(cams[0].amax(0))),
+                colorize(cpl[0]),
+                colorize(prediction[0]),
+            ]
+        )
     return image_grid(rows, GRID_COLUMNS)
-

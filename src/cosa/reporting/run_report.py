@@ -86,6 +86,7 @@ class Evaluation:
 
 # --- reading the run ----------------------------------------------------------------------------
 
+
 def read_run(run_dir: str | Path) -> RunContents:
     """The pieces of ``run_dir`` that can be read; a directory with none of them is no run."""
     run_dir = Path(run_dir)
@@ -162,20 +163,30 @@ def _evaluate_checkpoint(checkpoint: Path, max_images: int | None, data: str | N
     split = load_split(root, cfg.data.val_split)
     require_same_classes(model, split, checkpoint)
     evaluation = Evaluation(model.iteration, cfg, class_names=["background", *model.class_names])
-    grid = prediction_grid(model.network, split, cfg, model.thresholds, device,
-                           list(range(min(GRID_IMAGES, len(split.samples)))))
+    grid = prediction_grid(
+        model.network, split, cfg, model.thresholds, device, list(range(min(GRID_IMAGES, len(split.samples))))
+    )
     evaluation.grid_png = png_bytes(grid)
     if not split.has_masks:
         evaluation.why_not = f"split '{split.split}' of {root} has no masks to score against"
         return evaluation
     limit = cfg.eval.max_images if max_images is None else max_images
-    evaluation.result = evaluate(model.network, split, cfg, model.thresholds, DistContext(0, 1, 0, device),
-                                 max_images=limit, progress=True, return_confusion=True)
+    evaluation.result = evaluate(
+        model.network,
+        split,
+        cfg,
+        model.thresholds,
+        DistContext(0, 1, 0, device),
+        max_images=limit,
+        progress=True,
+        return_confusion=True,
+    )
     evaluation.result["protocol"].update(checkpoint=str(checkpoint), iteration=model.iteration)
     return evaluation
 
 
 # --- HTML pieces ------------------------------------------------------------------------------
+
 
 def esc(value: object) -> str:
     """Text for the page: anything read from a file may hold ``<`` or ``&``."""
@@ -187,8 +198,7 @@ def data_uri(png: bytes) -> str:
 
 
 def figure_html(png: bytes, caption: str) -> str:
-    return (f'<figure><img src="{data_uri(png)}" alt="{esc(caption)}">'
-            f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return f'<figure><img src="{data_uri(png)}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
 
 
 def note(text: str) -> str:
@@ -215,8 +225,9 @@ def table(header: list[str], rows: list[list[str]], total_last: bool = False) ->
     head = "".join(f"<th>{esc(cell)}</th>" for cell in header)
     body = []
     for r, row in enumerate(rows):
-        cells = "".join(f'<td class="num">{esc(cell)}</td>' if c else f"<td>{esc(cell)}</td>"
-                        for c, cell in enumerate(row))
+        cells = "".join(
+            f'<td class="num">{esc(cell)}</td>' if c else f"<td>{esc(cell)}</td>" for c, cell in enumerate(row)
+        )
         total = total_last and r == len(rows) - 1
         body.append(f'<tr class="total">{cells}</tr>' if total else f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -228,24 +239,34 @@ def section(title: str, body: str) -> str:
 
 # --- sections ---------------------------------------------------------------------------------
 
+
 def header_section(run: RunContents, evaluation: Evaluation, metrics: dict | None) -> str:
     """The run directory, what was trained, which checkpoint and under which protocol."""
     cfg = run.cfg or evaluation.cfg
     rows: list[tuple[str, object]] = [("run directory", run.run_dir)]
     if cfg is not None:
-        rows += [("recipe", cfg.method.recipe), ("backbone", cfg.model.backbone), ("crop", cfg.data.crop_size),
-                 ("iterations", cfg.train.iterations), ("batch (global)", cfg.train.batch_size),
-                 ("dataset", cfg.data.root)]
+        rows += [
+            ("recipe", cfg.method.recipe),
+            ("backbone", cfg.model.backbone),
+            ("crop", cfg.data.crop_size),
+            ("iterations", cfg.train.iterations),
+            ("batch (global)", cfg.train.batch_size),
+            ("dataset", cfg.data.root),
+        ]
     if run.checkpoint is not None:
         iteration = "unknown" if evaluation.iteration is None else evaluation.iteration
         rows += [("checkpoint", run.checkpoint.relative_to(run.run_dir)), ("checkpoint iteration", iteration)]
     body = key_value_table(rows)
     if metrics is not None:
         body += "<h3>Evaluation protocol of the metrics below</h3>" + key_value_table(
-            list(metrics.get("protocol", {}).items()))
+            list(metrics.get("protocol", {}).items())
+        )
     if run.missing:
-        body += "<h3>Missing from the run directory</h3><ul>" + "".join(
-            f"<li>{esc(item)}</li>" for item in run.missing) + "</ul>"
+        body += (
+            "<h3>Missing from the run directory</h3><ul>"
+            + "".join(f"<li>{esc(item)}</li>" for item in run.missing)
+            + "</ul>"
+        )
     return f"<header><h1>cosa report: {esc(run.run_dir.name)}</h1>{body}</header>"
 
 
@@ -261,10 +282,18 @@ def per_class_section(metrics: dict | None) -> str:
     if metrics is None:
         return section("Per class IoU", note("no metrics: no final_metrics.json and no evaluation"))
     tag_masked, cam = metrics.get("per_class_tag_masked", {}), metrics.get("per_class_cam", {})
-    rows = [[name, number(value), number(tag_masked.get(name)), number(cam.get(name))]
-            for name, value in metrics["per_class"].items()]
-    rows.append(["mIoU", number(metrics.get("miou_unmasked")), number(metrics.get("miou_tag_masked")),
-                 number(metrics.get("cam_miou"))])
+    rows = [
+        [name, number(value), number(tag_masked.get(name)), number(cam.get(name))]
+        for name, value in metrics["per_class"].items()
+    ]
+    rows.append(
+        [
+            "mIoU",
+            number(metrics.get("miou_unmasked")),
+            number(metrics.get("miou_tag_masked")),
+            number(metrics.get("cam_miou")),
+        ]
+    )
     return section("Per class IoU", table(["class", "unmasked", "tag-masked", "CAM"], rows, total_last=True))
 
 
@@ -272,10 +301,12 @@ def confusion_section(evaluation: Evaluation) -> str:
     if evaluation.result is None:
         return section("Confusion matrix", note(f"not computed: {evaluation.why_not}"))
     protocol = evaluation.result["protocol"]
-    caption = (f"unmasked segmentation of {protocol['checkpoint']} (iteration "
-               f"{protocol['iteration']}) on {protocol['num_images']} images of split '{protocol['split']}', "
-               f"scales {value_text(protocol['scales'])}{' + flip' if protocol['flip'] else ''}; "
-               f"mIoU {number(evaluation.result['miou_unmasked'])}")
+    caption = (
+        f"unmasked segmentation of {protocol['checkpoint']} (iteration "
+        f"{protocol['iteration']}) on {protocol['num_images']} images of split '{protocol['split']}', "
+        f"scales {value_text(protocol['scales'])}{' + flip' if protocol['flip'] else ''}; "
+        f"mIoU {number(evaluation.result['miou_unmasked'])}"
+    )
     png = png_bytes(confusion_figure(evaluation.result["confusion"], evaluation.class_names))
     return section("Confusion matrix", figure_html(png, caption))
 
@@ -306,28 +337,46 @@ def render_page(run: RunContents, evaluation: Evaluation) -> str:
         metrics, source = run.final_metrics, "final_metrics.json (the run's last evaluation)"
     else:
         metrics, source = evaluation.result, "this report's evaluation of the checkpoint"
-    body = "".join([header_section(run, evaluation, metrics), headline_section(metrics, source),
-                    per_class_section(metrics), confusion_section(evaluation), curves_section(run),
-                    grid_section(evaluation)])
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>cosa report: {esc(run.run_dir.name)}</title><style>{STYLE}</style></head>"
-            f"<body>{body}</body></html>\n")
+    body = "".join(
+        [
+            header_section(run, evaluation, metrics),
+            headline_section(metrics, source),
+            per_class_section(metrics),
+            confusion_section(evaluation),
+            curves_section(run),
+            grid_section(evaluation),
+        ]
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>cosa report: {esc(run.run_dir.name)}</title><style>{STYLE}</style></head>"
+        f"<body>{body}</body></html>\n"
+    )
 
 
-def report_page(run: RunContents, max_images: int | None = None, run_evaluation: bool = True,
-                data: str | None = None) -> str:
+def report_page(
+    run: RunContents, max_images: int | None = None, run_evaluation: bool = True, data: str | None = None
+) -> str:
     """The page of ``run``, evaluating its checkpoint unless ``run_evaluation`` is false."""
     evaluation = evaluate_run(run, max_images, data) if run_evaluation else skipped_evaluation(run)
     return render_page(run, evaluation)
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, max_images: int | None = None,
-                 run_evaluation: bool = True, data: str | None = None) -> Path:
+def write_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    max_images: int | None = None,
+    run_evaluation: bool = True,
+    data: str | None = None,
+) -> Path:
     """Write the page of ``run_dir`` to ``out`` (default RUN_DIR/report.html); returns its path."""
     run = read_run(run_dir)
     path = Path(out) if out else run.run_dir / "report.html"
     dataset = data or (run.cfg.data.root if run.cfg else None)
-    check_output_file(path, "--out", [("the run file", run.run_dir / name) for name in RUN_FILES]
-                      + ([("the dataset", dataset)] if dataset else []))
+    check_output_file(
+        path,
+        "--out",
+        [("the run file", run.run_dir / name) for name in RUN_FILES] + ([("the dataset", dataset)] if dataset else []),
+    )
     write_text_atomically(path, report_page(run, max_images, run_evaluation, data))
     return path
