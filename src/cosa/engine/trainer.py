@@ -49,19 +49,6 @@ from cosa.profiling import section, timed
 log = logging.getLogger(__name__)
 
 
-VALIDATION_SCALARS = (
-    "miou_unmasked",
-    "miou_tag_masked",
-    "cam_miou",
-    "cpl_miou",
-    "cpl_coverage",
-    "cpl_precision",
-    "cpl_recall",
-    "coexistence",
-    "coexistence_cam",
-)
-
-
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed every generator; ``deterministic`` also asks torch for deterministic kernels only.
 
@@ -376,7 +363,8 @@ class Trainer:
             progress=True,
         )
         self.last_metrics = result
-        scalars = {f"val/{key}": result[key] for key in VALIDATION_SCALARS if key in result}
+        # Every number of the result, those a dataset adds (e.g. the synthetic data's coexistence) included.
+        scalars = {f"val/{key}": value for key, value in result.items() if isinstance(value, float)}
         self.runlog.write(self.iteration, scalars)
         if self.dist.is_main:
             tqdm.write(
