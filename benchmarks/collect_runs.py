@@ -27,15 +27,15 @@ from cosa.config.schema import TECHNIQUES
 
 METRICS = ("miou_unmasked", "cam_miou", "cpl_precision", "coexistence", "coexistence_cam")
 IGNORED = {"data.root", "train.seed"}
-# Trial switches of L_csc that lost on the seed-100 tuning data and were removed (they exist in
-# commits 019ef7f–5edb58e), with the value that meant "off": runs made then still carry them.
+# Switches of L_csc that older tuning runs carry in their config.yaml, with the value that meant
+# "off", so that those runs still group with the runs that lack them.
 REMOVED_DEFAULTS = {
     "method.contrastive.spl_resize": "nearest",
     "method.contrastive.detach_max": False,
     "method.contrastive.normalizer": "max",
     "method.contrastive.background_pull": False,
 }
-# Settings added during that tuning: a run made before a key existed had this value.
+# Keys added after the first tuning runs: a run made before a key existed had this value.
 ADDED_LATER = {
     "method.contrastive.space": "cam",
     "method.contrastive.warmup_iters": None,
