@@ -52,14 +52,14 @@ def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, 
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "mIoU" in out and "background" in out
     result = json.loads(out_json.read_text())
-    # Each mIoU is the mean over the classes that occur, which the per-class table lists.
+    # Each mIoU is the mean over the classes that occur, which the per-class table lists (to 0.01).
     for miou, table in (
         ("miou_unmasked", "per_class"),
         ("miou_tag_masked", "per_class_tag_masked"),
         ("cam_miou", "per_class_cam"),
     ):
         occurring = [iou for iou in result[table].values() if iou is not None]
-        assert result[miou] == pytest.approx(sum(occurring) / len(occurring))
+        assert result[miou] == pytest.approx(sum(occurring) / len(occurring), abs=0.005)
     assert {"coexistence", "coexistence_cam"} <= set(result)  # the synthetic data's own metric
     # recall = correct / valid = precision × labelled / valid
     assert result["cpl_recall"] == pytest.approx(result["cpl_precision"] * result["cpl_coverage"] / 100)
@@ -88,7 +88,7 @@ def test_evaluate_with_crf_reports_both(trained_run, tiny_data, tmp_path, capsys
     result = json.loads(out_json.read_text())
     assert code == 0 and result["protocol"]["crf"]
     occurring = [iou for iou in result["crf"]["per_class_tag_masked"].values() if iou is not None]
-    assert result["crf"]["miou_tag_masked"] == pytest.approx(sum(occurring) / len(occurring))
+    assert result["crf"]["miou_tag_masked"] == pytest.approx(sum(occurring) / len(occurring), abs=0.005)
 
 
 def test_predict_writes_masks_and_cam_pictures(trained_run, tiny_data, tmp_path, capsys):
