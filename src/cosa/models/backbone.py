@@ -121,7 +121,8 @@ def build_backbone(name: str, pretrained: str, aux_layer: int, output_stride: in
     """A backbone module with ``channels``, ``aux_channels``, ``stride`` and forward → (final, aux)."""
     hub = pretrained == "hub"
     try:
-        probe = timm.create_model(name, pretrained=False, num_classes=0)
+        with torch.device("meta"):  # only its type and layout are read: no memory, no initialisation
+            probe = timm.create_model(name, pretrained=False, num_classes=0)
     except RuntimeError as error:
         raise CosaError(f"model.backbone={name}: {error}") from None
     if isinstance(probe, VisionTransformer):
@@ -142,10 +143,8 @@ def build_backbone(name: str, pretrained: str, aux_layer: int, output_stride: in
         )
         _load_file_into(vit, pretrained)
         return ViTBackbone(vit, aux_layer)
-    full = probe
+    full = timm.create_model(name, pretrained=hub, num_classes=0)
     _load_file_into(full, pretrained)
-    if hub:
-        full = timm.create_model(name, pretrained=True, num_classes=0)
     body = timm.create_model(name, pretrained=False, features_only=True, output_stride=output_stride)
     body.load_state_dict({k: v for k, v in full.state_dict().items() if k in body.state_dict()}, strict=True)
     return FeatureStageBackbone(body, aux_layer)
