@@ -4,6 +4,7 @@ CPU, one trained run, an untrained checkpoint, and running the command line."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,8 +23,27 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TESTS = Path(__file__).resolve().parent
+
+
 # For worker scripts run in a subprocess (torchrun, kill tests): one thread, and this folder on the
 # path so that they import the helpers below as the tests do.
+def cosa_command(*argv) -> list[str]:
+    """``python -m cosa ARGV``, for tests that need a process of its own (kill, lock, signal)."""
+    return [sys.executable, "-m", "cosa", *map(str, argv)]
+
+
+def torchrun_command(*argv, processes: int = 2) -> list[str]:
+    """``torchrun --standalone --nproc_per_node=PROCESSES ARGV`` (a script or ``-m MODULE``)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        *map(str, argv),
+    ]
+
+
 SUBPROCESS_ENV = {
     **os.environ,
     "OMP_NUM_THREADS": "1",

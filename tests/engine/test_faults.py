@@ -20,11 +20,10 @@ from cosa.engine.runlog import read_metrics
 from cosa.engine.trainer import Trainer
 from cosa.errors import CosaError
 
-from conftest import SUBPROCESS_ENV, TINY_OVERRIDES
+from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, torchrun_command
 
 CPU = DistContext(0, 1, 0, torch.device("cpu"))
 WORKER = Path(__file__).parent / "fault_worker.py"
-ENV = SUBPROCESS_ENV
 # Checkpoints at 2, 4, 6 (last.pt); evaluations at 3 and 6 (best.pt when better).
 KILL_OVERRIDES = [*TINY_OVERRIDES, "train.checkpoint_every=2", "train.device=cpu"]
 
@@ -136,7 +135,7 @@ def cosa_train(
     arguments += ["--resume"] if resume else ["--config", "demo", "--data", str(data), *KILL_OVERRIDES]
     return subprocess.Popen(
         [sys.executable, str(WORKER), point, *arguments],
-        env=ENV,
+        env=SUBPROCESS_ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -244,24 +243,20 @@ def test_deterministic_cpu_runs_are_bit_identical(tiny_data, tmp_path, uninterru
 
 
 def torchrun(point: str, run_dir: Path, data: Path, processes: int = 2, timeout: float = 300):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={processes}",
-        str(WORKER),
+    command = torchrun_command(
+        WORKER,
         point,
         "train",
         "--config",
         "demo",
         "--data",
-        str(data),
+        data,
         "--out",
-        str(run_dir),
+        run_dir,
         *KILL_OVERRIDES,
-    ]
-    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout)
+        processes=processes,
+    )
+    return subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow

@@ -34,9 +34,15 @@ from cosa.engine.checkpoint import load_checkpoint, save_checkpoint
 from cosa.engine.runlog import RunLog, read_metrics
 from cosa.errors import CosaError
 
-from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, assert_one_line_error, run_cli
+from conftest import (
+    SUBPROCESS_ENV,
+    TINY_OVERRIDES,
+    assert_one_line_error,
+    cosa_command,
+    run_cli,
+    torchrun_command,
+)
 
-ENV = SUBPROCESS_ENV
 # Three iterations: a checkpoint and an evaluation at 3.
 SHORT = [*TINY_OVERRIDES, "train.iterations=3", "train.device=cpu"]
 # The run of `paper_run`: a recipe and an override that a resumed run must keep.
@@ -268,26 +274,23 @@ def test_resume_without_a_checkpoint_refuses_and_keeps_the_history(run_copy, cap
 @pytest.mark.slow
 def test_two_runs_in_one_folder_the_second_is_refused(tiny_data, tmp_path):
     run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "cosa",
+    command = cosa_command(
         "train",
         "--config",
         "demo",
         "--data",
-        str(tiny_data),
+        tiny_data,
         "--out",
-        str(run),
+        run,
         *SHORT,
         "train.iterations=1000",
         "train.eval_every=1000",
-    ]
-    first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    )
+    first = subprocess.Popen(command, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / ".lock").exists() and time.time() < deadline:
         time.sleep(0.05)
-    second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
     first.send_signal(signal.SIGTERM)
     first_err = first.communicate(timeout=120)[1]
     assert second.returncode == 2 and "Traceback" not in second.stderr
@@ -301,24 +304,8 @@ def test_under_torchrun_a_refused_folder_ends_every_rank(tiny_data, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "cosa",
-        "train",
-        "--config",
-        "demo",
-        "--data",
-        str(tiny_data),
-        "--out",
-        str(run),
-        *SHORT,
-    ]
-    completed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+    command = torchrun_command("-m", "cosa", "train", "--config", "demo", "--data", tiny_data, "--out", run, *SHORT)
+    completed = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
     assert completed.returncode != 0
     assert f"cosa: error: {run}: holds a run that wrote no checkpoint" in completed.stderr
     assert "rank 0 could not start the run" in completed.stderr  # the other rank did not wait for it
@@ -562,23 +549,20 @@ def test_sigterm_during_a_checkpoint_write_leaves_no_partial_file(tiny_data, tmp
 @pytest.mark.slow
 def test_sigterm_ends_training_like_ctrl_c(tiny_data, tmp_path):
     run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "cosa",
+    command = cosa_command(
         "train",
         "--config",
         "demo",
         "--data",
-        str(tiny_data),
+        tiny_data,
         "--out",
-        str(run),
+        run,
         *TINY_OVERRIDES,
         "train.iterations=1000",
         "train.checkpoint_every=1",
         "train.eval_every=1000",
-    ]
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    )
+    process = subprocess.Popen(command, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / "checkpoints" / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.05)

@@ -3,7 +3,6 @@
 import itertools
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from cosa.engine.runlog import read_metrics
 from cosa.engine.trained import load_trained
 from cosa.engine.trainer import Trainer
 
-from conftest import SUBPROCESS_ENV, TINY_OVERRIDES
+from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, torchrun_command
 
 CPU = DistContext(0, 1, 0, torch.device("cpu"))
 DEMO_WEIGHTS = [
@@ -103,17 +102,7 @@ def test_checkpoints_round_trip(tiny_data, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["release", "paper"])
 def test_two_process_ddp_ends_with_identical_networks(tiny_data, tmp_path, recipe):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(Path(__file__).parent / "ddp_worker.py"),
-        str(tiny_data),
-        str(tmp_path / "run"),
-        recipe,
-    ]
+    command = torchrun_command(Path(__file__).parent / "ddp_worker.py", tiny_data, tmp_path / "run", recipe)
     completed = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     ranks = [torch.load(tmp_path / "run" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
