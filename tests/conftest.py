@@ -126,6 +126,24 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+def predict_argv(checkpoint, inputs, out, *options) -> list:
+    """``cosa predict`` at one scale without flip on the CPU: the quick protocol for tests."""
+    return [
+        "predict",
+        "--checkpoint",
+        checkpoint,
+        inputs,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--scales",
+        1.0,
+        "--no-flip",
+        *options,
+    ]
+
+
 def assert_one_line_error(code, err, *fragments):
     assert code == 2
     lines = [line for line in err.splitlines() if "cosa: error: " in line]  # progress bars may precede it

@@ -18,7 +18,7 @@ import cosa.engine.trained
 from cosa.data.layouts import read_class_names
 from cosa.outputs import MANIFEST
 
-from conftest import TINY_OVERRIDES, assert_one_line_error, run_cli, save_untrained_checkpoint
+from conftest import TINY_OVERRIDES, assert_one_line_error, predict_argv, run_cli, save_untrained_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -73,23 +73,6 @@ def assert_refused(capsys, argv, *fragments):
         assert str(fragment) in err, err
 
 
-def predict(checkpoint, inputs, out, *options):
-    return [
-        "predict",
-        "--checkpoint",
-        checkpoint,
-        inputs,
-        "--out",
-        out,
-        "--device",
-        "cpu",
-        "--scales",
-        1.0,
-        "--no-flip",
-        *options,
-    ]
-
-
 def export(checkpoint, dataset, out, *options):
     return [
         "export-pseudo-labels",
@@ -116,19 +99,19 @@ def evaluate(checkpoint, dataset, json_path):
 
 def test_predict_refuses_to_write_into_its_input_folder(checkpoint, images, capsys):
     before = snapshot(images)
-    assert_refused(capsys, predict(checkpoint, images, images), f"--out {images} is the input folder")
+    assert_refused(capsys, predict_argv(checkpoint, images, images), f"--out {images} is the input folder")
     assert snapshot(images) == before
 
 
 def test_predict_refuses_an_output_folder_inside_an_input_folder(checkpoint, images, capsys):
     before = snapshot(images)
-    assert_refused(capsys, predict(checkpoint, images, images / "masks"), "is inside the input folder")
+    assert_refused(capsys, predict_argv(checkpoint, images, images / "masks"), "is inside the input folder")
     assert snapshot(images) == before
 
 
 def test_predict_refuses_an_output_folder_that_holds_the_checkpoint(checkpoint, images, capsys):
     before = snapshot(checkpoint.parent)
-    assert_refused(capsys, predict(checkpoint, images, checkpoint.parent), "contains the checkpoint")
+    assert_refused(capsys, predict_argv(checkpoint, images, checkpoint.parent), "contains the checkpoint")
     assert snapshot(checkpoint.parent) == before
 
 
@@ -175,7 +158,7 @@ def test_a_non_empty_output_folder_is_refused_without_overwrite(checkpoint, imag
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert_refused(capsys, predict(checkpoint, images, out), f"--out {out} is not empty", "--overwrite")
+    assert_refused(capsys, predict_argv(checkpoint, images, out), f"--out {out} is not empty", "--overwrite")
     assert [path.name for path in out.iterdir()] == ["notes.txt"]
 
 
@@ -189,9 +172,9 @@ def test_overwrite_leaves_no_stale_outputs_of_an_earlier_export(checkpoint, tiny
 
 def test_overwrite_keeps_files_the_command_did_not_write(checkpoint, images, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run_cli(capsys, *predict(checkpoint, images, out, "--save-logits"))[0] == 0
+    assert run_cli(capsys, *predict_argv(checkpoint, images, out, "--save-logits"))[0] == 0
     (out / "notes.txt").write_text("mine")
-    assert run_cli(capsys, *predict(checkpoint, images / "val_0000.png", out, "--overwrite"))[0] == 0
+    assert run_cli(capsys, *predict_argv(checkpoint, images / "val_0000.png", out, "--overwrite"))[0] == 0
     assert sorted(path.name for path in out.iterdir()) == [
         MANIFEST,
         "notes.txt",
@@ -212,7 +195,7 @@ def test_overwrite_refuses_a_folder_without_outputs_of_the_same_command(
         out.mkdir()
         (out / "notes.txt").write_text("mine")
     before = snapshot(out)
-    assert_refused(capsys, predict(checkpoint, images, out, "--overwrite"), "holds no outputs of cosa predict")
+    assert_refused(capsys, predict_argv(checkpoint, images, out, "--overwrite"), "holds no outputs of cosa predict")
     assert snapshot(out) == before
 
 
@@ -267,7 +250,7 @@ def test_an_out_that_is_a_file_is_refused_before_the_model_is_loaded(
 ):
     taken = tmp_path / "taken.png"
     taken.write_bytes(b"mine")
-    argv = predict(checkpoint, images, taken) if command == "predict" else export(checkpoint, tiny_data, taken)
+    argv = predict_argv(checkpoint, images, taken) if command == "predict" else export(checkpoint, tiny_data, taken)
     assert_refused(capsys, argv, f"--out {taken} is a file")
     assert taken.read_bytes() == b"mine"
 
@@ -280,7 +263,7 @@ def test_an_unwritable_out_is_refused_before_the_model_is_loaded(
     real_access = os.access
     # Tests may run as root, for whom permission bits do not stop writing: the check itself is what is tested.
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
-    assert_refused(capsys, predict(checkpoint, images, locked / "out"), f"{locked} is not writable")
+    assert_refused(capsys, predict_argv(checkpoint, images, locked / "out"), f"{locked} is not writable")
 
 
 # --- 4. report with a relative path; --max-images below 1 ----------------------------------------
@@ -320,7 +303,7 @@ def test_a_full_disk_is_one_line_naming_the_file(checkpoint, images, tiny_data, 
     out = tmp_path / "out"
     if command == "predict":
         monkeypatch.setattr(cosa.engine.predict, "write_mask", disk_full)
-        argv, written = predict(checkpoint, images, out), out / "val_0000.png"
+        argv, written = predict_argv(checkpoint, images, out), out / "val_0000.png"
     elif command == "export-pseudo-labels":
         monkeypatch.setattr(cosa.engine.export, "write_mask", disk_full)
         argv, written = export(checkpoint, tiny_data, out), out / "val_0000.png"

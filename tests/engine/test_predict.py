@@ -20,7 +20,7 @@ from cosa.engine.crf import CrfPool
 from cosa.engine.inference import mask_absent
 from cosa.engine.predict import VOC_SUBMISSION_DIR
 
-from conftest import assert_one_line_error, run_cli, save_untrained_checkpoint
+from conftest import assert_one_line_error, predict_argv, run_cli, save_untrained_checkpoint
 
 
 def has_pydensecrf() -> bool:
@@ -49,21 +49,7 @@ def images(tiny_data, tmp_path):
 
 
 def predict(capsys, checkpoint, inputs, out, *options):
-    return run_cli(
-        capsys,
-        "predict",
-        "--checkpoint",
-        checkpoint,
-        inputs,
-        "--out",
-        out,
-        "--device",
-        "cpu",
-        "--scales",
-        1.0,
-        "--no-flip",
-        *options,
-    )
+    return run_cli(capsys, *predict_argv(checkpoint, inputs, out, *options))
 
 
 def test_single_scale_writes_masks_overlays_and_cams(checkpoint, images, tmp_path, capsys):
