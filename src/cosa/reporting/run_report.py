@@ -16,9 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from cosa.config.load import config_from_dict
+from cosa.config.load import config_from_dict, read_saved_config
 from cosa.config.schema import Config
 from cosa.data.layouts import load_split
 from cosa.engine.distributed import DistContext, resolve_device
@@ -107,9 +105,9 @@ def _read_config(run: RunContents) -> Config | None:
         run.missing.append("no config.yaml (the checkpoint's config is shown when it is evaluated)")
         return None
     try:
-        return config_from_dict(OmegaConf.to_container(OmegaConf.load(path)), str(path))
-    except Exception as error:  # YAML syntax errors come in several types; schema errors are CosaError
-        run.missing.append(f"config.yaml unreadable: {str(error).splitlines()[0]}")
+        return read_saved_config(path)
+    except CosaError as error:
+        run.missing.append(f"config.yaml unreadable: {error}")
         return None
 
 
