@@ -78,10 +78,24 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> Non
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        _raise_interrupt_behind(error)
         failure = stream.error or (error if isinstance(error, OSError) else None)
         if failure is None:
             raise
         raise cannot("write", path, failure) from None
+
+
+def _raise_interrupt_behind(error: BaseException) -> None:
+    """Raise the Ctrl-C or SIGTERM that ``error`` was raised while handling, if any.
+
+    A writer interrupted mid-file may fail again while closing it (torch.save's zip writer then
+    raises ``unexpected pos …``), which would turn a clean stop into a traceback.
+    """
+    cause = error.__context__
+    while cause is not None:
+        if isinstance(cause, KeyboardInterrupt):
+            raise cause from None
+        cause = cause.__context__
 
 
 def write_text_atomically(path: str | Path, text: str) -> None:
@@ -98,6 +112,9 @@ def write_file(path: str | Path, writer: Callable[..., object], *args, **kwargs)
             path.parent.mkdir(parents=True, exist_ok=True)
             writer(partial, *args, **kwargs)
             os.replace(partial, path)
+        except BaseException as error:
+            _raise_interrupt_behind(error)
+            raise
         finally:
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)  # gone after the rename; a failed or interrupted write's rest

@@ -9,6 +9,7 @@ each case with its test.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import signal
@@ -638,3 +639,30 @@ def test_a_run_that_cannot_start_leaves_no_empty_run_folder(tiny_data, tmp_path,
     (tmp_path / "mine" / "notes.txt").write_text("kept")
     train_error(capsys, "--config", "demo", "--out", tmp_path / "mine", *options)
     assert [path.name for path in (tmp_path / "mine").iterdir()] == ["notes.txt"]  # a folder it did not make stays
+
+
+@pytest.mark.parametrize("write", ["write_atomically", "write_file"])
+def test_an_interrupt_inside_a_writer_that_then_fails_to_close_stays_an_interrupt(tmp_path, write):
+    """SIGTERM inside torch.save: its zip writer then fails on closing ('unexpected pos …'), which
+    must not turn the clean stop into a traceback, nor leave a partial file."""
+
+    class Interrupting(io.RawIOBase):
+        def __init__(self, stream) -> None:
+            self.stream, self.calls = stream, 0
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:
+            self.calls += 1
+            if self.calls == 3:
+                raise Terminated
+            return self.stream.write(data)
+
+    payload = {"weights": torch.zeros(1000)}
+    with pytest.raises(Terminated):
+        if write == "write_atomically":
+            files_module.write_atomically(tmp_path / "x.pt", lambda stream: torch.save(payload, Interrupting(stream)))
+        else:
+            files_module.write_file(tmp_path / "x.pt", lambda path: torch.save(payload, Interrupting(open(path, "wb"))))
+    assert list(tmp_path.iterdir()) == []
