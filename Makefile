@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 install-test: $(VENV)/.installed-test
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -e '.[test,crf,coco]'
+	$(BIN)/python -m pip install -e '.[test,crf,coco,benchmarks]'
 	touch $@
 
 demo: install

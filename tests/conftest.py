@@ -8,11 +8,14 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cosa.cli.main import main
 from cosa.config.load import load_config
+from cosa.data.io import write_mask
 from cosa.data.synthetic import generate_synthetic_dataset
 from cosa.engine.checkpoint import save_checkpoint
 from cosa.method.thresholds import CplThresholds
@@ -151,3 +154,21 @@ def assert_one_line_error(code, err, *fragments):
     assert "Traceback" not in err
     for fragment in fragments:
         assert str(fragment) in lines[0]
+
+
+def write_image(path, size=(20, 16)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+def make_folder_dataset(root, rows, classes=("cat", "dog")):
+    (root / "images").mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    lines = ["image,labels"]
+    for name, labels, mask in rows:
+        write_image(root / "images" / f"{name}.png")
+        if mask is not None:
+            write_mask(root / "masks" / f"{name}.png", mask)
+        lines.append(f"{name}.png,{labels}")
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    return root

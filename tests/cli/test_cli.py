@@ -124,6 +124,9 @@ def test_data_synthetic_and_check(tmp_path, capsys):
     assert code == 0 and (root / "classes.txt").is_file() and len(list((root / "images").iterdir())) == 9
     code, out, _ = run_cli(capsys, "data", "check", root)
     assert code == 0 and "0 problem(s)" in out
+    # What the preset needs to know, and the settings that follow (cosa.config.scaling).
+    assert "shorter side 48–48 px" in out and "classes never alone:" in out
+    assert "suggested settings for 'train'" in out and "--config own data.crop_size=64 " in out
     (root / "images" / "train_0001.png").write_bytes(b"broken")
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "masks" / "train_0002.png")
     code, out, _ = run_cli(capsys, "data", "check", root)

@@ -13,23 +13,7 @@ from cosa.data.io import read_image, write_mask
 from cosa.data.layouts import detect_layout, load_split
 from cosa.errors import CosaError
 
-
-def write_image(path, size=(20, 16)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
-
-
-def make_folder_dataset(root, rows, classes=("cat", "dog")):
-    (root / "images").mkdir(parents=True)
-    (root / "classes.txt").write_text("\n".join(classes) + "\n")
-    lines = ["image,labels"]
-    for name, labels, mask in rows:
-        write_image(root / "images" / f"{name}.png")
-        if mask is not None:
-            write_mask(root / "masks" / f"{name}.png", mask)
-        lines.append(f"{name}.png,{labels}")
-    (root / "train.csv").write_text("\n".join(lines) + "\n")
-    return root
+from conftest import make_folder_dataset, write_image
 
 
 def test_folder_layout(tmp_path):

@@ -83,6 +83,11 @@ def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, recipe):
         assert thresholds[0].cam.position == thresholds[1].cam.position
     logged = [entry["iteration"] for entry in read_metrics(tmp_path / "resumed") if "train/loss" in entry]
     assert logged == [2, 4, 6]
+    fits = [
+        {entry["iteration"]: entry["train/label_map"] for entry in read_metrics(run) if "train/label_map" in entry}
+        for run in (tmp_path / "straight", tmp_path / "resumed")
+    ]
+    assert fits[0] == fits[1] and 6 in fits[0]
 
 
 def test_checkpoints_round_trip(tiny_data, tmp_path):

@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from cosa.data.check import CheckReport
     from cosa.data.prepare import PrepareReport
 
 
@@ -78,12 +79,34 @@ def run_check(args: argparse.Namespace) -> int:
     report = check_dataset(args.root)
     counts = ", ".join(f"{split}: {count}" for split, count in report.images.items())
     print(f"{report.root} ({report.layout} layout) — readable images per split: {counts or 'none'}")
+    for split, statistics in report.statistics.items():
+        print(f"{split}:")
+        for line in statistics.describe():
+            print(f"  {line}")
+    _print_suggested_settings(report)
     for warning in report.warnings:
         print(f"warning: {warning}")
     for problem in report.problems:
         print(f"problem: {problem}")
     print(f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s)")
     return 1 if report.problems else 0
+
+
+def _print_suggested_settings(report: CheckReport) -> None:
+    """The ``own`` preset's data-dependent settings for this dataset (cosa.config.scaling), from
+    its training split: ``train_aug`` or ``train`` when there is one, else the largest split."""
+    from cosa.config.scaling import scaled_settings
+
+    named = [split for split in ("train_aug", "train") if split in report.statistics]
+    split = named[0] if named else max(report.statistics, key=lambda s: report.statistics[s].images, default=None)
+    statistics = report.statistics.get(split)
+    if statistics is None or not statistics.images:
+        return
+    settings = scaled_settings(statistics.median_short_side, statistics.median_object_side, statistics.images)
+    overrides = " ".join(f"{key}={value}" for key, value in settings.items())
+    print(f"suggested settings for '{split}' (docs/method.md, \"Own data\"): --config own {overrides}")
+    if statistics.median_object_side is None:
+        print("  (no masks, so no object size: model.output_stride stays the preset's 8, for objects under 64 px)")
 
 
 def run_prepare_voc(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Train CoSA (or a baseline recipe). Under torchrun, every process runs this command.",
     )
     parser.add_argument(
-        "--config", help="preset (voc, coco, demo) or a YAML file (default voc; with --resume, the run's)"
+        "--config", help="preset (voc, coco, demo, own) or a YAML file (default voc; with --resume, the run's)"
     )
     parser.add_argument("--data", help="dataset root (VOC, COCO or folder layout)")
     parser.add_argument("--recipe", choices=RECIPE_NAMES, help="training recipe (default: the config's, release)")

@@ -32,7 +32,7 @@ from cosa.config.schema import (
 from cosa.errors import CosaError
 from cosa.files import write_text_atomically
 
-PRESETS = ("voc", "coco", "demo")
+PRESETS = ("voc", "coco", "demo", "own")
 RECIPES = RECIPE_NAMES
 _BASE_KEY = "base"  # a config file may start from a preset: ``base: voc``
 # The one value a resumed run may change: more iterations continue a run for longer.

@@ -8,6 +8,7 @@ from pathlib import Path
 from cosa.config.schema import DataConfig
 from cosa.data.io import read_image, read_mask
 from cosa.data.layouts import available_splits, dataset_root, detect_layout, load_split, partial_masks_problem
+from cosa.data.statistics import SplitStatistics
 from cosa.errors import CosaError
 
 # The split that training evaluates on: data.val_split of the schema and of every preset.
@@ -21,6 +22,7 @@ class CheckReport:
     images: dict[str, int] = field(default_factory=dict)  # split → readable images
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    statistics: dict[str, SplitStatistics] = field(default_factory=dict)  # split → what it holds
 
 
 def check_dataset(root: str | Path) -> CheckReport:
@@ -43,27 +45,27 @@ def check_dataset(root: str | Path) -> CheckReport:
             continue
         if split == VALIDATION_SPLIT and (problem := partial_masks_problem(dataset)):
             report.problems.append(problem)
-        readable = 0
+        statistics = SplitStatistics(dataset.class_names)
         for sample in dataset.samples:
             try:
                 image = read_image(sample.image, dataset.exif_orientation)
             except CosaError as error:
                 report.problems.append(str(error))
                 continue
-            readable += 1
             if not sample.labels:
                 report.warnings.append(f"{sample.image}: no class labels (background only)")
-            if sample.mask is None:
-                continue
-            try:
-                mask = read_mask(sample.mask, dataset.num_classes)
-            except CosaError as error:
-                report.problems.append(str(error))
-                continue
-            if tuple(mask.shape) != tuple(image.shape[-2:]):
-                report.problems.append(
-                    f"{sample.mask}: mask is {tuple(mask.shape)} but its image is {tuple(image.shape[-2:])}"
-                )
+            size = tuple(image.shape[-2:])
+            mask = None
+            if sample.mask is not None:
+                try:
+                    mask = read_mask(sample.mask, dataset.num_classes)
+                except CosaError as error:
+                    report.problems.append(str(error))
+            if mask is not None and tuple(mask.shape) != size:
+                report.problems.append(f"{sample.mask}: mask is {tuple(mask.shape)} but its image is {size}")
+                mask = None
+            statistics.add(size, sample.labels, mask)
+            if mask is None:
                 continue
             in_mask = {int(v) - 1 for v in mask.unique() if 1 <= v <= dataset.num_classes}
             listed = set(sample.labels)
@@ -73,6 +75,7 @@ def check_dataset(root: str | Path) -> CheckReport:
                     f"{sample.mask}: labels {[names[i] for i in sorted(listed)]} disagree with the mask's "
                     f"classes {[names[i] for i in sorted(in_mask)]}"
                 )
-        report.images[split] = readable
+        report.images[split] = statistics.images
+        report.statistics[split] = statistics
     report.problems = list(dict.fromkeys(report.problems))  # a bad mask is met by the label cache and here
     return report

@@ -33,6 +33,7 @@ from cosa.engine import distributed
 from cosa.engine.checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from cosa.engine.distributed import DistContext, all_gather_cat, all_reduce_sum, average_buffers, barrier
 from cosa.engine.evaluate import evaluate, format_results
+from cosa.engine.label_fit import MIN_FIT, WINDOW, LabelFit
 from cosa.engine.monitor import CplMonitor
 from cosa.engine.run_dir import claim, last_checkpoint
 from cosa.engine.runlog import RunLog, setup_logging
@@ -90,6 +91,7 @@ class Trainer:
             self.objective.thresholds.gather = all_gather_cat
         self.threshold_history: list[torch.Tensor] = []  # this log interval's per-step thresholds
         self.monitor = CplMonitor(self.device) if self._monitors_cpl() else None
+        self.label_fit = LabelFit(len(self.class_names), self.device)
         self.iteration = 0
         self.skipped_steps = 0
         self.best_miou = float("-inf")
@@ -188,6 +190,8 @@ class Trainer:
                 count += 1
             progress.update()
             last = self.iteration == cfg.iterations
+            if self.iteration == self._switch_on_iteration() or last:
+                self._report_label_fit(last)
             if self.iteration % cfg.log_every == 0 or last:
                 seconds = (time.time() - started) / max(1, self.iteration - started_iteration)
                 self._log_training(sums, count, seconds, progress)
@@ -196,6 +200,39 @@ class Trainer:
                 self.save(self.last_checkpoint)
             if self._evaluation_due():
                 self._evaluate()
+
+    def _switch_on_iteration(self) -> int | None:
+        """The last iteration before the pseudo-label losses count (the loss gate opens at the
+        0-based step warm-up + 1); None for recipes without them."""
+        if self.cfg.method.recipe not in PSEUDO_LABEL_RECIPES:
+            return None
+        return self.cfg.method.loss_warmup_iters + 1
+
+    def _report_label_fit(self, last: bool) -> None:
+        """Log how well the classifier fits the training tags, and warn when it is too early for
+        the pseudo-label losses to switch on, or the run ends too soon (engine/label_fit.py)."""
+        fit = self.label_fit.mean_average_precision(all_gather_cat)
+        if fit is None or not self.dist.is_main:
+            return
+        if not last and self.iteration % self.cfg.train.log_every:  # else the interval's log holds it
+            self.runlog.write(self.iteration, {"train/label_map": fit})
+        when = "the run ends" if last else "the pseudo-label losses switch on"
+        tqdm.write(f"[{self.iteration}] {when}: the classifier fits the training tags at mAP {fit:.1f}")
+        if fit >= MIN_FIT:
+            return
+        if last:
+            advice = f"raise train.iterations (now {self.cfg.train.iterations})"
+        else:
+            advice = f"raise method.loss_warmup_iters (now {self.cfg.method.loss_warmup_iters}) and train.iterations"
+        log.warning(
+            "%s with the classifier fitting the training tags at mAP %.1f (last %d crops), below %.0f: "
+            "its CAMs are too poor to teach the segmentation; %s",
+            when,
+            fit,
+            WINDOW,
+            MIN_FIT,
+            advice,
+        )
 
     def _evaluation_due(self) -> bool:
         return self.iteration % self.cfg.train.eval_every == 0 or self.iteration == self.cfg.train.iterations
@@ -280,7 +317,8 @@ class Trainer:
         )
 
     def _record(self, batch: dict, losses: StepLosses) -> None:
-        """Keep this step's thresholds and CPL counts on the device until the next log."""
+        """Keep this step's class scores, thresholds and CPL counts on the device until the next log."""
+        self.label_fit.update(losses.logits, batch["labels"])
         if losses.assigned is None:
             return
         thresholds = self.objective.thresholds
@@ -324,6 +362,9 @@ class Trainer:
             means = {f"train/{name}": float(value) / count for name, value in zip(names, values.cpu())}
         means["train/lr"] = self.optimizer.param_groups[0]["lr"]
         means["train/seconds_per_step"] = seconds_per_step
+        fit = self.label_fit.mean_average_precision(all_gather_cat)
+        if fit is not None:
+            means["train/label_map"] = fit
         if self.skipped_steps:
             means["train/skipped_steps"] = self.skipped_steps
         if self.monitor is not None:
@@ -383,6 +424,7 @@ class Trainer:
             "online": self.online.state_dict(),
             "assignment": self.assignment.state_dict(),
             "thresholds": self.objective.thresholds.state_dict(),
+            "label_fit": self.label_fit.state_dict(),
             "best_miou": self.best_miou,
             "skipped_steps": self.skipped_steps,
             "metrics": self.last_metrics,
@@ -413,6 +455,8 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.objective.thresholds.load_state_dict(checkpoint["thresholds"])
+        if "label_fit" in checkpoint:  # absent from checkpoints written before the fit was measured
+            self.label_fit.load_state_dict(checkpoint["label_fit"])
         self.iteration = int(checkpoint["iteration"])
         self.best_miou = float(checkpoint["best_miou"])
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))

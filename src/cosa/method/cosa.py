@@ -50,6 +50,7 @@ class StepLosses:
     cpl: torch.Tensor | None = None  # the step's CPL (B×H×W), for monitoring
     assigned: Assignments | None = None  # what the AN computed, for monitoring
     inside: torch.Tensor | None = None  # the crop boxes (B×H×W bool), for monitoring
+    logits: torch.Tensor | None = None  # the online network's class scores (B×C), for monitoring
     skipped: bool = False  # set by the trainer when the step was dropped (train.nonfinite=skip)
 
 
@@ -153,7 +154,7 @@ class CoSAObjective:
         if cfg.contrastive.enabled:
             gate = self.loss_gate(step, cfg.contrastive.warmup_iters)
             total = total + gate * cfg.contrastive.weight * terms["csc"]
-        return StepLosses(total, terms, cpl=cpl, assigned=assigned, inside=inside)
+        return StepLosses(total, terms, cpl=cpl, assigned=assigned, inside=inside, logits=output.logits)
 
     def contrastive_separation(
         self, online: nn.Module, output: NetworkOutput, spl: torch.Tensor, labels: torch.Tensor
@@ -206,7 +207,7 @@ class CoSAObjective:
             "cls": classification_loss(output.logits.float(), labels),
             "cls_aux": classification_loss(output.aux_logits.float(), labels),
         }
-        return StepLosses(terms["cls"] + terms["cls_aux"], terms)
+        return StepLosses(terms["cls"] + terms["cls_aux"], terms, logits=output.logits)
 
     def supervised(self, online: nn.Module, batch: dict) -> StepLosses:
         output = online(batch["strong"])
@@ -218,4 +219,4 @@ class CoSAObjective:
             "seg": supervised_segmentation_loss(seg, batch["mask"]),
         }
         total = terms["cls"] + terms["cls_aux"] + self.cfg.supervised_weight * terms["seg"]
-        return StepLosses(total, terms)
+        return StepLosses(total, terms, logits=output.logits)

@@ -1,0 +1,64 @@
+"""Settings that follow from the data: image size, object size and the number of images.
+
+The ``own`` preset is these rules applied to its reference dataset (the real-photo benchmark's:
+128 px images, objects of about 35 px, 1,500 training images); ``cosa data check`` applies them
+to the dataset it reads and prints the overrides. docs/method.md ("Own data") gives the reasons.
+"""
+
+from __future__ import annotations
+
+import math
+
+# The own preset's reference dataset (benchmarks/real_photos.py, tuning seed): median shorter
+# side (px), median object √area (px), training images.
+REFERENCE_DATASET = (128, 34, 1500)
+
+# The crop: the images' median shorter side, rounded up to a multiple of 32, within these bounds.
+CROP_BOUNDS = (64, 448)
+# A CNN's output stride: 16, unless the median object would then span fewer CAM cells than this.
+MIN_OBJECT_CELLS = 4
+# Passes over the training images, and the share of the run before the pseudo-label losses switch on.
+EPOCHS = 4
+WARMUP_SHARE = 0.4
+# The assignment network's EMA time constant 1 / (1 − momentum), and the learning-rate warm-up,
+# as shares of the run: the released 1/(1 − 0.9994) ≈ 1,667 and 1,500 of 32,000 steps.
+EMA_SHARE = 1 / 20
+LR_WARMUP_SHARE = 1 / 20
+# L_reg at the released crop: sigma_xy and the energy weight scale from there (docs/method.md).
+RELEASED_CROP, RELEASED_SIGMA_XY, RELEASED_ENERGY_WEIGHT = 448, 100.0, 1e-7
+ENERGY_WEIGHT_DAMPING = 10  # the full (448/crop)^4 rescaling collapsed classes at small crops
+
+
+def crop_size(short_side: float) -> int:
+    low, high = CROP_BOUNDS
+    return min(high, max(low, 32 * math.ceil(short_side / 32)))
+
+
+def output_stride(object_side: float | None) -> int:
+    """16, or 8 for objects (median √area, px) under MIN_OBJECT_CELLS cells of 16 px."""
+    return 8 if object_side is not None and object_side < 16 * MIN_OBJECT_CELLS else 16
+
+
+def scaled_settings(
+    short_side: float, object_side: float | None, num_images: int, batch_size: int = 8
+) -> dict[str, int | float]:
+    """``key=value`` settings for a dataset whose images have this median shorter side (px),
+    whose objects this median √area (px; None without masks), with ``num_images`` training images."""
+    crop = crop_size(short_side)
+    iterations = max(100, 50 * round(EPOCHS * num_images / batch_size / 50))
+    settings = {
+        "data.crop_size": crop,
+        "model.output_stride": output_stride(object_side),
+        "eval.size": crop,
+        "train.iterations": iterations,
+        "method.loss_warmup_iters": round(WARMUP_SHARE * iterations),
+        "method.ema_momentum": round(1 - 1 / (EMA_SHARE * iterations), 4),
+        "optim.warmup_iters": round(LR_WARMUP_SHARE * iterations),
+        "method.regularizer.sigma_xy": round(RELEASED_SIGMA_XY * crop / RELEASED_CROP, 1),
+        "method.regularizer.energy_weight": float(
+            f"{RELEASED_ENERGY_WEIGHT * (RELEASED_CROP / crop) ** 4 / ENERGY_WEIGHT_DAMPING:.2g}"
+        ),
+    }
+    if object_side is None:  # without masks the object size is unknown: the preset's stride stays
+        del settings["model.output_stride"]
+    return settings

@@ -1,0 +1,74 @@
+"""The classifier's fit to the training tags: average precision by brute force, the sliding
+window, and the trainer's report when the pseudo-label losses switch on and at the end."""
+
+import logging
+
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+
+from cosa.config import load_config
+from cosa.engine import label_fit
+from cosa.engine.distributed import DistContext
+from cosa.engine.label_fit import LabelFit, average_precision
+from cosa.engine.runlog import read_metrics
+from cosa.engine.trainer import Trainer
+
+from conftest import TINY_OVERRIDES
+
+CPU = DistContext(0, 1, 0, torch.device("cpu"))
+
+
+def test_average_precision_equals_scikit_learn():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(50, 4, generator=generator)
+    targets = (torch.rand(50, 4, generator=generator) < 0.3).long()
+    expected = [100 * average_precision_score(targets[:, c], scores[:, c]) for c in range(4)]
+    assert average_precision(scores, targets).tolist() == pytest.approx(expected, abs=1e-4)
+
+
+def test_average_precision_by_hand_and_without_positives():
+    # Ranked 0.9 (hit), 0.5 (miss), 0.2 (hit): AP = (1/1 + 2/3) / 2.
+    ap = average_precision(torch.tensor([[0.9, 0.1], [0.5, 0.3], [0.2, 0.2]]), torch.tensor([[1, 0], [0, 0], [1, 0]]))
+    assert ap[0].item() == pytest.approx(100 * (1 + 2 / 3) / 2)
+    assert ap[1].isnan()
+
+
+def test_the_window_holds_the_last_crops_and_skips_classes_never_tagged():
+    fit = LabelFit(num_classes=3, device=torch.device("cpu"), window=4)
+    assert fit.mean_average_precision() is None
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(3, 3, generator=generator), torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0]]))] * 3
+    for logits, tags in batches:
+        fit.update(logits, tags)
+    # 9 crops seen: the window holds crops 6..9, that is batch 2's last crop and batch 3.
+    scores = torch.cat([batches[1][0][2:], batches[2][0]])
+    tags = torch.cat([batches[1][1][2:], batches[2][1]])
+    expected = average_precision(scores, tags)[:2].mean().item()  # class 2 is never tagged
+    assert fit.mean_average_precision() == pytest.approx(expected)
+
+
+def trained(data, tmp_path, *overrides):
+    cfg = load_config("demo", "release", str(data), [*TINY_OVERRIDES, *overrides])
+    trainer = Trainer(cfg, tmp_path / "run", CPU)
+    trainer.fit()
+    return [entry for entry in read_metrics(tmp_path / "run") if "train/label_map" in entry]
+
+
+def test_the_fit_is_reported_at_the_switch_on_and_the_end_and_warns_when_low(tiny_data, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="cosa.engine.trainer"):
+        logged = trained(tiny_data, tmp_path, "train.log_every=4")  # switch-on after iteration 3 (warm-up 2)
+    assert [entry["iteration"] for entry in logged] == [3, 4, 6]
+    assert all(0 <= entry["train/label_map"] <= 100 for entry in logged)
+    # An untrained tiny network after 6 steps fits the tags far below MIN_FIT: both warn, naming the setting.
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 2
+    assert "method.loss_warmup_iters (now 2)" in warnings[0] and "train.iterations (now 6)" in warnings[1]
+
+
+def test_no_warning_when_the_classifier_fits(tiny_data, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(label_fit, "MIN_FIT", 0.0)
+    monkeypatch.setattr("cosa.engine.trainer.MIN_FIT", 0.0)
+    with caplog.at_level(logging.WARNING, logger="cosa.engine.trainer"):
+        trained(tiny_data, tmp_path)
+    assert not [record for record in caplog.records if "classifier" in record.getMessage()]
