@@ -109,7 +109,7 @@ def test_predict_writes_masks_and_cam_pictures(trained_run, tiny_data, tmp_path,
 def test_plot_draws_the_training_analysis(trained_run, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "plot", trained_run, "--out", tmp_path / "plots")
     assert code == 0
-    names = {"thresholds.png", "cpl_confidence.png", "losses.png", "miou.png"}
+    names = {"thresholds.png", "cpl_confidence.png", "losses.png", "miou.png", "classifier_fit.png"}
     assert {line.split("/")[-1] for line in out.split()} == names
     for name in names:
         with Image.open(tmp_path / "plots" / name) as image:

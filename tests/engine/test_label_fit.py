@@ -52,14 +52,14 @@ def trained(data, tmp_path, *overrides):
     cfg = load_config("demo", "release", str(data), [*TINY_OVERRIDES, *overrides])
     trainer = Trainer(cfg, tmp_path / "run", CPU)
     trainer.fit()
-    return [entry for entry in read_metrics(tmp_path / "run") if "train/label_map" in entry]
+    return [entry for entry in read_metrics(tmp_path / "run") if "fit/training_tags_map" in entry]
 
 
 def test_the_fit_is_reported_at_the_switch_on_and_the_end_and_warns_when_low(tiny_data, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="cosa.engine.trainer"):
         logged = trained(tiny_data, tmp_path, "train.log_every=4")  # switch-on after iteration 3 (warm-up 2)
     assert [entry["iteration"] for entry in logged] == [3, 4, 6]
-    assert all(0 <= entry["train/label_map"] <= 100 for entry in logged)
+    assert all(0 <= entry["fit/training_tags_map"] <= 100 for entry in logged)
     # An untrained tiny network after 6 steps fits the tags far below MIN_FIT: both warn, naming the setting.
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == 2

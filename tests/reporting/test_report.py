@@ -78,8 +78,9 @@ def test_page_is_self_contained_valid_html(page):
     assert "script" not in checker.tags and "link" not in checker.tags
     assert "http://" not in page and "https://" not in page
     images = embedded_pngs(page)
-    # confusion matrix, 4 training figures (thresholds, losses, validation, CPL confidence), prediction grid
-    assert len(images) == 6 == page.count("<img ")
+    # confusion matrix, 5 training figures (thresholds, losses, validation, CPL confidence, classifier
+    # fit), prediction grid
+    assert len(images) == 7 == page.count("<img ")
     assert all(image.format == "PNG" and image.width > 100 and image.height > 100 for image in images)
 
 
@@ -155,7 +156,8 @@ def test_figures_leave_no_pyplot_figure_open(run_dir):
     from cosa.reporting.plots import confusion_figure, run_pngs
 
     before = plt.get_fignums()
-    assert set(run_pngs(run_dir)) == {"thresholds.png", "losses.png", "miou.png", "cpl_confidence.png"}
+    expected = {"thresholds.png", "losses.png", "miou.png", "cpl_confidence.png", "classifier_fit.png"}
+    assert set(run_pngs(run_dir)) == expected
     confusion_figure([[3, 1], [0, 0]], ["background", "ball"])
     assert plt.get_fignums() == before
 
@@ -173,7 +175,7 @@ def test_no_eval_skips_the_evaluation(run_dir, tmp_path, monkeypatch):
     page = out.read_text(encoding="utf-8")
     assert "evaluation skipped (--no-eval)" in page and "<td>boat</td>" in page
     assert "checkpoint iteration</th><td>6</td>" in page
-    assert len(embedded_pngs(page)) == 4  # the training figures only
+    assert len(embedded_pngs(page)) == 5  # the training figures only
     assert parse(page).errors == []
 
 
@@ -189,7 +191,7 @@ def test_missing_pieces_are_named_on_the_page(run_dir, tmp_path, capsys):
         "no metrics: no final_metrics.json",
     ):
         assert fragment in page
-    assert len(embedded_pngs(page)) == 4 and parse(page).errors == []
+    assert len(embedded_pngs(page)) == 5 and parse(page).errors == []
 
 
 def test_unusable_dataset_is_named_on_the_page(run_dir, tmp_path):

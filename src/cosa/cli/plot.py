@@ -8,9 +8,9 @@ import argparse
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "plot",
-        help="draw a run's thresholds, CPL quality by confidence, losses and mIoU",
+        help="draw a run's thresholds, CPL quality by confidence, losses, mIoU and classifier fit",
         description="Reads RUN_DIR/metrics.jsonl and writes thresholds.png, cpl_confidence.png (when the "
-        "training split has masks), losses.png and miou.png.",
+        "training split has masks), losses.png, miou.png and classifier_fit.png.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument(

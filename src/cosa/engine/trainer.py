@@ -215,7 +215,7 @@ class Trainer:
         if fit is None or not self.dist.is_main:
             return
         if not last and self.iteration % self.cfg.train.log_every:  # else the interval's log holds it
-            self.runlog.write(self.iteration, {"train/label_map": fit})
+            self.runlog.write(self.iteration, {"fit/training_tags_map": fit})
         when = "the run ends" if last else "the pseudo-label losses switch on"
         tqdm.write(f"[{self.iteration}] {when}: the classifier fits the training tags at mAP {fit:.1f}")
         if fit >= MIN_FIT:
@@ -364,7 +364,7 @@ class Trainer:
         means["train/seconds_per_step"] = seconds_per_step
         fit = self.label_fit.mean_average_precision(all_gather_cat)
         if fit is not None:
-            means["train/label_map"] = fit
+            means["fit/training_tags_map"] = fit
         if self.skipped_steps:
             means["train/skipped_steps"] = self.skipped_steps
         if self.monitor is not None:

@@ -7,7 +7,8 @@ the confusion matrix of an evaluation.
   is the true label and how often the truth is background (the paper's Fig. 3 analysis; needs
   training masks), with CPL precision and recall;
 - ``losses.png`` — every loss term;
-- ``miou.png`` — the validation metrics.
+- ``miou.png`` — the validation metrics;
+- ``classifier_fit.png`` — how well the classifier fits the training tags (engine/label_fit.py).
 
 :func:`run_pngs` renders the same figures in memory, for pages that embed them (``cosa report``).
 Figures are made without pyplot, so drawing needs no GUI backend and leaves no figure open.
@@ -35,6 +36,7 @@ LINE_FIGURES = (
     ("thresholds.png", "thresholds/", "CPL thresholds", "threshold", False),
     ("losses.png", "train/", "training losses", "loss", True),
     ("miou.png", "val/", "validation", "%", False),
+    ("classifier_fit.png", "fit/", "classifier fit: mAP of the last training crops' tags", "%", False),
 )
 NOT_LOSSES = ("lr", "seconds_per_step")  # logged under train/ but not loss terms
 

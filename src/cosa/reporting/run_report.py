@@ -48,6 +48,7 @@ CURVE_CAPTIONS = {
     "cpl_confidence.png": "CPL quality by AN confidence over iterations (Fig. 3 analysis), CPL precision and recall",
     "losses.png": "training losses",
     "miou.png": "validation metrics during training",
+    "classifier_fit.png": "classifier fit: mAP of the training tags on the last training crops",
 }
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
