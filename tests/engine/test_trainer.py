@@ -83,8 +83,9 @@ def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, recipe):
         assert thresholds[0].cam.position == thresholds[1].cam.position
     logged = [entry["iteration"] for entry in read_metrics(tmp_path / "resumed") if "train/loss" in entry]
     assert logged == [2, 4, 6]
+    key = "fit/training_tags_map"
     fits = [
-        {entry["iteration"]: entry["fit/training_tags_map"] for entry in read_metrics(run) if "fit/training_tags_map" in entry}
+        {entry["iteration"]: entry[key] for entry in read_metrics(run) if key in entry}
         for run in (tmp_path / "straight", tmp_path / "resumed")
     ]
     assert fits[0] == fits[1] and 6 in fits[0]
