@@ -7,8 +7,8 @@ A variant is a recipe plus overrides (``VARIANTS``): the baselines (cam-only, su
 released recipe, the released recipe with each of the paper's three techniques alone, and the
 paper recipe (all three). Every run trains the preset with ``train.seed`` = 0..N-1 on the same
 data and is evaluated by the trainer at its last iteration (assignment network, the preset's eval
-protocol, validation split). Writes a JSON file (runs, summary, machine, versions, command) and
-prints a Markdown table.
+protocol, validation split). Writes a JSON file (runs with their per-class IoUs, summary, machine,
+versions, command) and prints two Markdown tables: the metrics, and the IoU of each class.
 
 A run whose directory already holds ``final_metrics.json`` and a ``config.yaml`` equal to the
 config it would train is not trained again, so an interrupted benchmark continues where it
@@ -79,6 +79,16 @@ def markdown(summary: dict) -> str:
     for variant, row in summary.items():
         cells = [f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}" if m in row else "–" for m in METRICS]
         lines.append(f"| {variant} | " + " | ".join(cells) + f" | {row['minutes']:.1f} |")
+    return "\n".join(lines)
+
+
+def per_class_markdown(runs: list[dict], variants: list[str]) -> str:
+    """Class × variant: the segmentation's IoU per class, mean over seeds (where the weak recipe loses)."""
+    names = list(runs[0]["per_class"])
+    lines = ["| class | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
+    for name in names:
+        cells = [statistics.fmean(run["per_class"][name] for run in runs if run["variant"] == v) for v in variants]
+        lines.append(f"| {name} | " + " | ".join(f"{cell:.1f}" for cell in cells) + " |")
     return "\n".join(lines)
 
 
@@ -156,6 +166,8 @@ def main() -> None:
                     "seed": seed,
                     "minutes": minutes,
                     **scores,
+                    "per_class": result["per_class"],
+                    "per_class_cam": result["per_class_cam"],
                     "protocol": result["protocol"],
                 }
             )
@@ -187,6 +199,7 @@ def main() -> None:
         )
     )
     print(markdown(summary))
+    print(per_class_markdown(runs, args.variants))
     print(f"wrote {out}")
 
 
