@@ -8,7 +8,6 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from cosa.config import load_config
-from cosa.engine import label_fit
 from cosa.engine.distributed import DistContext
 from cosa.engine.label_fit import LabelFit, average_precision
 from cosa.engine.runlog import read_metrics
@@ -36,7 +35,7 @@ def test_average_precision_by_hand_and_without_positives():
 
 def test_the_window_holds_the_last_crops_and_skips_classes_never_tagged():
     fit = LabelFit(num_classes=3, device=torch.device("cpu"), window=4)
-    assert fit.mean_average_precision() is None
+    assert fit.measure(0) is None
     generator = torch.Generator().manual_seed(1)
     batches = [(torch.randn(3, 3, generator=generator), torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0]]))] * 3
     for logits, tags in batches:
@@ -44,8 +43,17 @@ def test_the_window_holds_the_last_crops_and_skips_classes_never_tagged():
     # 9 crops seen: the window holds crops 6..9, that is batch 2's last crop and batch 3.
     scores = torch.cat([batches[1][0][2:], batches[2][0]])
     tags = torch.cat([batches[1][1][2:], batches[2][1]])
-    expected = average_precision(scores, tags)[:2].mean().item()  # class 2 is never tagged
-    assert fit.mean_average_precision() == pytest.approx(expected)
+    measured = fit.measure(3)
+    assert measured.map == pytest.approx(average_precision(scores, tags)[:2].mean().item())  # class 2 never tagged
+    # Chance: random scores' AP is the tag frequency; cat and dog are each in 3 of the 4 crops.
+    assert measured.chance == pytest.approx(75.0)
+
+
+def test_the_rise_is_measured_from_the_last_fit_at_or_before_an_iteration():
+    fit = LabelFit(num_classes=2, device=torch.device("cpu"))
+    fit.history = {20: 30.0, 40: 42.0, 60: 50.0}
+    assert fit.rise_since(45, 55.0) == pytest.approx(13.0) and fit.rise_since(60, 55.0) == pytest.approx(5.0)
+    assert fit.rise_since(10, 55.0) is None
 
 
 def trained(data, tmp_path, *overrides):
@@ -55,20 +63,22 @@ def trained(data, tmp_path, *overrides):
     return [entry for entry in read_metrics(tmp_path / "run") if "fit/training_tags_map" in entry]
 
 
-def test_the_fit_is_reported_at_the_switch_on_and_the_end_and_warns_when_low(tiny_data, tmp_path, caplog):
+def test_the_fit_is_reported_at_the_switch_on_and_the_end_with_warnings(tiny_data, tmp_path, caplog, monkeypatch):
+    # Criteria no 6-step run can meet: the warnings are then certain (the criteria are tested above).
+    monkeypatch.setattr("cosa.engine.trainer.MIN_GAIN", 101.0)
+    monkeypatch.setattr("cosa.engine.trainer.MAX_LATE_RISE", -101.0)
     with caplog.at_level(logging.WARNING, logger="cosa.engine.trainer"):
-        logged = trained(tiny_data, tmp_path, "train.log_every=4")  # switch-on after iteration 3 (warm-up 2)
-    assert [entry["iteration"] for entry in logged] == [3, 4, 6]
-    assert all(0 <= entry["fit/training_tags_map"] <= 100 for entry in logged)
-    # An untrained tiny network after 6 steps fits the tags far below MIN_FIT: both warn, naming the setting.
+        logged = trained(tiny_data, tmp_path, "train.log_every=2")  # switch-on after iteration 3 (warm-up 2)
+    assert [entry["iteration"] for entry in logged] == [2, 3, 4, 6]
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == 2
-    assert "method.loss_warmup_iters (now 2)" in warnings[0] and "train.iterations (now 6)" in warnings[1]
+    assert "raise method.loss_warmup_iters (now 2)" in warnings[0] and "of chance" in warnings[0]
+    assert "still learning" in warnings[1] and "raise train.iterations (now 6)" in warnings[1]
 
 
 def test_no_warning_when_the_classifier_fits(tiny_data, tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(label_fit, "MIN_FIT", 0.0)
-    monkeypatch.setattr("cosa.engine.trainer.MIN_FIT", 0.0)
+    monkeypatch.setattr("cosa.engine.trainer.MIN_GAIN", -101.0)
+    monkeypatch.setattr("cosa.engine.trainer.MAX_LATE_RISE", 101.0)
     with caplog.at_level(logging.WARNING, logger="cosa.engine.trainer"):
         trained(tiny_data, tmp_path)
     assert not [record for record in caplog.records if "classifier" in record.getMessage()]

@@ -33,7 +33,7 @@ from cosa.engine import distributed
 from cosa.engine.checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from cosa.engine.distributed import DistContext, all_gather_cat, all_reduce_sum, average_buffers, barrier
 from cosa.engine.evaluate import evaluate, format_results
-from cosa.engine.label_fit import MIN_FIT, WINDOW, LabelFit
+from cosa.engine.label_fit import MAX_LATE_RISE, MIN_GAIN, LabelFit
 from cosa.engine.monitor import CplMonitor
 from cosa.engine.run_dir import claim, last_checkpoint
 from cosa.engine.runlog import RunLog, setup_logging
@@ -210,29 +210,36 @@ class Trainer:
 
     def _report_label_fit(self, last: bool) -> None:
         """Log how well the classifier fits the training tags, and warn when it is too early for
-        the pseudo-label losses to switch on, or the run ends too soon (engine/label_fit.py)."""
-        fit = self.label_fit.mean_average_precision(all_gather_cat)
+        the pseudo-label losses to switch on, or when it was still learning at the end (engine/label_fit.py)."""
+        fit = self.label_fit.measure(self.iteration, all_gather_cat)
         if fit is None or not self.dist.is_main:
             return
         if not last and self.iteration % self.cfg.train.log_every:  # else the interval's log holds it
-            self.runlog.write(self.iteration, {"fit/training_tags_map": fit})
+            self.runlog.write(self.iteration, {"fit/training_tags_map": fit.map})
         when = "the run ends" if last else "the pseudo-label losses switch on"
-        tqdm.write(f"[{self.iteration}] {when}: the classifier fits the training tags at mAP {fit:.1f}")
-        if fit >= MIN_FIT:
-            return
-        if last:
-            advice = f"raise train.iterations (now {self.cfg.train.iterations})"
-        else:
-            advice = f"raise method.loss_warmup_iters (now {self.cfg.method.loss_warmup_iters}) and train.iterations"
-        log.warning(
-            "%s with the classifier fitting the training tags at mAP %.1f (last %d crops), below %.0f: "
-            "its CAMs are too poor to teach the segmentation; %s",
-            when,
-            fit,
-            WINDOW,
-            MIN_FIT,
-            advice,
+        tqdm.write(
+            f"[{self.iteration}] {when}: the classifier fits the training tags at mAP {fit.map:.1f} "
+            f"(chance {fit.chance:.1f})"
         )
+        if not last and fit.map - fit.chance < MIN_GAIN:
+            log.warning(
+                "the pseudo-label losses switch on while the classifier fits the training tags at mAP %.1f, "
+                "within %.0f points of chance (%.1f): its CAMs cannot teach the segmentation yet; raise "
+                "method.loss_warmup_iters (now %d) and train.iterations with it",
+                fit.map,
+                MIN_GAIN,
+                fit.chance,
+                self.cfg.method.loss_warmup_iters,
+            )
+        rise = self.label_fit.rise_since(self.iteration * 3 // 4, fit.map) if last else None
+        if rise is not None and rise > MAX_LATE_RISE:
+            log.warning(
+                "the run ends while the classifier is still learning the training tags (mAP +%.1f over the "
+                "last quarter, to %.1f): raise train.iterations (now %d)",
+                rise,
+                fit.map,
+                self.cfg.train.iterations,
+            )
 
     def _evaluation_due(self) -> bool:
         return self.iteration % self.cfg.train.eval_every == 0 or self.iteration == self.cfg.train.iterations
@@ -362,9 +369,9 @@ class Trainer:
             means = {f"train/{name}": float(value) / count for name, value in zip(names, values.cpu())}
         means["train/lr"] = self.optimizer.param_groups[0]["lr"]
         means["train/seconds_per_step"] = seconds_per_step
-        fit = self.label_fit.mean_average_precision(all_gather_cat)
+        fit = self.label_fit.measure(self.iteration, all_gather_cat)
         if fit is not None:
-            means["fit/training_tags_map"] = fit
+            means["fit/training_tags_map"] = fit.map
         if self.skipped_steps:
             means["train/skipped_steps"] = self.skipped_steps
         if self.monitor is not None:
