@@ -6,29 +6,30 @@ from cosa.config import load_config
 from cosa.config.scaling import REFERENCE_DATASET, crop_size, output_stride, scaled_settings
 
 
-@pytest.mark.parametrize("side, crop", [(128, 128), (100, 128), (375, 384), (30, 64), (1000, 448)])
-def test_the_crop_is_the_shorter_side_rounded_up_to_32_within_bounds(side, crop):
+@pytest.mark.parametrize("side, crop", [(128, 96), (100, 64), (375, 288), (30, 64), (1000, 448)])
+def test_the_crop_is_three_quarters_of_the_shorter_side_rounded_to_32_within_bounds(side, crop):
     assert crop_size(side) == crop
 
 
-@pytest.mark.parametrize("object_side, stride", [(34, 8), (63.9, 8), (64, 16), (200, 16), (None, 16)])
-def test_stride_8_for_objects_under_four_cells_of_16(object_side, stride):
+@pytest.mark.parametrize("object_side, stride", [(20, 8), (31.9, 8), (32, 16), (200, 16), (None, 16)])
+def test_stride_8_for_objects_under_two_cells_of_16(object_side, stride):
     assert output_stride(object_side) == stride
 
 
 def test_settings_by_hand_for_an_imagined_dataset():
     settings = scaled_settings(short_side=375, object_side=150, num_images=10000, batch_size=8)
-    # 4 epochs of 10,000 images at 8 per step: 5,000 steps, 40% warm-up, EMA time constant 250.
+    # Crop 3/4 × 375 → 288, evaluation 1.5 × 375 → 576; 4 epochs of 10,000 images at 8 per step:
+    # 5,000 steps, 40% warm-up, EMA time constant 250.
     assert settings == {
-        "data.crop_size": 384,
+        "data.crop_size": 288,
         "model.output_stride": 16,
-        "eval.size": 384,
+        "eval.size": 576,
         "train.iterations": 5000,
         "method.loss_warmup_iters": 2000,
         "method.ema_momentum": 0.996,
         "optim.warmup_iters": 250,
-        "method.regularizer.sigma_xy": round(100 * 384 / 448, 1),
-        "method.regularizer.energy_weight": float(f"{1e-7 * (448 / 384) ** 4 / 10:.2g}"),
+        "method.regularizer.sigma_xy": round(100 * 288 / 448, 1),
+        "method.regularizer.energy_weight": float(f"{1e-7 * (448 / 288) ** 4 / 10:.2g}"),
     }
 
 

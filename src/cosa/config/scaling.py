@@ -13,10 +13,12 @@ import math
 # side (px), median object √area (px), training images.
 REFERENCE_DATASET = (128, 34, 1500)
 
-# The crop: the images' median shorter side, rounded up to a multiple of 32, within these bounds.
+# The crop: 3/4 of the images' median shorter side, rounded to a multiple of 32, within these
+# bounds; evaluation at 1.5× that side, so a stride-16 network's maps are not coarser than needed.
 CROP_BOUNDS = (64, 448)
+CROP_SHARE, EVAL_SCALE = 0.75, 1.5
 # A CNN's output stride: 16, unless the median object would then span fewer CAM cells than this.
-MIN_OBJECT_CELLS = 4
+MIN_OBJECT_CELLS = 2
 # Passes over the training images, and the share of the run before the pseudo-label losses switch on.
 EPOCHS = 4
 WARMUP_SHARE = 0.4
@@ -29,9 +31,13 @@ RELEASED_CROP, RELEASED_SIGMA_XY, RELEASED_ENERGY_WEIGHT = 448, 100.0, 1e-7
 ENERGY_WEIGHT_DAMPING = 10  # the full (448/crop)^4 rescaling collapsed classes at small crops
 
 
+def _multiple_of_32(side: float) -> int:
+    return 32 * max(1, round(side / 32))
+
+
 def crop_size(short_side: float) -> int:
     low, high = CROP_BOUNDS
-    return min(high, max(low, 32 * math.ceil(short_side / 32)))
+    return min(high, max(low, _multiple_of_32(CROP_SHARE * short_side)))
 
 
 def output_stride(object_side: float | None) -> int:
@@ -49,7 +55,7 @@ def scaled_settings(
     settings = {
         "data.crop_size": crop,
         "model.output_stride": output_stride(object_side),
-        "eval.size": crop,
+        "eval.size": _multiple_of_32(EVAL_SCALE * short_side),
         "train.iterations": iterations,
         "method.loss_warmup_iters": round(WARMUP_SHARE * iterations),
         "method.ema_momentum": round(1 - 1 / (EMA_SHARE * iterations), 4),
