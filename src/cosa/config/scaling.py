@@ -7,8 +7,6 @@ to the dataset it reads and prints the overrides. docs/method.md ("Own data") gi
 
 from __future__ import annotations
 
-import math
-
 # The own preset's reference dataset (benchmarks/real_photos.py, tuning seed): median shorter
 # side (px), median object √area (px), training images.
 REFERENCE_DATASET = (128, 34, 1500)

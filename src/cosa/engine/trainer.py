@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from cosa.config.load import save_config
 from cosa.config.schema import PSEUDO_LABEL_RECIPES, Config
@@ -163,13 +164,17 @@ class Trainer:
         """Train to ``train.iterations``; returns the final evaluation (None without masks)."""
         if self.evaluation_pending:
             self._evaluate()
-        with tqdm(
-            total=self.cfg.train.iterations,
-            initial=self.iteration,
-            desc="train",
-            disable=not self.dist.is_main,
-            dynamic_ncols=True,
-        ) as progress:
+        # Log lines (warnings among them) go above the progress bar, not into it.
+        with (
+            logging_redirect_tqdm(),
+            tqdm(
+                total=self.cfg.train.iterations,
+                initial=self.iteration,
+                desc="train",
+                disable=not self.dist.is_main,
+                dynamic_ncols=True,
+            ) as progress,
+        ):
             self._iterate(progress)
         self.runlog.close()
         if self.dist.is_main and self.last_metrics is not None:
