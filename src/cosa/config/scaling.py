@@ -1,7 +1,7 @@
 """Settings that follow from the data: image size, object size and the number of images.
 
 The ``own`` preset is these rules applied to its reference dataset (the real-photo benchmark's:
-128 px images, objects of about 35 px, 1,500 training images); ``cosa data check`` applies them
+128 px images, objects of about 34 px, 1,500 training images); ``cosa data check`` applies them
 to the dataset it reads and prints the overrides. docs/method.md ("Own data") gives the reasons.
 """
 
