@@ -9,7 +9,7 @@ from sklearn.metrics import average_precision_score
 
 from cosa.config import load_config
 from cosa.engine.distributed import DistContext
-from cosa.engine.label_fit import LabelFit, average_precision
+from cosa.engine.label_fit import Fit, LabelFit, average_precision
 from cosa.engine.runlog import read_metrics
 from cosa.engine.trainer import Trainer
 
@@ -56,6 +56,15 @@ def test_the_rise_is_measured_from_the_last_fit_at_or_before_an_iteration():
     assert fit.rise_since(10, 55.0) is None
 
 
+def test_the_warnings_by_hand():
+    fit = LabelFit(num_classes=2, device=torch.device("cpu"))
+    assert "now 75" in fit.switch_on_warning(Fit(map=31.0, chance=21.5), warmup_iters=75)  # 9.5 above chance
+    assert fit.switch_on_warning(Fit(map=31.5, chance=21.5), warmup_iters=75) is None
+    fit.history = {600: 46.0, 700: 49.0}
+    assert "+5.5" in fit.end_warning(Fit(map=51.5, chance=20.0), iteration=800)  # from 46.0 at 600
+    assert fit.end_warning(Fit(map=51.0, chance=20.0), iteration=800) is None  # +5.0 is not more than 5
+
+
 def trained(data, tmp_path, *overrides):
     cfg = load_config("demo", "release", str(data), [*TINY_OVERRIDES, *overrides])
     trainer = Trainer(cfg, tmp_path / "run", CPU)
@@ -65,8 +74,8 @@ def trained(data, tmp_path, *overrides):
 
 def test_the_fit_is_reported_at_the_switch_on_and_the_end_with_warnings(tiny_data, tmp_path, caplog, monkeypatch):
     # Criteria no 6-step run can meet: the warnings are then certain (the criteria are tested above).
-    monkeypatch.setattr("cosa.engine.trainer.MIN_GAIN", 101.0)
-    monkeypatch.setattr("cosa.engine.trainer.MAX_LATE_RISE", -101.0)
+    monkeypatch.setattr("cosa.engine.label_fit.MIN_GAIN", 101.0)
+    monkeypatch.setattr("cosa.engine.label_fit.MAX_LATE_RISE", -101.0)
     with caplog.at_level(logging.WARNING, logger="cosa.engine.trainer"):
         logged = trained(tiny_data, tmp_path, "train.log_every=2")  # switch-on after iteration 3 (warm-up 2)
     assert [entry["iteration"] for entry in logged] == [2, 3, 4, 6]
@@ -77,8 +86,8 @@ def test_the_fit_is_reported_at_the_switch_on_and_the_end_with_warnings(tiny_dat
 
 
 def test_no_warning_when_the_classifier_fits(tiny_data, tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr("cosa.engine.trainer.MIN_GAIN", -101.0)
-    monkeypatch.setattr("cosa.engine.trainer.MAX_LATE_RISE", 101.0)
+    monkeypatch.setattr("cosa.engine.label_fit.MIN_GAIN", -101.0)
+    monkeypatch.setattr("cosa.engine.label_fit.MAX_LATE_RISE", 101.0)
     with caplog.at_level(logging.WARNING, logger="cosa.engine.trainer"):
         trained(tiny_data, tmp_path)
     assert not [record for record in caplog.records if "classifier" in record.getMessage()]

@@ -95,7 +95,7 @@ def run_check(args: argparse.Namespace) -> int:
 def _print_suggested_settings(report: CheckReport) -> None:
     """The ``own`` preset's data-dependent settings for this dataset (cosa.config.scaling), from
     its training split: ``train_aug`` or ``train`` when there is one, else the largest split."""
-    from cosa.config.scaling import scaled_settings
+    from cosa.config.scaling import MIN_OBJECT_CELLS, scaled_settings
 
     named = [split for split in ("train_aug", "train") if split in report.statistics]
     split = named[0] if named else max(report.statistics, key=lambda s: report.statistics[s].images, default=None)
@@ -106,7 +106,10 @@ def _print_suggested_settings(report: CheckReport) -> None:
     overrides = " ".join(f"{key}={value}" for key, value in settings.items())
     print(f"suggested settings for '{split}' (docs/method.md, \"Own data\"): --config own {overrides}")
     if statistics.median_object_side is None:
-        print("  (no masks, so no object size: model.output_stride stays the preset's 8, for objects under 64 px)")
+        print(
+            f"  (no masks, so no object size: model.output_stride stays the preset's; set 8 for objects "
+            f"under {16 * MIN_OBJECT_CELLS} px)"
+        )
 
 
 def run_prepare_voc(args: argparse.Namespace) -> int:

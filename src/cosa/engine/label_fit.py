@@ -83,6 +83,27 @@ class LabelFit:
         earlier = [i for i in self.history if i <= iteration]
         return now - self.history[max(earlier)] if earlier else None
 
+    def switch_on_warning(self, fit: Fit, warmup_iters: int) -> str | None:
+        """What to say when the pseudo-label losses switch on at this fit, if it is too early."""
+        if fit.map - fit.chance >= MIN_GAIN:
+            return None
+        return (
+            f"the pseudo-label losses switch on while the classifier fits the training tags at mAP {fit.map:.1f}, "
+            f"within {MIN_GAIN:.0f} points of chance ({fit.chance:.1f}): its CAMs cannot teach the segmentation "
+            f"yet; raise method.loss_warmup_iters (now {warmup_iters}) and train.iterations with it"
+        )
+
+    def end_warning(self, fit: Fit, iteration: int) -> str | None:
+        """What to say when the run ends at ``iteration`` with this fit, if the classifier was
+        still learning over the last quarter of the run."""
+        rise = self.rise_since(iteration * 3 // 4, fit.map)
+        if rise is None or rise <= MAX_LATE_RISE:
+            return None
+        return (
+            f"the run ends while the classifier is still learning the training tags (mAP +{rise:.1f} over the "
+            f"last quarter, to {fit.map:.1f}): raise train.iterations (now {iteration})"
+        )
+
     def state_dict(self) -> dict:
         return {"scores": self.scores, "tags": self.tags, "seen": self.seen, "history": dict(self.history)}
 

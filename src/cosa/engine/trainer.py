@@ -34,7 +34,7 @@ from cosa.engine import distributed
 from cosa.engine.checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from cosa.engine.distributed import DistContext, all_gather_cat, all_reduce_sum, average_buffers, barrier
 from cosa.engine.evaluate import evaluate, format_results
-from cosa.engine.label_fit import MAX_LATE_RISE, MIN_GAIN, LabelFit
+from cosa.engine.label_fit import LabelFit
 from cosa.engine.monitor import CplMonitor
 from cosa.engine.run_dir import claim, last_checkpoint
 from cosa.engine.runlog import RunLog, setup_logging
@@ -226,25 +226,12 @@ class Trainer:
             f"[{self.iteration}] {when}: the classifier fits the training tags at mAP {fit.map:.1f} "
             f"(chance {fit.chance:.1f})"
         )
-        if not last and fit.map - fit.chance < MIN_GAIN:
-            log.warning(
-                "the pseudo-label losses switch on while the classifier fits the training tags at mAP %.1f, "
-                "within %.0f points of chance (%.1f): its CAMs cannot teach the segmentation yet; raise "
-                "method.loss_warmup_iters (now %d) and train.iterations with it",
-                fit.map,
-                MIN_GAIN,
-                fit.chance,
-                self.cfg.method.loss_warmup_iters,
-            )
-        rise = self.label_fit.rise_since(self.iteration * 3 // 4, fit.map) if last else None
-        if rise is not None and rise > MAX_LATE_RISE:
-            log.warning(
-                "the run ends while the classifier is still learning the training tags (mAP +%.1f over the "
-                "last quarter, to %.1f): raise train.iterations (now %d)",
-                rise,
-                fit.map,
-                self.cfg.train.iterations,
-            )
+        if last:
+            warning = self.label_fit.end_warning(fit, self.iteration)
+        else:
+            warning = self.label_fit.switch_on_warning(fit, self.cfg.method.loss_warmup_iters)
+        if warning:
+            log.warning(warning)
 
     def _evaluation_due(self) -> bool:
         return self.iteration % self.cfg.train.eval_every == 0 or self.iteration == self.cfg.train.iterations
