@@ -363,7 +363,7 @@ class Trainer:
         means["train/seconds_per_step"] = seconds_per_step
         fit = self.label_fit.measure(self.iteration, all_gather_cat)
         if fit is not None:
-            means["fit/training_tags_map"] = fit.map
+            means["fit/training_tags_map"], means["fit/chance"] = fit.map, fit.chance
         if self.skipped_steps:
             means["train/skipped_steps"] = self.skipped_steps
         if self.monitor is not None:

@@ -36,7 +36,7 @@ LINE_FIGURES = (
     ("thresholds.png", "thresholds/", "CPL thresholds", "threshold", False),
     ("losses.png", "train/", "training losses", "loss", True),
     ("miou.png", "val/", "validation", "%", False),
-    ("classifier_fit.png", "fit/", "classifier fit: mAP of the last training crops' tags", "%", False),
+    ("classifier_fit.png", "fit/", "classifier fit: mAP of the last training crops' tags, and chance", "%", False),
 )
 NOT_LOSSES = ("lr", "seconds_per_step")  # logged under train/ but not loss terms
 
