@@ -1,7 +1,5 @@
 """What ``cosa data check`` measures of a dataset, checked on a hand-made one."""
 
-import math
-
 import numpy as np
 
 from cosa.data.check import check_dataset
@@ -28,4 +26,4 @@ def test_sizes_counts_and_classes_never_alone(tmp_path):
     assert statistics.never_alone == ["dog"]
     text = "\n".join(statistics.describe())
     assert "classes never alone: dog" in text and "images per class: cat 3, dog 1" in text
-    assert "median 4 px" in text and not math.isnan(statistics.median_object_side)
+    assert "median 4 px" in text
