@@ -19,10 +19,14 @@ VALIDATION_SPLIT = DataConfig.val_split
 class CheckReport:
     root: Path
     layout: str
-    images: dict[str, int] = field(default_factory=dict)  # split → readable images
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     statistics: dict[str, SplitStatistics] = field(default_factory=dict)  # split → what it holds
+
+    @property
+    def images(self) -> dict[str, int]:
+        """Split → readable images."""
+        return {split: statistics.images for split, statistics in self.statistics.items()}
 
 
 def check_dataset(root: str | Path) -> CheckReport:
@@ -75,7 +79,6 @@ def check_dataset(root: str | Path) -> CheckReport:
                     f"{sample.mask}: labels {[names[i] for i in sorted(listed)]} disagree with the mask's "
                     f"classes {[names[i] for i in sorted(in_mask)]}"
                 )
-        report.images[split] = statistics.images
         report.statistics[split] = statistics
     report.problems = list(dict.fromkeys(report.problems))  # a bad mask is met by the label cache and here
     return report

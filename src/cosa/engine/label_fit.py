@@ -55,6 +55,7 @@ class LabelFit:
         self.tags = torch.zeros(window, num_classes, device=device)
         self.seen = 0
         self.history: dict[int, float] = {}  # iteration → mAP
+        self._measured: tuple[int, Fit] | None = None  # the last measurement, reused at the same iteration
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, tags: torch.Tensor) -> None:
@@ -66,6 +67,8 @@ class LabelFit:
     def measure(self, iteration: int, gather=lambda tensor: tensor) -> Fit | None:
         """The fit over the window (``gather`` concatenates the processes' windows), kept in the
         history; None before the window holds a tagged crop."""
+        if self._measured is not None and self._measured[0] == iteration:
+            return self._measured[1]
         filled = min(self.seen, len(self.scores))
         if filled == 0:
             return None
@@ -76,6 +79,7 @@ class LabelFit:
             return None
         fit = Fit(float(ap[tagged].mean()), float(100 * tags.mean(dim=0)[tagged].mean()))
         self.history[iteration] = fit.map
+        self._measured = (iteration, fit)
         return fit
 
     def rise_since(self, iteration: int, now: float) -> float | None:
