@@ -18,16 +18,16 @@ def test_stride_8_for_objects_under_two_cells_of_16(object_side, stride):
 
 def test_settings_by_hand_for_an_imagined_dataset():
     settings = scaled_settings(short_side=375, object_side=150, num_images=10000, batch_size=8)
-    # Crop 3/4 × 375 → 288, evaluation 1.5 × 375 → 576; 4 epochs of 10,000 images at 8 per step:
-    # 5,000 steps, 40% warm-up, EMA time constant 250.
+    # Crop 3/4 × 375 → 288, evaluation 1.5 × 375 → 576; 8 epochs of 10,000 images at 8 per step:
+    # 10,000 steps, 40% warm-up, EMA time constant and LR warm-up 500.
     assert settings == {
         "data.crop_size": 288,
         "model.output_stride": 16,
         "eval.size": 576,
-        "train.iterations": 5000,
-        "method.loss_warmup_iters": 2000,
-        "method.ema_momentum": 0.996,
-        "optim.warmup_iters": 250,
+        "train.iterations": 10000,
+        "method.loss_warmup_iters": 4000,
+        "method.ema_momentum": 0.998,
+        "optim.warmup_iters": 500,
         "method.regularizer.sigma_xy": round(100 * 288 / 448, 1),
         "method.regularizer.energy_weight": float(f"{1e-7 * (448 / 288) ** 4 / 10:.2g}"),
     }

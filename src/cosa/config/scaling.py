@@ -18,7 +18,7 @@ CROP_SHARE, EVAL_SCALE = 0.75, 1.5
 # A CNN's output stride: 16, unless the median object would then span fewer CAM cells than this.
 MIN_OBJECT_CELLS = 2
 # Passes over the training images, and the share of the run before the pseudo-label losses switch on.
-EPOCHS = 4
+EPOCHS = 8
 WARMUP_SHARE = 0.4
 # The assignment network's EMA time constant 1 / (1 − momentum), and the learning-rate warm-up,
 # as shares of the run: the released 1/(1 − 0.9994) ≈ 1,667 and 1,500 of 32,000 steps.
