@@ -49,19 +49,21 @@ def test_the_window_holds_the_last_crops_and_skips_classes_never_tagged():
     assert measured.chance == pytest.approx(75.0)
 
 
-def test_the_rise_is_measured_from_the_last_fit_at_or_before_an_iteration():
+def test_the_late_rise_compares_the_means_of_two_eighths_a_quarter_apart():
     fit = LabelFit(num_classes=2, device=torch.device("cpu"))
-    fit.history = {20: 30.0, 40: 42.0, 60: 50.0}
-    assert fit.rise_since(45, 55.0) == pytest.approx(13.0) and fit.rise_since(60, 55.0) == pytest.approx(5.0)
-    assert fit.rise_since(10, 55.0) is None
+    # A run of 800: the eighth (500, 600] against (700, 800]; 450 and 650 fall in neither.
+    fit.history = {450: 0.0, 550: 40.0, 600: 44.0, 650: 99.0, 750: 45.0, 800: 51.0}
+    assert fit.late_rise(800) == pytest.approx(48.0 - 42.0)
+    assert fit.late_rise(1600) is None  # nothing measured after 1,400
 
 
 def test_the_warnings_by_hand():
     fit = LabelFit(num_classes=2, device=torch.device("cpu"))
     assert "now 75" in fit.switch_on_warning(Fit(map=31.0, chance=21.5), warmup_iters=75)  # 9.5 above chance
     assert fit.switch_on_warning(Fit(map=31.5, chance=21.5), warmup_iters=75) is None
-    fit.history = {600: 46.0, 700: 49.0}
-    assert "+5.5" in fit.end_warning(Fit(map=51.5, chance=20.0), iteration=800)  # from 46.0 at 600
+    fit.history = {600: 46.0, 800: 51.5}
+    assert "+5.5" in fit.end_warning(Fit(map=51.5, chance=20.0), iteration=800)
+    fit.history[800] = 51.0
     assert fit.end_warning(Fit(map=51.0, chance=20.0), iteration=800) is None  # +5.0 is not more than 5
 
 

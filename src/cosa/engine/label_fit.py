@@ -12,7 +12,9 @@ length, not a quality metric. Two warnings follow from it (docs/method.md, "Own 
 - at the switch-on, a fit less than ``MIN_GAIN`` points above chance (random scores' mAP, the
   tags' frequency in the window): the warm-up is too short;
 - at the end, a fit that rose more than ``MAX_LATE_RISE`` points over the last quarter of the
-  run: the classifier was still learning, so the run is too short.
+  run: the classifier was still learning, so the run is too short. The rise is taken between
+  the means over two eighths of the run a quarter apart, as one window's fit moves by a few
+  points from one measurement to the next.
 
 AP is computed here rather than with a metrics library: it is a dozen lines over a few hundred
 scores, and cosa depends on no metrics package.
@@ -20,6 +22,7 @@ scores, and cosa depends on no metrics package.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -82,10 +85,12 @@ class LabelFit:
         self._measured = (iteration, fit)
         return fit
 
-    def rise_since(self, iteration: int, now: float) -> float | None:
-        """How much the mAP rose from the last measurement at or before ``iteration`` to ``now``."""
-        earlier = [i for i in self.history if i <= iteration]
-        return now - self.history[max(earlier)] if earlier else None
+    def late_rise(self, iteration: int) -> float | None:
+        """The mean fit over the last eighth of a run ending at ``iteration``, less the mean over
+        the eighth that ends three quarters in; None without measurements in both."""
+        last = [fit for at, fit in self.history.items() if at > iteration * 7 / 8]
+        earlier = [fit for at, fit in self.history.items() if iteration * 5 / 8 < at <= iteration * 6 / 8]
+        return statistics.fmean(last) - statistics.fmean(earlier) if last and earlier else None
 
     def switch_on_warning(self, fit: Fit, warmup_iters: int) -> str | None:
         """What to say when the pseudo-label losses switch on at this fit, if it is too early."""
@@ -100,7 +105,7 @@ class LabelFit:
     def end_warning(self, fit: Fit, iteration: int) -> str | None:
         """What to say when the run ends at ``iteration`` with this fit, if the classifier was
         still learning over the last quarter of the run."""
-        rise = self.rise_since(iteration * 3 // 4, fit.map)
+        rise = self.late_rise(iteration)
         if rise is None or rise <= MAX_LATE_RISE:
             return None
         return (
