@@ -9,7 +9,11 @@ process: a :class:`Trainer` in a temporary run directory, fed by its own data lo
 --warmup + --steps + --profile-steps real ``Trainer.train_step`` calls. Times come from
 ``time.perf_counter()``, with ``torch.cuda.synchronize`` before and after each timed call on CUDA.
 
-- **step**: wall time of ``train_step`` over the --steps measured, un-profiled steps.
+- **step**: wall time of ``train_step`` over the --steps measured, un-profiled steps, each timed
+  on its own (the device idle before it).
+- **pipelined step**: --steps further steps run back to back on batches loaded beforehand, timed
+  together, divided by their number: training's pace where the host queues a step while the
+  device runs the last one (on a CPU the same as **step**).
 - **data wait**: time blocked in ``next()`` on the loader's iterator before each of those steps
   (with ``data.num_workers=0`` that is the loading itself); its share is wait / (wait + step).
 - **compute floor**: after each warm-up and measured step (so that machine noise hits both
@@ -35,8 +39,9 @@ process: a :class:`Trainer` in a temporary run directory, fed by its own data lo
   step and of any floor step, reset before each.
 - **inference**: images/s of the trained assignment network through ``cosa.engine.inference.infer``
   (what ``cosa evaluate`` calls) on a seeded N(0, 1) batch of --infer-batch × 3 × --infer-size²
-  (defaults ``eval.batch_size`` and ``eval.size``), fp32, timed over --infer-batches batches after
-  two warm-up batches: single scale without flip, and the ``eval.scales`` (+ flip) protocol.
+  (defaults ``eval.batch_size`` and ``eval.size``), under ``eval.amp``, timed over --infer-batches
+  batches after two warm-up batches: single scale without flip, and the ``eval.scales`` (+ flip)
+  protocol. ``--infer-batches 0`` leaves it out.
 
 Medians and means are in milliseconds. Writes JSON (default benchmarks/results/speed-LABEL.json)
 and prints one Markdown table row per measured quantity.
@@ -63,6 +68,7 @@ from torch.autograd.profiler_util import FunctionEvent
 from torch.profiler import ProfilerActivity, profile
 
 from cosa.config import load_config
+from cosa.config.schema import Config
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.inference import infer
 from cosa.engine.trainer import Trainer
@@ -154,11 +160,13 @@ def phases(profiled: list[tuple[float, dict[str, dict]]], cuda: bool) -> dict[st
     return result
 
 
-def throughput(network: torch.nn.Module, inputs: torch.Tensor, scales: list[float], flip: bool, batches: int) -> dict:
+def throughput(
+    network: torch.nn.Module, inputs: torch.Tensor, scales: list[float], flip: bool, amp: str, batches: int
+) -> dict:
     """Images/s of ``infer`` on ``inputs``, after two warm-up batches."""
 
     def run() -> None:
-        infer(network, inputs, scales, flip)
+        infer(network, inputs, scales, flip, amp)
 
     for _ in range(2):
         run()
@@ -185,6 +193,7 @@ def table(label: str, result: dict) -> list[str]:
 
     rows = [
         row("step (ms)", **result["step_ms"]),
+        row("pipelined step (ms)", result["pipelined_step_ms"]),
         row("compute floor (ms)", **result["floor_ms"]),
         row("step / floor", result["step_over_floor"]),
         row("data wait (ms)", **result["data_wait_ms"], share=result["data_wait_share_pct"]),
@@ -199,8 +208,91 @@ def table(label: str, result: dict) -> list[str]:
     rows += [
         row(f"inference {name} (images/s)", result["inference"][name]["images_per_s"])
         for name in ("single_scale", "eval_protocol")
+        if name in result["inference"]
     ]
     return ["| config | quantity | median | mean | share of step |", "|---|---|---|---|---|", *rows]
+
+
+def measure(
+    cfg: Config,
+    steps: int = 20,
+    warmup: int = 3,
+    profile_steps: int = 5,
+    infer_size: int | None = None,
+    infer_batch: int | None = None,
+    infer_batches: int = 5,
+) -> dict:
+    """The measurements of the module docstring for ``cfg`` (its ``train.iterations`` at least the
+    steps run), in a temporary run directory."""
+    device = resolve_device(cfg.train.device)
+    cuda = device.type == "cuda"
+    steps_ms, floors, waits, step_peaks, floor_peaks, profiled = [], [], [], [], [], []
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(cfg, run_dir, DistContext(0, 1, 0, device))
+        loader = iter(trainer._loader())
+
+        def next_batch() -> tuple[dict, float]:
+            started = time.perf_counter()
+            batch = next(loader)
+            trainer.iteration += 1  # as the trainer's loop does, for the schedules
+            return batch, time.perf_counter() - started
+
+        for index in range(warmup + steps):
+            batch, wait = next_batch()
+            seconds = timed_with_peak(device, partial(trainer.train_step, batch), step_peaks)
+            floor = timed_with_peak(device, partial(floor_step, trainer, batch), floor_peaks)
+            if index >= warmup:
+                steps_ms.append(seconds)
+                floors.append(floor)
+                waits.append(wait)
+        rss_after_steps = peak_rss_mib()
+
+        batches = [next_batch()[0] for _ in range(steps)]
+        trainer.iteration -= steps
+
+        def back_to_back() -> None:
+            for batch in batches:
+                trainer.iteration += 1
+                trainer.train_step(batch)
+
+        pipelined = timed(device, back_to_back) / steps
+
+        activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+        for _ in range(profile_steps):
+            batch, _ = next_batch()
+            with profile(activities=activities) as profiler:
+                seconds = timed(device, partial(trainer.train_step, batch))
+            profiled.append((seconds, step_ranges(list(profiler.events()))))
+
+        size, batch_size = infer_size or cfg.eval.size, infer_batch or cfg.eval.batch_size
+        inference = {"size": size, "batch": batch_size, "amp": cfg.eval.amp}
+        if infer_batches:
+            generator = torch.Generator().manual_seed(cfg.train.seed)
+            inputs = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
+            network, amp = trainer.assignment, cfg.eval.amp
+            inference["single_scale"] = throughput(network, inputs, [1.0], False, amp, infer_batches)
+            inference["eval_protocol"] = throughput(
+                network, inputs, list(cfg.eval.scales), cfg.eval.flip, amp, infer_batches
+            )
+
+    return {
+        "counts": {"warmup": warmup, "measured": len(steps_ms), "profiled": len(profiled)},
+        "step_ms": summary(steps_ms),
+        "pipelined_step_ms": 1000 * pipelined,
+        "floor_ms": summary(floors),
+        "step_over_floor": statistics.median(steps_ms) / statistics.median(floors),
+        "data_wait_ms": summary(waits),
+        "data_wait_share_pct": 100 * sum(waits) / (sum(waits) + sum(steps_ms)),
+        "profiled_step_ms": summary([seconds for seconds, _ in profiled]),
+        "phases": phases(profiled, cuda),
+        "memory": {
+            "rss_peak_after_steps_mib": rss_after_steps,
+            "rss_peak_at_end_mib": peak_rss_mib(),
+            "cuda_step_peak_mib": max(step_peaks[warmup:]) / MIB if cuda else None,
+            "cuda_floor_peak_mib": max(floor_peaks[warmup:]) / MIB if cuda else None,
+        },
+        "inference": inference,
+    }
 
 
 def main() -> None:
@@ -219,16 +311,14 @@ def main() -> None:
     parser.add_argument("--out", help="JSON output (default benchmarks/results/speed-LABEL.json)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args()
-    if min(args.steps, args.profile_steps, args.infer_batches) < 1 or args.warmup < 0:
-        parser.error("--steps, --profile-steps and --infer-batches must be positive, --warmup not negative")
+    if min(args.steps, args.profile_steps) < 1 or min(args.warmup, args.infer_batches) < 0:
+        parser.error("--steps and --profile-steps must be positive, --warmup and --infer-batches not negative")
 
-    total = args.warmup + args.steps + args.profile_steps
+    total = args.warmup + 2 * args.steps + args.profile_steps
     device_override = [f"train.device={args.device}"] if args.device else []
     cfg = load_config(
         args.preset, args.recipe, args.data, [*args.overrides, *device_override, f"train.iterations={total}"]
     )
-    device = resolve_device(cfg.train.device)
-    cuda = device.type == "cuda"
     label = args.label or re.sub(
         r"[^\w.-]",
         "_",
@@ -236,84 +326,40 @@ def main() -> None:
         f"-b{cfg.train.batch_size}" + ("" if cfg.train.amp == "none" else f"-{cfg.train.amp}"),
     )
     out = Path(args.out or f"benchmarks/results/speed-{label}.json")
-
-    steps, floors, waits, step_peaks, floor_peaks, profiled = [], [], [], [], [], []
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(cfg, run_dir, DistContext(0, 1, 0, device))
-        loader = iter(trainer._loader())
-
-        def next_batch() -> tuple[dict, float]:
-            started = time.perf_counter()
-            batch = next(loader)
-            trainer.iteration += 1  # as the trainer's loop does, for the schedules
-            return batch, time.perf_counter() - started
-
-        for index in range(args.warmup + args.steps):
-            batch, wait = next_batch()
-            seconds = timed_with_peak(device, partial(trainer.train_step, batch), step_peaks)
-            floor = timed_with_peak(device, partial(floor_step, trainer, batch), floor_peaks)
-            if index >= args.warmup:
-                steps.append(seconds)
-                floors.append(floor)
-                waits.append(wait)
-        rss_after_steps = peak_rss_mib()
-
-        activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
-        for _ in range(args.profile_steps):
-            batch, _ = next_batch()
-            with profile(activities=activities) as profiler:
-                seconds = timed(device, partial(trainer.train_step, batch))
-            profiled.append((seconds, step_ranges(list(profiler.events()))))
-
-        size, batch_size = args.infer_size or cfg.eval.size, args.infer_batch or cfg.eval.batch_size
-        generator = torch.Generator().manual_seed(cfg.train.seed)
-        inputs = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
-        inference = {
-            "size": size,
-            "batch": batch_size,
-            "single_scale": throughput(trainer.assignment, inputs, [1.0], False, args.infer_batches),
-            "eval_protocol": throughput(
-                trainer.assignment, inputs, list(cfg.eval.scales), cfg.eval.flip, args.infer_batches
-            ),
-        }
-
+    measured = measure(
+        cfg, args.steps, args.warmup, args.profile_steps, args.infer_size, args.infer_batch, args.infer_batches
+    )
     result = {
         **environment(),
         "label": label,
         "preset": args.preset,
         "recipe": cfg.method.recipe,
         "overrides": args.overrides,
-        "config": {
-            "backbone": cfg.model.backbone,
-            "crop_size": cfg.data.crop_size,
-            "batch_size": cfg.train.batch_size,
-            "amp": cfg.train.amp,
-            "assignment_scales": list(cfg.method.assignment_scales),
-            "eval_scales": list(cfg.eval.scales),
-            "eval_flip": cfg.eval.flip,
-            "num_workers": cfg.data.num_workers,
-            "device": str(device),
-        },
-        "counts": {"warmup": args.warmup, "measured": len(steps), "profiled": len(profiled)},
-        "step_ms": summary(steps),
-        "floor_ms": summary(floors),
-        "step_over_floor": statistics.median(steps) / statistics.median(floors),
-        "data_wait_ms": summary(waits),
-        "data_wait_share_pct": 100 * sum(waits) / (sum(waits) + sum(steps)),
-        "profiled_step_ms": summary([seconds for seconds, _ in profiled]),
-        "phases": phases(profiled, cuda),
-        "memory": {
-            "rss_peak_after_steps_mib": rss_after_steps,
-            "rss_peak_at_end_mib": peak_rss_mib(),
-            "cuda_step_peak_mib": max(step_peaks[args.warmup :]) / MIB if cuda else None,
-            "cuda_floor_peak_mib": max(floor_peaks[args.warmup :]) / MIB if cuda else None,
-        },
-        "inference": inference,
+        "config": configuration(cfg),
+        **measured,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print("\n".join(table(label, result)))
     print(f"wrote {out}")
+
+
+def configuration(cfg: Config) -> dict:
+    """The settings that decide a configuration's speed."""
+    return {
+        "backbone": cfg.model.backbone,
+        "crop_size": cfg.data.crop_size,
+        "batch_size": cfg.train.batch_size,
+        "amp": cfg.train.amp,
+        "assignment_amp": cfg.train.assignment_amp,
+        "compile": cfg.train.compile,
+        "channels_last": cfg.train.channels_last,
+        "assignment_scales": list(cfg.method.assignment_scales),
+        "eval_scales": list(cfg.eval.scales),
+        "eval_flip": cfg.eval.flip,
+        "num_workers": cfg.data.num_workers,
+        "device": str(resolve_device(cfg.train.device)),
+    }
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TESTS = Path(__file__).resolve().parent
 
+# GPU checks carry the `cuda` mark (`pytest -m cuda` runs them alone, benchmarks/gpu.py on a GPU)
+# and skip where there is no GPU. A test that runs on both takes its device from DEVICES.
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, requires_cuda])]
+
 
 # For worker scripts run in a subprocess (torchrun, kill tests): one thread, and this folder on the
 # path so that they import the helpers below as the tests do.

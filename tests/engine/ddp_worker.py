@@ -1,4 +1,8 @@
-"""Run by ``torchrun`` from test_trainer.py: train the tiny config, save this rank's networks."""
+"""Run by ``torchrun`` from test_trainer.py and test_gpu.py: train the tiny config, save this rank's
+networks and how the processes were joined.
+
+    torchrun ... ddp_worker.py DATA RUN_DIR RECIPE [DEVICE]      (DEVICE: cpu, the default, or cuda)
+"""
 
 import copy
 import sys
@@ -13,9 +17,9 @@ from cosa.engine.trainer import Trainer
 from conftest import TINY_OVERRIDES
 
 
-def main(data: str, run_dir: str, recipe: str) -> None:
+def main(data: str, run_dir: str, recipe: str, device: str = "cpu") -> None:
     torch.set_num_threads(1)
-    cfg = load_config("demo", recipe, data, [*TINY_OVERRIDES, "train.device=cpu"])
+    cfg = load_config("demo", recipe, data, [*TINY_OVERRIDES, f"train.device={device}"])
     dist = init_distributed(cfg.train.device)
     trainer = Trainer(cfg, run_dir, dist)
     initial = copy.deepcopy(trainer.assignment.state_dict())
@@ -29,10 +33,12 @@ def main(data: str, run_dir: str, recipe: str) -> None:
         "cam_miou": metrics["cam_miou"],
         "thresholds": list(trainer.objective.thresholds.values().values()),
         "buffer": trainer.objective.thresholds.cam.buffer,
+        "backend": torch.distributed.get_backend(),
+        "data_parallel": trainer.model is not trainer.online,
     }
     torch.save(state, Path(run_dir) / f"rank{dist.rank}.pt")
     shutdown()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:])

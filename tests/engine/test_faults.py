@@ -129,10 +129,16 @@ def test_a_gradient_fault_in_stop_mode_is_named(tiny_data, tmp_path, monkeypatch
 
 
 def cosa_train(
-    run_dir: Path, data: Path, point: str = "none", resume: bool = False, deterministic: bool = True
+    run_dir: Path,
+    data: Path,
+    point: str = "none",
+    resume: bool = False,
+    deterministic: bool = True,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen:
+    """``cosa train`` of the tiny config (with ``extra`` overrides) in a process that ``point`` kills."""
     arguments = ["train", "--out", str(run_dir)] + (["--deterministic"] if deterministic else [])
-    arguments += ["--resume"] if resume else ["--config", "demo", "--data", str(data), *KILL_OVERRIDES]
+    arguments += ["--resume"] if resume else ["--config", "demo", "--data", str(data), *KILL_OVERRIDES, *extra]
     return subprocess.Popen(
         [sys.executable, str(WORKER), point, *arguments],
         env=SUBPROCESS_ENV,

@@ -271,3 +271,18 @@ def test_the_energy_with_the_lattice_follows_the_exact_one(tiny_data, monkeypatc
     (exact_loss, exact_grad), (lattice_loss, lattice_grad) = results
     assert 0.3 < lattice_loss / exact_loss < 0.8
     assert F.cosine_similarity(lattice_grad, exact_grad, dim=0) > 0.98
+
+
+def test_a_batch_filters_each_image_on_its_own_lattice_and_the_table_layout_changes_nothing(tiny_data):
+    """The GPU's table (a row per sort entry, :class:`cosa.method.permutohedral._Lattice`) and the
+    CPU's compact one give the same sums; a batch gives each image's own."""
+    features = torch.stack([photo_features(tiny_data, index) for index in (0, 5, 11)])
+    values = torch.rand(3, len(features[0]), 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    one_by_one = torch.stack([permutohedral_filter(f, v) for f, v in zip(features, values)])
+    torch.testing.assert_close(permutohedral_filter(features, values), one_by_one, rtol=0, atol=0)
+    torch.testing.assert_close(permutohedral_filter(features, values, compact=False), one_by_one, rtol=1e-12, atol=0)
+
+
+def test_features_too_spread_to_pack_give_nan_not_wrong_sums():
+    features = torch.tensor([[0.0] * 5, [1e7] * 5], dtype=torch.float64)
+    assert permutohedral_filter(features, torch.ones(2, 1, dtype=torch.float64)).isnan().all()

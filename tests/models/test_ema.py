@@ -32,3 +32,13 @@ def test_ema_with_momentum_zero_copies_the_source():
     target, source = make_pair()
     ema_update(target, source, momentum=0.0)
     assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), source.state_dict().values()))
+
+
+def test_a_skipped_update_leaves_the_target_exactly_as_it_was():
+    target, source = make_pair()
+    ema_update(target, source, momentum=0.9)
+    before = {key: value.clone() for key, value in target.state_dict().items()}
+    ema_update(target, source, momentum=0.9, skip=torch.tensor(True))
+    assert all(torch.equal(before[key], value) for key, value in target.state_dict().items())
+    ema_update(target, source, momentum=0.9, skip=torch.tensor(False))
+    assert target[0].weight.flatten()[0].item() == pytest.approx(0.19)

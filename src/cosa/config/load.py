@@ -396,6 +396,7 @@ def validate(cfg: Config) -> None:
     for key in ("log_every", "eval_every", "checkpoint_every"):
         _require(getattr(cfg.train, key) > 0, f"train.{key}", "must be positive")
     _require(cfg.eval.size >= MIN_EVAL_SIZE, "eval.size", f"must be at least {MIN_EVAL_SIZE}")
+    _require(cfg.eval.amp in AMP_MODES, "eval.amp", f"must be one of {', '.join(AMP_MODES)}")
     _require(
         len(cfg.eval.scales) > 0 and min(cfg.eval.scales) > 0,
         "eval.scales",

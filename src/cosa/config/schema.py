@@ -203,6 +203,9 @@ class EvalConfig:
     size: int = 448
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 0.75, 1.25])
     flip: bool = True
+    # Autocast for the network's passes (none, bf16, fp16); the labels are taken in fp32 either
+    # way. docs/benchmarks.md measures bf16 against fp32 on a GPU.
+    amp: str = "none"
     crf: bool = False
     crf_params: CrfConfig = field(default_factory=CrfConfig)
     # CAMs: background where the strongest present-class CAM is at most this value.

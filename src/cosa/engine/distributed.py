@@ -1,7 +1,7 @@
 """One process or many: the process group, the device, and the few collectives we need.
 
-``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything runs in one process.
-Gloo serves CPUs, NCCL GPUs.
+``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK, and its processes join one group, however many
+there are; without them everything runs in one process, with no group. Gloo serves CPUs, NCCL GPUs.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """In a process group: started by ``torchrun``, also with one process, which then runs the
+        code of many (DistributedDataParallel, collectives)."""
+        return dist.is_available() and dist.is_initialized()
 
 
 def resolve_device(name: str, local_rank: int = 0, setting: str = "--device") -> torch.device:
@@ -54,7 +56,7 @@ def init_distributed(device: str = "auto") -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device, local_rank, "train.device")
-    if world_size > 1 and not dist.is_initialized():
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         if resolved.type == "cuda":
             torch.cuda.set_device(resolved)

@@ -89,10 +89,11 @@ def evaluate(
         crf = False  # the CAM baseline has no segmentation probabilities to refine
     crf_pool = CrfPool(cfg.eval.crf_params, crf_workers) if crf else None
     num_labels = split.num_classes + 1
-    matrices = {kind: ConfusionMatrix(num_labels) for kind in KINDS}
+    # Everything is counted on the device: no image waits for the previous one's numbers.
+    matrices = {kind: ConfusionMatrix(num_labels, device) for kind in KINDS}
     if crf_pool:
-        matrices.update({"unmasked_crf": ConfusionMatrix(num_labels), "tag_masked_crf": ConfusionMatrix(num_labels)})
-    labelled = torch.zeros(3, dtype=torch.int64)  # CPL: correct, labelled, valid pixels
+        matrices.update({kind: ConfusionMatrix(num_labels, device) for kind in ("unmasked_crf", "tag_masked_crf")})
+    labelled = torch.zeros(3, dtype=torch.int64, device=device)  # CPL: correct, labelled, valid pixels
     extras = [make() for make in split.extra_metrics]
 
     indices = _shard(split, dist, max_images)
@@ -105,9 +106,10 @@ def evaluate(
     try:
         for batch in tqdm(loader, desc=f"evaluate {split.split}", disable=not (progress and dist.is_main), leave=False):
             crf_jobs: list[tuple[torch.Tensor, torch.Tensor]] = []
-            outputs = infer(network, batch["input"].to(device), cfg.eval.scales, cfg.eval.flip)
+            outputs = infer(network, batch["input"].to(device), cfg.eval.scales, cfg.eval.flip, cfg.eval.amp)
             for i, mask in enumerate(batch["mask"]):
                 size = tuple(mask.shape)
+                mask = mask.to(device, non_blocking=True)
                 tags = batch["labels"][i : i + 1].to(device)
                 seg = resize(outputs.seg[i : i + 1], size)
                 cams = resize(outputs.cam[i : i + 1], size)
@@ -123,14 +125,12 @@ def evaluate(
                 for kind, prediction in predictions.items():
                     matrices[kind].update(prediction, mask)
                 valid = mask != IGNORE_INDEX
-                cpl_labelled = (cpl[0].cpu() != IGNORE_INDEX) & valid
-                labelled += torch.tensor(
-                    [int((cpl_labelled & (cpl[0].cpu() == mask)).sum()), int(cpl_labelled.sum()), int(valid.sum())]
-                )
+                cpl_labelled = (cpl[0] != IGNORE_INDEX) & valid
+                labelled += torch.stack([(cpl_labelled & (cpl[0] == mask)).sum(), cpl_labelled.sum(), valid.sum()])
                 if extras:
                     on_cpu = {kind: prediction.cpu() for kind, prediction in predictions.items()}
                     for extra in extras:
-                        extra.update(split.samples[batch["index"][i]], mask, on_cpu)
+                        extra.update(split.samples[batch["index"][i]], mask.cpu(), on_cpu)
                 if crf_pool:
                     image = batch["image"][i]
                     crf_jobs += [(image, seg[0]), (image, mask_absent(seg, tags)[0])]
@@ -167,6 +167,7 @@ def evaluate(
             "input_size": cfg.eval.size,
             "scales": list(cfg.eval.scales),
             "flip": cfg.eval.flip,
+            "amp": cfg.eval.amp,
             "cam_threshold": cfg.eval.cam_threshold,
             "cpl_thresholds": [thresholds.cam_high, thresholds.cam_low],
             "crf": bool(crf_pool),
@@ -210,6 +211,7 @@ def format_results(result: dict) -> str:
     lines.append(
         f"split {protocol['split']} ({protocol['num_images']} images), network {protocol['network']}, "
         f"scales {protocol['scales']}{' + flip' if protocol['flip'] else ''}, CRF {'on' if protocol['crf'] else 'off'}"
+        + ("" if protocol.get("amp", "none") == "none" else f", {protocol['amp']} autocast")
     )
     lines.append(f"{'class':<16}{'unmasked':>10}{'tag-masked':>12}{'CAM':>8}")
     for name, value in result["per_class"].items():

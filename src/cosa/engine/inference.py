@@ -10,11 +10,14 @@ import torch
 from torch import nn
 
 from cosa.method.pseudo_labels import MASKED_LOGIT, Assignments, channel_argmax, multiscale_assignments
+from cosa.precision import autocast
 
 
-def infer(network: nn.Module, inputs: torch.Tensor, scales: list[float], flip: bool) -> Assignments:
-    """Segmentation logits and CAMs of all classes from every scale (+flip), at the input size."""
-    return multiscale_assignments(network, inputs, None, scales, flip=flip)
+def infer(network: nn.Module, inputs: torch.Tensor, scales: list[float], flip: bool, amp: str = "none") -> Assignments:
+    """Segmentation logits and CAMs of all classes from every scale (+flip), at the input size, in
+    fp32; the network's passes under autocast ``amp`` (``eval.amp``)."""
+    with autocast(inputs.device.type, amp):
+        return multiscale_assignments(network, inputs, None, scales, flip=flip)
 
 
 def mask_absent(seg_logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:

@@ -61,10 +61,14 @@ class LabelFit:
         self._measured: tuple[int, Fit] | None = None  # the last measurement, reused at the same iteration
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, tags: torch.Tensor) -> None:
+    def update(self, logits: torch.Tensor, tags: torch.Tensor, skip: torch.Tensor | None = None) -> None:
+        """Add a step's crops; ``skip`` (a 0-dim bool tensor) keeps the window as it was, on the device."""
         rows = torch.arange(self.seen, self.seen + len(logits), device=logits.device) % len(self.scores)
-        self.scores[rows] = logits.detach().float()
-        self.tags[rows] = tags.float()
+        scores, tags = logits.detach().float(), tags.float()
+        if skip is not None:
+            scores, tags = torch.where(skip, self.scores[rows], scores), torch.where(skip, self.tags[rows], tags)
+        self.scores[rows] = scores
+        self.tags[rows] = tags
         self.seen += len(logits)
 
     def measure(self, iteration: int, gather=lambda tensor: tensor) -> Fit | None:

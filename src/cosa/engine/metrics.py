@@ -9,19 +9,30 @@ from cosa.engine.distributed import all_reduce_sum
 
 
 class ConfusionMatrix:
-    """Counts (ground truth, prediction) pairs over labelled pixels; ignore (255) is skipped."""
+    """Counts (ground truth, prediction) pairs over labelled pixels; ignore (255) is skipped.
 
-    def __init__(self, num_labels: int) -> None:
+    The counts live on ``device``, where the predictions are made: updating them never waits
+    for a GPU, and the numbers are read once, at the end.
+    """
+
+    def __init__(self, num_labels: int, device: torch.device | str = "cpu") -> None:
         self.num_labels = num_labels
-        self.counts = torch.zeros(num_labels, num_labels, dtype=torch.int64)
+        # One bin more than the pairs, for the pixels left out: no host read of how many there are.
+        self._bins = torch.zeros(num_labels**2 + 1, dtype=torch.int64, device=device)
+
+    @property
+    def counts(self) -> torch.Tensor:
+        return self._bins[:-1].view(self.num_labels, self.num_labels)
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        device = self._bins.device
+        prediction, target = prediction.to(device).long(), target.to(device, non_blocking=True).long()
         valid = (target != IGNORE_INDEX) & (prediction != IGNORE_INDEX)
-        pairs = target[valid].long().cpu() * self.num_labels + prediction[valid].long().cpu()
-        self.counts += torch.bincount(pairs, minlength=self.num_labels**2).view(self.num_labels, self.num_labels)
+        pairs = torch.where(valid, target * self.num_labels + prediction, self.num_labels**2)
+        self._bins.scatter_add_(0, pairs.flatten(), torch.ones_like(pairs).flatten())
 
     def all_reduce(self) -> ConfusionMatrix:
-        self.counts = all_reduce_sum(self.counts)
+        self._bins = all_reduce_sum(self._bins)
         return self
 
     def iou(self) -> torch.Tensor:

@@ -33,18 +33,28 @@ class CplMonitor:
         self.bins = torch.zeros(3, BINS, dtype=torch.float64, device=self.device)  # count, fg right, bg truth
 
     @torch.no_grad()
-    def update(self, cams: torch.Tensor, cpl: torch.Tensor, mask: torch.Tensor, inside: torch.Tensor) -> None:
-        """``cams``: the AN's normalised CAMs M (B×C×H×W); ``cpl``, ``mask``, ``inside``: B×H×W."""
+    def update(
+        self,
+        cams: torch.Tensor,
+        cpl: torch.Tensor,
+        mask: torch.Tensor,
+        inside: torch.Tensor,
+        skip: torch.Tensor | None = None,
+    ) -> None:
+        """``cams``: the AN's normalised CAMs M (B×C×H×W); ``cpl``, ``mask``, ``inside``: B×H×W;
+        ``skip``: a 0-dim bool tensor, true for a step that counts nothing."""
         valid = (mask != IGNORE_INDEX) & inside
+        if skip is not None:
+            valid = valid & ~skip
         labelled = valid & (cpl != IGNORE_INDEX)
         self.pixels += torch.stack([(labelled & (cpl == mask)).sum(), labelled.sum(), valid.sum()]).double()
 
         confidence, strongest = cams.max(dim=1)
-        index = (confidence * BINS).long().clamp(0, BINS - 1)[valid]
-        for row, hits in enumerate(
-            (torch.ones_like(index, dtype=torch.bool), (strongest + 1 == mask)[valid], (mask == 0)[valid])
-        ):
-            self.bins[row] += torch.bincount(index, weights=hits.double(), minlength=BINS)
+        # Every pixel is counted into its bin with weight 0 when invalid: selecting the valid
+        # pixels first would make the GPU wait for their number.
+        index = (confidence * BINS).long().clamp(0, BINS - 1).flatten()
+        for row, hits in enumerate((valid, valid & (strongest + 1 == mask), valid & (mask == 0))):
+            self.bins[row].scatter_add_(0, index, hits.flatten().double())
 
     def summary(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda counts: counts) -> dict[str, float]:
         """Percentages since the last call; ``reduce`` sums the counts over processes."""

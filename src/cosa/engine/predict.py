@@ -132,7 +132,7 @@ def predict_images(
 @torch.no_grad()
 def predict_batch(network: nn.Module, batch: dict, cfg: Config, device: torch.device, tagged: bool) -> list[Prediction]:
     """One batch of :func:`collate_evaluation`; ``tagged``: its ``labels`` are the images' tags."""
-    outputs = infer(network, batch["input"].to(device), cfg.eval.scales, cfg.eval.flip)
+    outputs = infer(network, batch["input"].to(device), cfg.eval.scales, cfg.eval.flip, cfg.eval.amp)
     present = batch["labels"].to(device) if tagged else predicted_tags(outputs.logits)
     predictions = []
     for i, image in enumerate(batch["image"]):

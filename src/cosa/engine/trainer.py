@@ -3,6 +3,10 @@
 The loop is short on purpose: each iteration calls :meth:`Trainer.train_step` (losses from the
 CoSA objective, backward, optimiser, EMA), then the bookkeeping steps (log, save, evaluate).
 
+A step reads nothing off the device, so on a GPU the host queues the next step while the last
+one runs. What the host must know of a step (its losses, whether it was finite) waits on the
+device until the next bookkeeping, where :meth:`Trainer._settle` reads every step since in one go.
+
 ``last.pt`` is written before an evaluation due at the same iteration, so that a failure in the
 evaluation (a bad mask, a kill) loses no training; resuming from such a checkpoint runs that
 evaluation first, which keeps resumed runs exact (best.pt, the final metrics, the RNG stream).
@@ -15,7 +19,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +53,17 @@ from cosa.precision import autocast
 from cosa.profiling import section, timed
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepRecord:
+    """A step as the host needs to know it, left on the device until the next bookkeeping."""
+
+    iteration: int
+    names: list[str]  # the loss terms, then "total" and "gradients"
+    values: torch.Tensor  # the loss terms and the total on this process
+    nonfinite: torch.Tensor  # bool per name: not finite on some process
+    skipped: torch.Tensor  # 0-dim bool: the step changed nothing
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -91,6 +106,13 @@ class Trainer:
         if dist.distributed:
             self.objective.thresholds.gather = all_gather_cat
         self.threshold_history: list[torch.Tensor] = []  # this log interval's per-step thresholds
+        self.pending: list[StepRecord] = []  # steps the host has not read yet
+        self.loss_sums: dict[str, float] = {}  # this log interval's settled steps
+        self.loss_count = 0
+        # train.nonfinite=stop: set on the device by a fault, after which every step changes
+        # nothing until the host stops the run; the faulty step's batch is kept for the report.
+        self.halted = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.fault_batch: dict[str, torch.Tensor] | None = None
         self.monitor = CplMonitor(self.device) if self._monitors_cpl() else None
         self.label_fit = LabelFit(len(self.class_names), self.device)
         self.iteration = 0
@@ -183,27 +205,26 @@ class Trainer:
 
     def _iterate(self, progress: tqdm) -> None:
         cfg = self.cfg.train
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
         started, started_iteration = time.time(), self.iteration
         for batch in self._loader():
             self.iteration += 1
-            losses = self.train_step(batch)
-            if not losses.skipped:  # a skipped step's non-finite losses would poison the means
-                for key, value in {"loss": losses.total, **losses.terms}.items():
-                    sums[key] = sums.get(key, 0.0) + value.detach()
-                count += 1
+            self.train_step(batch)
             progress.update()
             last = self.iteration == cfg.iterations
-            if self.iteration == self._switch_on_iteration() or last:
+            switch_on = self.iteration == self._switch_on_iteration()
+            logging_due = self.iteration % cfg.log_every == 0 or last
+            saving_due = self.iteration % cfg.checkpoint_every == 0 or last
+            evaluation_due = self._evaluation_due()
+            if switch_on or logging_due or saving_due or evaluation_due:
+                self._settle()
+            if switch_on or last:
                 self._report_label_fit(last)
-            if self.iteration % cfg.log_every == 0 or last:
+            if logging_due:
                 seconds = (time.time() - started) / max(1, self.iteration - started_iteration)
-                self._log_training(sums, count, seconds, progress)
-                sums, count = {}, 0
-            if self.iteration % cfg.checkpoint_every == 0 or last:
+                self._log_training(seconds, progress)
+            if saving_due:
                 self.save(self.last_checkpoint)
-            if self._evaluation_due():
+            if evaluation_due:
                 self._evaluate()
 
     def _switch_on_iteration(self) -> int | None:
@@ -245,7 +266,9 @@ class Trainer:
     def train_step(self, batch: dict) -> StepLosses:
         """One optimiser step of the online network, then the EMA update of the assignment network.
 
-        A step whose loss or gradients are not finite changes neither network (``train.nonfinite``).
+        A step whose loss or gradients are not finite changes neither network: the optimiser, the
+        BatchNorm statistics and the EMA leave them as they were, decided on the device; the host
+        handles the fault (``train.nonfinite``) at the next bookkeeping.
         """
         max_tags = int(batch["labels"].sum(dim=1).max())  # read on the host, before the copy
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
@@ -262,51 +285,83 @@ class Trainer:
             losses = self.objective(self.model, self.assignment, batch, step, max_tags)
         with section("backward"):
             self.scaler.scale(losses.total).backward()
-        faults = timed("nonfinite_check", self._nonfinite, losses)
-        if faults:
-            self.optimizer.zero_grad(set_to_none=True)
-            torch._foreach_copy_(list(self.online.buffers()), statistics)
-            self._handle_nonfinite(batch, losses, faults)
-            losses.skipped = True
-            return losses
+        self.scaler.unscale_(self.optimizer)  # fp16: the gradients as they are, for the check
+        skip = timed("nonfinite_check", self._check_step, batch, losses)
         with section("optimizer"):
-            self.scaler.step(self.optimizer)
+            # Fused AdamW leaves parameters, moments and step counts as they were when found_inf
+            # is set, on the device: the protocol of torch's GradScaler, used here for every mode.
+            self.optimizer.grad_scale, self.optimizer.found_inf = None, skip.float()
+            self.optimizer.step()
+            del self.optimizer.grad_scale, self.optimizer.found_inf
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
         with section("ema"):
+            for buffer, saved in zip(self.online.buffers(), statistics):
+                buffer.copy_(torch.where(skip, saved, buffer))
             average_buffers(self.online, self.dist.world_size)
-            ema_update(self.assignment, self.online, self.cfg.method.ema_momentum)
-        self._record(batch, losses)
+            ema_update(self.assignment, self.online, self.cfg.method.ema_momentum, skip)
+        self._record(batch, losses, skip)
         return losses
 
-    def _nonfinite(self, losses: StepLosses) -> list[str]:
-        """Names of the non-finite loss terms (and ``gradients``) on any process; costs one host sync.
+    def _check_step(self, batch: dict, losses: StepLosses) -> torch.Tensor:
+        """Whether the step must change nothing: a 0-dim bool on the device, the same on every process.
 
-        With fp16 the gradient scaler already skips steps with overflowing gradients, as it should.
+        A non-finite loss term is a fault, and so are non-finite gradients, except with fp16, where
+        overflowing gradients are how the gradient scaler finds its scale (the step is skipped
+        without a fault). The step is recorded for :meth:`_settle`.
         """
-        names = [*losses.terms, "total"]
-        values = [*(term.detach().float() for term in losses.terms.values()), losses.total.detach().float()]
-        if not self.scaler.is_enabled():
-            grads = [p.grad for p in self.online.parameters() if p.grad is not None]
-            names.append("gradients")
-            values.append(torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device))
-        flags = all_reduce_sum((~torch.isfinite(torch.stack(values))).float())
-        return [name for name, flag in zip(names, flags.tolist()) if flag]
+        values = torch.stack([*losses.terms.values(), losses.total]).detach().float()
+        grads = [p.grad for p in self.online.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else values.new_zeros(())
+        nonfinite = all_reduce_sum((~torch.isfinite(torch.cat([values, norm.float()[None]]))).float()) > 0
+        overflow = nonfinite[-1]
+        if self.scaler.is_enabled():
+            nonfinite = torch.cat([nonfinite[:-1], torch.zeros_like(nonfinite[-1:])])
+        fault = nonfinite.any()
+        skip = fault | overflow | self.halted
+        if self.cfg.train.nonfinite == "stop":
+            first = fault & ~self.halted
+            self.fault_batch = {
+                key: value if self.fault_batch is None else torch.where(first, value, self.fault_batch[key])
+                for key, value in batch.items()
+            }
+            self.halted = self.halted | fault
+        names = [*losses.terms, "total", "gradients"]
+        self.pending.append(StepRecord(self.iteration, names, values, nonfinite, skip))
+        return skip
 
-    def _handle_nonfinite(self, batch: dict, losses: StepLosses, faults: list[str]) -> None:
-        values = ", ".join(f"{name}={float(losses.terms[name].detach()):g}" for name in faults if name in losses.terms)
-        what = f"step {self.iteration}: non-finite {', '.join(faults)}" + (f" ({values})" if values else "")
+    def _settle(self) -> None:
+        """Read the steps since the last bookkeeping off the device (the host's one wait for it):
+        add them to the log interval's means, and handle their faults as ``train.nonfinite`` says."""
+        if not self.pending:
+            return
+        records, self.pending = self.pending, []
+        values = (all_reduce_sum(torch.stack([record.values for record in records])) / self.dist.world_size).tolist()
+        nonfinite = torch.stack([record.nonfinite for record in records]).tolist()
+        skipped = torch.stack([record.skipped for record in records]).tolist()
+        for record, step_values, step_nonfinite, step_skipped in zip(records, values, nonfinite, skipped):
+            faults = [name for name, flag in zip(record.names, step_nonfinite) if flag]
+            if faults:
+                self._handle_nonfinite(record, dict(zip(record.names, step_values)), faults)
+            if not step_skipped:
+                for name, value in zip(["loss", *record.names[:-2]], [step_values[-1], *step_values[:-1]]):
+                    self.loss_sums[name] = self.loss_sums.get(name, 0.0) + value
+                self.loss_count += 1
+
+    def _handle_nonfinite(self, record: StepRecord, values: dict[str, float], faults: list[str]) -> None:
+        terms = ", ".join(f"{name}={values[name]:g}" for name in faults if name in record.names[:-2])
+        what = f"step {record.iteration}: non-finite {', '.join(faults)}" + (f" ({terms})" if terms else "")
         if self.cfg.train.nonfinite == "skip":
             self.skipped_steps += 1
             log.warning("%s; step skipped, networks unchanged (%d skipped so far)", what, self.skipped_steps)
             return
-        # The networks, optimiser and thresholds are still those before the step: with the batch,
-        # this file replays it (load it like last.pt).
-        path = self.run_dir / "nonfinite" / f"step{self.iteration}.pt"
+        # Every step from the fault on changed nothing: the networks, optimiser and thresholds are
+        # those before it. With the batch, this file replays it (load it like last.pt).
+        path = self.run_dir / "nonfinite" / f"step{record.iteration}.pt"
         payload = {
             **self.checkpoint_payload(),
-            "iteration": self.iteration - 1,
-            "batch": {key: value.cpu() for key, value in batch.items()},
+            "iteration": record.iteration - 1,
+            "batch": {key: value.cpu() for key, value in self.fault_batch.items()},
         }
         if self.dist.is_main:
             save_checkpoint(path, payload)
@@ -315,9 +370,9 @@ class Trainer:
             f"{what}; saved the state before it and its batch to {path} (train.nonfinite=skip skips such steps)"
         )
 
-    def _record(self, batch: dict, losses: StepLosses) -> None:
+    def _record(self, batch: dict, losses: StepLosses, skip: torch.Tensor) -> None:
         """Keep this step's class scores, thresholds and CPL counts on the device until the next log."""
-        self.label_fit.update(losses.logits, batch["labels"])
+        self.label_fit.update(losses.logits, batch["labels"], skip)
         if losses.assigned is None:
             return
         thresholds = self.objective.thresholds
@@ -326,7 +381,7 @@ class Trainer:
                 torch.stack([thresholds.cam.high, thresholds.cam.low, thresholds.aux.high, thresholds.aux.low])
             )
         if self.monitor is not None:
-            self.monitor.update(losses.assigned.cam, losses.cpl, batch["mask"], losses.inside)
+            self.monitor.update(losses.assigned.cam, losses.cpl, batch["mask"], losses.inside, skip)
 
     def _loader(self) -> DataLoader:
         cfg = self.cfg
@@ -352,13 +407,10 @@ class Trainer:
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
-    def _log_training(self, sums: dict[str, torch.Tensor], count: int, seconds_per_step: float, progress: tqdm) -> None:
-        names = list(sums)
-        means = {}
-        if names:  # every step of the interval may have been skipped (on every process alike)
-            values = torch.stack([torch.as_tensor(sums[n], dtype=torch.float32, device=self.device) for n in names])
-            values = all_reduce_sum(values) / self.dist.world_size
-            means = {f"train/{name}": float(value) / count for name, value in zip(names, values.cpu())}
+    def _log_training(self, seconds_per_step: float, progress: tqdm) -> None:
+        # Every step of the interval may have been skipped (on every process alike): no means then.
+        means = {f"train/{name}": total / self.loss_count for name, total in self.loss_sums.items()}
+        self.loss_sums, self.loss_count = {}, 0
         means["train/lr"] = self.optimizer.param_groups[0]["lr"]
         means["train/seconds_per_step"] = seconds_per_step
         fit = self.label_fit.measure(self.iteration, all_gather_cat)

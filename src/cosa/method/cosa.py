@@ -51,7 +51,6 @@ class StepLosses:
     assigned: Assignments | None = None  # what the AN computed, for monitoring
     inside: torch.Tensor | None = None  # the crop boxes (B×H×W bool), for monitoring
     logits: torch.Tensor | None = None  # the online network's class scores (B×C), for monitoring
-    skipped: bool = False  # set by the trainer when the step was dropped (train.nonfinite=skip)
 
 
 def inside_box(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -63,10 +62,12 @@ def inside_box(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def to_pixel_values(images: torch.Tensor) -> torch.Tensor:
-    """Undo the ImageNet normalisation: 0–255 RGB, as the dense energy's colour kernel expects."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images * std + mean) * 255.0
+    """Undo the ImageNet normalisation: 0–255 RGB, as the dense energy's colour kernel expects.
+
+    Channel by channel with Python numbers: a tensor of the constants would be a copy from the
+    host that waits for the GPU."""
+    channels = [images[:, c] * std + mean for c, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))]
+    return torch.stack(channels, dim=1) * 255.0
 
 
 def classifier_weight(network: nn.Module) -> torch.Tensor:

@@ -37,18 +37,22 @@ from cosa.method.permutohedral import permutohedral_filter
 
 
 def bilateral_features(image: Tensor, sigma_rgb: float, sigma_xy: float) -> Tensor:
-    """Embed a 3×H×W image as (H·W)×5 features [col/σ_xy, row/σ_xy, RGB/σ_rgb], the released order."""
-    _, height, width = image.shape
+    """Embed a 3×H×W image (or a batch, B×3×H×W) as (H·W)×5 features [col/σ_xy, row/σ_xy, RGB/σ_rgb],
+    the released order (B×(H·W)×5)."""
+    height, width = image.shape[-2:]
     rows = torch.arange(height, device=image.device, dtype=image.dtype)
     cols = torch.arange(width, device=image.device, dtype=image.dtype)
     grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy")) / sigma_xy
-    return torch.cat([grid, image / sigma_rgb]).flatten(1).T
+    grid = grid.expand(*image.shape[:-3], 2, height, width)
+    return torch.cat([grid, image / sigma_rgb], dim=-3).flatten(-2).transpose(-1, -2)
 
 
 def dense_filter(image: Tensor, values: Tensor, sigma_rgb: float, sigma_xy: float) -> Tensor:
-    """Σ_j K(i,j) · values(j) over a 3×H×W ``image`` for C×H×W ``values``, by the released lattice; C×H×W."""
+    """Σ_j K(i,j) · values(j) over a 3×H×W ``image`` for C×H×W ``values`` (or batches of both, each
+    image its own lattice), by the released lattice; shaped like ``values``."""
     features = bilateral_features(image, sigma_rgb, sigma_xy)
-    return permutohedral_filter(features, values.flatten(1).T).T.reshape(values.shape)
+    points = values.flatten(-2).transpose(-1, -2)
+    return permutohedral_filter(features, points).transpose(-1, -2).reshape(values.shape)
 
 
 def _downscale(tensor: Tensor, scale: float, mode: str) -> Tensor:
@@ -74,13 +78,9 @@ class _DenseEnergy(torch.autograd.Function):
         sigma_xy: float,
     ) -> Tensor:
         batch = probs.shape[0]
-        gate = roi - probs.amax(dim=1)
-        gate[unlabeled] = 1
-        gate.clamp_(min=0)
+        gate = (roi - probs.amax(dim=1)).masked_fill(unlabeled, 1).clamp(min=0)
         masked = probs * roi.unsqueeze(1)
-        filtered = torch.empty_like(probs)
-        for b in range(batch):
-            filtered[b] = dense_filter(image[b], masked[b], sigma_rgb, sigma_xy)
+        filtered = dense_filter(image, masked, sigma_rgb, sigma_xy)
         weighted = filtered * gate.unsqueeze(1)  # AS
         ctx.save_for_backward(weighted, roi)
         ctx.batch = batch

@@ -173,9 +173,7 @@ def cam_pseudo_labels(
         lookup = torch.cat([torch.zeros_like(channels[:, :1]), channels + 1], dim=1)
         confident = lookup.gather(1, confident.flatten(1)).view_as(confident)
     pseudo = torch.where(confident > 0, confident, torch.full_like(confident, IGNORE_INDEX))
-    pseudo[_label_above(halved, present, low, size) == 0] = 0
-    pseudo[~inside] = IGNORE_INDEX
-    return pseudo
+    return pseudo.masked_fill(_label_above(halved, present, low, size) == 0, 0).masked_fill(~inside, IGNORE_INDEX)
 
 
 def reliability_weighted_labels(

@@ -30,7 +30,7 @@ def prediction_grid(
     """Rows of image | ground truth | CAM | CPL | prediction (unmasked) for the given images."""
     dataset = EvaluationImages(split, cfg.eval.size, with_masks=split.has_masks)
     batch = collate_evaluation([dataset[i] for i in indices])
-    outputs = infer(network.eval(), batch["input"].to(device), cfg.eval.scales, cfg.eval.flip)
+    outputs = infer(network.eval(), batch["input"].to(device), cfg.eval.scales, cfg.eval.flip, cfg.eval.amp)
     rows = []
     for i, image in enumerate(batch["image"]):
         size = tuple(image.shape[-2:])
