@@ -352,8 +352,6 @@ def configuration(cfg: Config) -> dict:
         "batch_size": cfg.train.batch_size,
         "amp": cfg.train.amp,
         "assignment_amp": cfg.train.assignment_amp,
-        "compile": cfg.train.compile,
-        "channels_last": cfg.train.channels_last,
         "assignment_scales": list(cfg.method.assignment_scales),
         "eval_scales": list(cfg.eval.scales),
         "eval_flip": cfg.eval.flip,

@@ -30,7 +30,5 @@ run vit-b-448 --steps 3 --warmup 1 --profile-steps 1 --infer-size 448 model.back
 # Options, each against the ViT-S 224 row above.
 vit_s_224=(--steps 10 --infer-size 224 model.backbone=vit_small_patch16_224 data.crop_size=224)
 run vit-s-224-an-1-scale "${vit_s_224[@]}" "method.assignment_scales=[1.0]"
-run vit-s-224-channels-last "${vit_s_224[@]}" train.channels_last=true
-run vit-s-224-compile "${vit_s_224[@]}" --warmup 5 train.compile=true
 run vit-s-224-bf16 --steps 3 --warmup 1 --profile-steps 1 --infer-batches 1 --infer-size 224 \
     model.backbone=vit_small_patch16_224 data.crop_size=224 train.amp=bf16 train.assignment_amp=bf16

@@ -13,10 +13,12 @@ import torch
 from cosa.config import load_config
 from cosa.engine.checkpoint import load_checkpoint
 from cosa.engine.distributed import DistContext
+from cosa.engine.graphs import GraphedForward
 from cosa.engine.runlog import read_metrics
 from cosa.engine.trained import load_trained
 from cosa.engine.trainer import Trainer
 from cosa.method.cosa import CoSAObjective
+from cosa.models.network import build_network
 from cosa.precision import autocast
 
 from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, requires_cuda, torchrun_command
@@ -66,9 +68,27 @@ def test_a_training_step_never_waits_for_the_gpu(tiny_data, tmp_path, preset, re
             trainer.train_step(batch)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    syncs = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "synchroniz" in str(w.message).lower()]
+    syncs = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "called a synchronizing" in str(w.message)]
     record_property("synchronisations", len(syncs))
     assert not syncs, "\n".join(syncs)
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_the_graphed_assignment_pass_is_the_network_and_follows_its_weights(amp):
+    torch.manual_seed(0)
+    model = load_config("voc", None, None, ["model.pretrained=none"]).model
+    network = build_network(model, 20, pretrained=False).cuda().eval().requires_grad_(False)
+    graphed = GraphedForward(network)
+    for size in (448, 224, 448):  # captured, captured, replayed
+        images = torch.randn(4, 3, size, size, device="cuda")
+        with torch.no_grad(), autocast("cuda", amp):
+            expected, replayed = network(images), graphed(images)
+        torch.testing.assert_close(replayed.cam, expected.cam)
+        torch.testing.assert_close(replayed.seg, expected.seg)
+    torch._foreach_mul_(list(network.parameters()), 0.5)  # in place, as the EMA updates
+    with torch.no_grad(), autocast("cuda", amp):
+        torch.testing.assert_close(graphed(images).logits, network(images).logits)
+    assert len(graphed.graphs) == 2 and graphed.capturable
 
 
 def test_a_bf16_step_is_finite_and_close_to_fp32(tiny_data, tmp_path, record_property):

@@ -1,6 +1,5 @@
 """The speed options change how the step computes, not what (issue: performance)."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -54,22 +53,3 @@ def test_assignment_amp_applies_to_the_assignment_pass_only(tiny_data, tmp_path,
     losses = first_losses(tiny_data, tmp_path, "train.assignment_amp=bf16", steps=1)
     assert seen == {"assignment": (True, torch.bfloat16), "online": False}
     assert all(torch.isfinite(torch.tensor(losses)))
-
-
-def test_channels_last_gives_the_same_losses(tiny_data, tmp_path):
-    default = first_losses(tiny_data, tmp_path / "default")
-    channels_last = first_losses(tiny_data, tmp_path / "channels_last", "train.channels_last=true")
-    assert channels_last == pytest.approx(default, rel=1e-4)
-
-
-def test_compiled_backbones_give_the_same_losses_and_checkpoint_names(tiny_data, tmp_path, monkeypatch):
-    # Dynamo's eager backend: the wiring is under test, not inductor's code generation (minutes on a CPU).
-    original = torch.nn.Module.compile
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: original(self, backend="eager"))
-    default = first_losses(tiny_data, tmp_path / "default")
-    compiled = first_losses(tiny_data, tmp_path / "compiled", "train.compile=true")
-    assert compiled == pytest.approx(default, rel=1e-4)
-    cfg = load_config("demo", "release", str(tiny_data), [*TINY_OVERRIDES, "train.compile=true"])
-    trainer = Trainer(cfg, tmp_path / "names", CPU)
-    assert trainer.online.encoder._compiled_call_impl is not None
-    assert not any("_orig_mod" in name for name in trainer.checkpoint_payload()["online"])

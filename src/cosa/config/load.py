@@ -62,6 +62,10 @@ REMOVED_KEYS: dict[str, Removed] = {
     "method.contrastive.detach_features": Removed(True, "L_csc reads W ∗ sg(F) and trains the classifier W only"),
     "method.contrastive.detach_normalizer": Removed(False, "L_csc keeps the gradient of each class map's maximum"),
     "method.contrastive.negative_margin": Removed(0, "every background pixel is a negative of L_csc"),
+    # Measured on an H200 (docs/benchmarks.md): channels-last slowed the demo's CNN step by a
+    # quarter; torch.compile of the encoders failed in Inductor after minutes of compiling.
+    "train.channels_last": Removed(False, "the networks keep PyTorch's default memory layout"),
+    "train.compile": Removed(False, "the networks run eagerly; on a GPU the assignment pass replays CUDA graphs"),
 }
 
 

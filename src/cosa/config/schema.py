@@ -171,10 +171,6 @@ class TrainConfig:
     # the assignment network's no-grad pass ("same": as ``amp``). docs/benchmarks.md measures them.
     amp: str = "none"
     assignment_amp: str = "same"
-    # Channels-last memory layout for the networks and image batches (helps some CNNs on GPU).
-    channels_last: bool = False
-    # torch.compile the backbones of both networks (in place; the first steps compile).
-    compile: bool = False
     device: str = "auto"
     log_every: int = 50
     eval_every: int = 4000

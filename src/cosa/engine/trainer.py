@@ -38,6 +38,7 @@ from cosa.engine import distributed
 from cosa.engine.checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from cosa.engine.distributed import DistContext, all_gather_cat, all_reduce_sum, average_buffers, barrier
 from cosa.engine.evaluate import evaluate, format_results
+from cosa.engine.graphs import GraphedForward
 from cosa.engine.label_fit import LabelFit
 from cosa.engine.monitor import CplMonitor
 from cosa.engine.run_dir import claim, last_checkpoint
@@ -100,6 +101,7 @@ class Trainer:
         self.online, self.assignment = (self._build_network(pretrained=checkpoint is None) for _ in range(2))
         self.online.train()
         self.assignment.eval().requires_grad_(False)
+        self.assignment_forward = GraphedForward(self.assignment)  # on a GPU, from CUDA graphs
         self.optimizer = build_optimizer(self.online, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.objective = CoSAObjective(cfg.method, cfg.train.assignment_amp)
@@ -122,10 +124,6 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
         self.evaluation_pending = checkpoint is not None and self._evaluation_due()
-        if cfg.train.compile:
-            # In place (nn.Module.compile), so parameter names and checkpoints stay the same.
-            self.online.encoder.compile()
-            self.assignment.encoder.compile()
         self.model = self.online
         if dist.distributed:
             self.model = DistributedDataParallel(
@@ -258,10 +256,7 @@ class Trainer:
         return self.iteration % self.cfg.train.eval_every == 0 or self.iteration == self.cfg.train.iterations
 
     def _build_network(self, pretrained: bool) -> nn.Module:
-        network = build_network(self.cfg.model, len(self.class_names), pretrained=pretrained).to(self.device)
-        if self.cfg.train.channels_last:
-            network.to(memory_format=torch.channels_last)
-        return network
+        return build_network(self.cfg.model, len(self.class_names), pretrained=pretrained).to(self.device)
 
     def train_step(self, batch: dict) -> StepLosses:
         """One optimiser step of the online network, then the EMA update of the assignment network.
@@ -274,15 +269,10 @@ class Trainer:
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
         step = self.iteration - 1  # 0-based, as the released schedule and loss warm-up count
         set_learning_rate(self.optimizer, lr_factor(step, self.cfg.train.iterations, self.cfg.optim))
-        if self.cfg.train.channels_last:
-            batch = {
-                key: value.contiguous(memory_format=torch.channels_last) if value.dim() == 4 else value
-                for key, value in batch.items()
-            }
         # The forward pass updates BatchNorm statistics; a faulty step must not keep them.
         statistics = [buffer.clone() for buffer in self.online.buffers()]
         with section("objective"), autocast(self.device.type, self.cfg.train.amp):
-            losses = self.objective(self.model, self.assignment, batch, step, max_tags)
+            losses = self.objective(self.model, self.assignment_forward, batch, step, max_tags)
         with section("backward"):
             self.scaler.scale(losses.total).backward()
         self.scaler.unscale_(self.optimizer)  # fp16: the gradients as they are, for the check

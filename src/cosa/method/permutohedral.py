@@ -97,8 +97,6 @@ class _Lattice:
             kept = entries
         self.codes = ordered[kept]
         self.inverse = torch.empty_like(row).scatter_(0, order, row)  # entry → its vertex's row
-        self.keys = keys.reshape(-1, d)[order[kept]]
-        self.images = images[:, None].expand(-1, d + 1).reshape(-1)[order[kept]]
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -109,12 +107,22 @@ class _Lattice:
             code = code * self.span + (keys[..., column] - self.low)
         return code
 
-    def find(self, keys: Tensor) -> Tensor:
-        """Rows of the vertices ``keys`` (one per row of the table, in its image); ``len(self)`` (an
-        all-zero row) where absent."""
-        code = self.pack(keys, self.images)
-        position = torch.searchsorted(self.codes, code).clamp(max=len(self) - 1)
-        return torch.where(self.codes[position] == code, position, torch.full_like(position, len(self)))
+    def neighbours(self, d: int) -> Tensor:
+        """R×(d+1)×2: the rows of each row's two neighbours along each lattice direction
+        (forward, backward); ``len(self)`` (an all-zero row) where there is no such vertex.
+
+        Along direction k < d a key steps by +1 in every coordinate but k, which steps by −d;
+        along d by +1 in all. Such a step moves the code by Σ_c step_c·span^(d−1−c) (the digits
+        stay in range: ``low`` and ``span`` leave room), so every neighbour's code is one
+        addition away, and all are looked up in one search.
+        """
+        steps = 1 - (d + 1) * torch.eye(d + 1, d, dtype=torch.long, device=self.codes.device)
+        places = self.span ** torch.arange(d - 1, -1, -1, device=self.codes.device)
+        moves = (steps * places).sum(1)
+        codes = (self.codes[:, None, None] + torch.stack([moves, -moves], dim=1)).flatten()
+        position = torch.searchsorted(self.codes, codes).clamp(max=len(self) - 1)
+        found = torch.where(self.codes[position] == codes, position, torch.full_like(position, len(self)))
+        return found.view(len(self), d + 1, 2)
 
 
 def permutohedral_filter(features: Tensor, values: Tensor, compact: bool | None = None) -> Tensor:
@@ -140,13 +148,10 @@ def permutohedral_filter(features: Tensor, values: Tensor, compact: bool | None 
     values = values.reshape(points, -1)
     lattice = values.new_zeros(len(table) + 1, values.shape[1])
     lattice.index_add_(0, table.inverse, (weights[:, :, None] * values[:, None, :]).reshape(-1, values.shape[1]))
+    neighbours = table.neighbours(d)
     for direction in range(d + 1):
-        forward, backward = table.keys + 1, table.keys - 1
-        if direction < d:
-            forward[:, direction] = table.keys[:, direction] - d
-            backward[:, direction] = table.keys[:, direction] + d
         blurred = lattice.clone()
-        blurred[:-1] += 0.5 * (lattice[table.find(forward)] + lattice[table.find(backward)])
+        blurred[:-1] += 0.5 * (lattice[neighbours[:, direction, 0]] + lattice[neighbours[:, direction, 1]])
         lattice = blurred
     sliced = lattice[table.inverse].view(points, d + 1, -1)
     # densecrf's slicing constant, which brings the blurred lattice towards the Gaussian's scale.
