@@ -2,6 +2,7 @@
 evaluation protocol's throughput and a short demo training; one JSON.
 
     python benchmarks/gpu.py [--out JSON] [--budget SECONDS] [--device cuda|cpu] [--tiny]
+    python benchmarks/gpu.py --table JSON           (the Markdown tables of a report)
 
 ``--tiny`` runs every section at toy sizes (with ``--device cpu``: a check of this script where
 there is no GPU). The sections run in this order; each is recorded even when an earlier one
@@ -257,8 +258,8 @@ def voc_config(data: Path, device: torch.device, tiny: bool, *extra: str) -> Con
 
 def training_step(data: Path, device: torch.device, tiny: bool, variant: list[str], rates: dict) -> dict:
     cfg = voc_config(data, device, tiny, *variant, "train.iterations=100")
-    steps = 3 if tiny else 10
-    result = measure(cfg, steps=steps, warmup=3, profile_steps=2, infer_batches=0)
+    steps, warmup, profiled = (2, 1, 1) if tiny else (10, 3, 2)
+    result = measure(cfg, steps=steps, warmup=warmup, profile_steps=profiled, infer_batches=0)
     result["config"] = configuration(cfg)
     result["images_per_s"] = 1000 * cfg.train.batch_size / result["pipelined_step_ms"]
     result["phases_ms"] = phase_medians(result.pop("phases"))
@@ -317,31 +318,60 @@ def evaluation(data: Path, device: torch.device, tiny: bool, amp: str) -> dict:
 
 
 def summary(data: dict) -> list[str]:
+    """The report as Markdown: the tests and the demo in a line each, then the tables of
+    docs/benchmarks.md, then what failed or was skipped."""
     sections = data["sections"]
     lines = []
     tests = sections.get("tests", {})
     if "counts" in tests:
-        lines.append(f"CUDA tests: {tests['counts']}")
+        lines.append("CUDA tests: " + ", ".join(f"{count} {outcome}" for outcome, count in tests["counts"].items()))
         lines += [
-            f"  {t['outcome']}: {t['name']} {t.get('message', '')[:300]}"
+            f"- {t['outcome']}: {t['name']} {t.get('message', '')[:300]}"
             for t in tests["tests"]
             if t["outcome"] != "passed"
         ]
     demo = sections.get("demo", {})
     if "trained" in demo:
         before, after = demo["untrained"]["miou_unmasked"], demo["trained"]["miou_unmasked"]
-        lines.append(f"demo mIoU: untrained {before:.2f} → {after:.2f} in {demo['train_seconds']:.0f} s")
+        lines.append(
+            f"demo: unmasked mIoU {before:.2f} untrained, {after:.2f} after {demo['steps']} steps "
+            f"({demo['train_seconds']:.0f} s, beside the tests)"
+        )
+    rates, flops = sections.get("machine", {}), (sections.get("flops") or {}).get("flops_per_step")
+    if rates.get("matmul_bfloat16_tflops"):
+        lines.append(
+            f"measured here: {rates['matmul_bfloat16_tflops']:.0f} TFLOP/s bf16, {rates['matmul_float32_tflops']:.1f} "
+            f"TFLOP/s fp32 (8192³ products), copies at {rates['copy_gb_per_s']:.0f} GB/s; a voc step: "
+            f"{(flops or 0) / 1e12:.2f} TFLOP"
+        )
+    lines += [
+        "",
+        "| voc step | alone (ms) | back to back (ms) | images/s | peak memory (GiB) | compute floor (ms) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, section in sections.items():
         if name.startswith("step ") and "pipelined_step_ms" in section:
-            step = section["step_ms"]["median"] if isinstance(section["step_ms"], dict) else section["step_ms"]
+            config = section["config"]
+            rate = {
+                ("none", "same"): rates.get("matmul_float32_tflops"),
+                ("bf16", "same"): rates.get("matmul_bfloat16_tflops"),
+                ("fp16", "same"): rates.get("matmul_bfloat16_tflops"),
+            }.get((config["amp"], config["assignment_amp"]))
+            floor = f"{1000 * flops / (rate * 1e12):.1f}" if flops and rate else "–"  # mixed precisions: no one rate
             peak = section["memory"]["cuda_step_peak_mib"]
-            lines.append(
-                f"{name}: {step:.1f} ms alone, {section['pipelined_step_ms']:.1f} ms back to back, peak {peak} MiB"
-            )
-        elif name.startswith("evaluation") and "images_per_s" in section:
-            lines.append(
-                f"{name}: {section['images_per_s']:.1f} images/s, VOC val in {section['voc_val_seconds']:.0f} s"
-            )
+            cells = [
+                name.removeprefix("step "),
+                f"{section['step_ms']['median']:.1f}",
+                f"{section['pipelined_step_ms']:.1f}",
+                f"{section['images_per_s']:.1f}",
+                "–" if peak is None else f"{peak / 1024:.2f}",
+                floor,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| evaluation | images/s | VOC val (1,449 images) |", "|---|---:|---:|"]
+    for name, section in sections.items():
+        if name.startswith("evaluation") and "images_per_s" in section:
+            lines.append(f"| {name} | {section['images_per_s']:.1f} | {section['voc_val_seconds']:.0f} s |")
     lines += [
         f"{name}: {section.get('error') or section.get('skipped')}"
         for name, section in sections.items()
@@ -361,7 +391,11 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=420.0, help="seconds; later sections are skipped after it")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--tiny", action="store_true", help="toy sizes: checks the script itself")
+    parser.add_argument("--table", metavar="JSON", help="print the tables of a report this script wrote, and stop")
     args = parser.parse_args()
+    if args.table:
+        print("\n".join(summary(json.loads(Path(args.table).read_text()))))
+        return
     device, tiny = torch.device(args.device), args.tiny
     label = torch.cuda.get_device_name(0).split()[-1].lower() if device.type == "cuda" else "cpu"
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"gpu-{label}.json")

@@ -67,6 +67,19 @@ def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, 
     protocol = result["protocol"]
     assert protocol["split"] == "val" and protocol["num_images"] == 8 and protocol["network"] == "assignment"
     assert protocol["scales"] == ([1.0, 0.5] if multi_scale else [1.0]) and protocol["flip"] == multi_scale
+    assert protocol["amp"] == "none"
+
+
+def test_evaluate_amp_overrides_the_checkpoints_and_is_written_with_the_protocol(
+    trained_run, tiny_data, tmp_path, capsys
+):
+    out_json = tmp_path / "metrics.json"
+    checkpoint = trained_run / "checkpoints" / "last.pt"
+    code, out, _ = run_cli(
+        capsys, "evaluate", "--checkpoint", checkpoint, "--data", tiny_data, "--amp", "bf16", "--json", out_json
+    )
+    assert code == 0 and "bf16 autocast" in out
+    assert json.loads(out_json.read_text())["protocol"]["amp"] == "bf16"
 
 
 def test_evaluate_with_crf_reports_both(trained_run, tiny_data, tmp_path, capsys):

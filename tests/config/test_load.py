@@ -136,6 +136,8 @@ REMOVED = [
     ("method.contrastive.detach_features", True, False),
     ("method.contrastive.detach_normalizer", False, True),
     ("method.contrastive.negative_margin", 0, 2),
+    ("train.channels_last", False, True),
+    ("train.compile", False, True),
 ]
 
 

@@ -9,7 +9,7 @@ written (a traceback from deep inside, or a message naming an internal parameter
 import argparse
 from collections.abc import Callable
 
-from cosa.config.schema import MAX_SEED
+from cosa.config.schema import AMP_MODES, MAX_SEED
 
 
 def _whole_number(text: str) -> int:
@@ -42,6 +42,15 @@ def seed(text: str) -> int:
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be in 0..{MAX_SEED}")
     return value
+
+
+def add_amp_option(parser: argparse.ArgumentParser) -> None:
+    """``--amp``: the evaluation's autocast instead of the checkpoint's ``eval.amp``."""
+    parser.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        help="autocast for the network's passes (default: the checkpoint's eval.amp); bf16 is about 3× faster on a GPU",
+    )
 
 
 def positive_number(text: str) -> float:

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from cosa.cli import at_least, at_least_one
+from cosa.cli import add_amp_option, at_least, at_least_one
 from cosa.engine import NETWORKS
 from cosa.errors import CosaError
 from cosa.files import write_text_atomically
@@ -39,6 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "the numbers do not depend on it",
     )
     parser.add_argument("--network", choices=NETWORKS, default="assignment", help="which network (default assignment)")
+    add_amp_option(parser)
     parser.add_argument("--max-images", type=at_least_one, metavar="N", help="evaluate the first N images only")
     parser.add_argument(
         "--json", metavar="FILE", help="write the metrics and protocol to this JSON file (replaced if it exists)"
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             check_output_file(args.json, "--json", [("the checkpoint", args.checkpoint), ("the dataset", root)])
         if not args.ms:
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, scales=[1.0], flip=False))
+        if args.amp:
+            cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, amp=args.amp))
         result = evaluate(
             model.network,
             split,

@@ -7,7 +7,7 @@ import dataclasses
 from contextlib import nullcontext
 from pathlib import Path
 
-from cosa.cli import at_least, at_least_one, positive_number
+from cosa.cli import add_amp_option, at_least, at_least_one, positive_number
 from cosa.config.schema import MIN_EVAL_SIZE, Config
 from cosa.data import IMAGE_SUFFIXES
 from cosa.engine import NETWORKS
@@ -48,6 +48,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="input scales whose logits are summed (default: eval.scales, 1.0 0.5 1.5 0.75 1.25)",
     )
     parser.add_argument("--no-flip", action="store_true", help="do not add the flipped images (default: eval.flip)")
+    add_amp_option(parser)
     parser.add_argument(
         "--tags",
         metavar="FILE",
@@ -103,7 +104,7 @@ def collect_images(inputs: list[str]) -> list[Path]:
 
 
 def protocol(cfg: Config, args: argparse.Namespace) -> Config:
-    """The checkpoint's config with the --size, --scales and --no-flip of the command line."""
+    """The checkpoint's config with the --size, --scales, --no-flip and --amp of the command line."""
     size = cfg.eval.size if args.size is None else args.size
     scales = cfg.eval.scales if args.scales is None else args.scales
     if not set(scales) & set(cfg.method.assignment_scales):
@@ -111,7 +112,14 @@ def protocol(cfg: Config, args: argparse.Namespace) -> Config:
             f"--scales must include one of the CAM scales {cfg.method.assignment_scales} (method.assignment_scales)"
         )
     return dataclasses.replace(
-        cfg, eval=dataclasses.replace(cfg.eval, size=size, scales=list(scales), flip=cfg.eval.flip and not args.no_flip)
+        cfg,
+        eval=dataclasses.replace(
+            cfg.eval,
+            size=size,
+            scales=list(scales),
+            flip=cfg.eval.flip and not args.no_flip,
+            amp=args.amp or cfg.eval.amp,
+        ),
     )
 
 
