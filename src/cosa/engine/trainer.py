@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,8 +181,13 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def fit(self) -> dict | None:
-        """Train to ``train.iterations``; returns the final evaluation (None without masks)."""
+    def fit(self, batches: Iterable[dict] | None = None) -> dict | None:
+        """Train to ``train.iterations``; returns the final evaluation (None without masks).
+
+        ``batches``: the training batches from the current iteration on, as the loader makes them
+        (``weak``, ``strong``, ``labels``, ``box``; ``mask`` where the recipe or the CPL monitor
+        reads masks); by default the trainer's own loader over the training split.
+        """
         if self.evaluation_pending:
             self._evaluate()
         # Log lines (warnings among them) go above the progress bar, not into it.
@@ -195,16 +201,16 @@ class Trainer:
                 dynamic_ncols=True,
             ) as progress,
         ):
-            self._iterate(progress)
+            self._iterate(progress, self._loader() if batches is None else batches)
         self.runlog.close()
         if self.dist.is_main and self.last_metrics is not None:
             write_text_atomically(self.run_dir / "final_metrics.json", json.dumps(self.last_metrics, indent=2))
         return self.last_metrics
 
-    def _iterate(self, progress: tqdm) -> None:
+    def _iterate(self, progress: tqdm, batches: Iterable[dict]) -> None:
         cfg = self.cfg.train
         started, started_iteration = time.time(), self.iteration
-        for batch in self._loader():
+        for batch in batches:
             self.iteration += 1
             self.train_step(batch)
             progress.update()

@@ -47,7 +47,10 @@ from cosa.profiling import section, timed
 class StepLosses:
     total: torch.Tensor
     terms: dict[str, torch.Tensor]  # unweighted loss terms, for logging
+    weights: dict[str, float]  # the weight each term entered the total with (0 while gated)
     cpl: torch.Tensor | None = None  # the step's CPL (B×H×W), for monitoring
+    aux_cpl: torch.Tensor | None = None  # the auxiliary CAM's CPL (B×H×W)
+    spl: torch.Tensor | None = None  # the SPL Q (B×(C+1)×H×W)
     assigned: Assignments | None = None  # what the AN computed, for monitoring
     inside: torch.Tensor | None = None  # the crop boxes (B×H×W bool), for monitoring
     logits: torch.Tensor | None = None  # the online network's class scores (B×C), for monitoring
@@ -147,15 +150,27 @@ class CoSAObjective:
                 weight=reg.energy_weight,
             ),
         }
-        weighted = cfg.c2s_weight * terms["c2s"] + cfg.s2c_weight * terms["s2c"] + cfg.reg_weight * terms["reg"]
+        gate = self.loss_gate(step)
+        weights = {"cls": 1.0, "cls_aux": 1.0, "c2s": gate * cfg.c2s_weight, "s2c": gate * cfg.s2c_weight}
+        weights["reg"] = gate * cfg.reg_weight
         if cfg.contrastive.enabled:
             with section("loss/csc"):
                 terms["csc"] = self.contrastive_separation(online, output, spl, labels)
-        total = terms["cls"] + terms["cls_aux"] + self.loss_gate(step) * weighted
-        if cfg.contrastive.enabled:
-            gate = self.loss_gate(step, cfg.contrastive.warmup_iters)
-            total = total + gate * cfg.contrastive.weight * terms["csc"]
-        return StepLosses(total, terms, cpl=cpl, assigned=assigned, inside=inside, logits=output.logits)
+            weights["csc"] = self.loss_gate(step, cfg.contrastive.warmup_iters) * cfg.contrastive.weight
+        # As released, gated terms are added with weight 0: their gradients are zeros, not none,
+        # so AdamW's weight decay and moments act on the decoder during the warm-up.
+        total = sum(weights[name] * term for name, term in terms.items())
+        return StepLosses(
+            total,
+            terms,
+            weights,
+            cpl=cpl,
+            aux_cpl=aux_cpl,
+            spl=spl,
+            assigned=assigned,
+            inside=inside,
+            logits=output.logits,
+        )
 
     def contrastive_separation(
         self, online: nn.Module, output: NetworkOutput, spl: torch.Tensor, labels: torch.Tensor
@@ -208,7 +223,7 @@ class CoSAObjective:
             "cls": classification_loss(output.logits.float(), labels),
             "cls_aux": classification_loss(output.aux_logits.float(), labels),
         }
-        return StepLosses(terms["cls"] + terms["cls_aux"], terms, logits=output.logits)
+        return StepLosses(terms["cls"] + terms["cls_aux"], terms, {"cls": 1.0, "cls_aux": 1.0}, logits=output.logits)
 
     def supervised(self, online: nn.Module, batch: dict) -> StepLosses:
         output = online(batch["strong"])
@@ -219,5 +234,6 @@ class CoSAObjective:
             "cls_aux": classification_loss(output.aux_logits.float(), labels),
             "seg": supervised_segmentation_loss(seg, batch["mask"]),
         }
-        total = terms["cls"] + terms["cls_aux"] + self.cfg.supervised_weight * terms["seg"]
-        return StepLosses(total, terms, logits=output.logits)
+        weights = {"cls": 1.0, "cls_aux": 1.0, "seg": self.cfg.supervised_weight}
+        total = sum(weights[name] * term for name, term in terms.items())
+        return StepLosses(total, terms, weights, logits=output.logits)

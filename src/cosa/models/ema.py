@@ -8,10 +8,12 @@ from torch import nn
 
 @torch.no_grad()
 def ema_update(target: nn.Module, source: nn.Module, momentum: float, skip: torch.Tensor | None = None) -> None:
-    """ξ ← ξ + (1−m)·(θ − ξ) over all parameters and floating-point buffers; other buffers are copied.
+    """ξ ← m·ξ + (1−m)·θ over all parameters and floating-point buffers; other buffers are copied.
 
-    ``skip``, a 0-dim bool tensor, leaves the floating-point tensors unchanged where it is true:
-    decided on the device, so that a training step never waits for the host to read it.
+    The products are rounded as released (ξ·m, then + (1−m)·θ), so that the assignment network
+    follows the released trajectory to the bit. ``skip``, a 0-dim bool tensor, leaves the
+    floating-point tensors unchanged where it is true (m = 1, 1 − m = 0): decided on the device,
+    so that a training step never waits for the host to read it.
     """
     target_floats, source_floats = [], []
     for mine, theirs in zip(
@@ -24,7 +26,8 @@ def ema_update(target: nn.Module, source: nn.Module, momentum: float, skip: torc
             mine.copy_(theirs)
     if not target_floats:
         return
-    weight = 1.0 - momentum if skip is None else (~skip).float() * (1.0 - momentum)
-    steps = torch._foreach_sub(source_floats, target_floats)
-    torch._foreach_mul_(steps, weight)
-    torch._foreach_add_(target_floats, steps)
+    keep, take = momentum, 1.0 - momentum
+    if skip is not None:
+        keep, take = torch.where(skip, 1.0, keep), torch.where(skip, 0.0, take)
+    torch._foreach_mul_(target_floats, keep)
+    torch._foreach_add_(target_floats, torch._foreach_mul(source_floats, take))
