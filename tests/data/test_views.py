@@ -3,11 +3,17 @@
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image, ImageEnhance, ImageOps
+from torchvision.transforms import InterpolationMode
 
 from cosa.data.io import IGNORE_INDEX
 from cosa.data.views import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     PHOTOMETRIC_OPS,
     ViewParams,
+    apply_geometry,
     crop_box,
     make_views,
     normalize,
@@ -129,3 +135,71 @@ def test_view_parameters_are_deterministic_per_seed():
     other = sample_view_params(np.random.default_rng([0, 2]), 100, 120, CROP)
     assert first == again and first != other
     assert 0.5 <= first.scale <= 2.0 and 1 <= first.magnitude <= 9
+
+
+# --- each operation against the released pipeline's formula --------------------------------------
+# The released pipeline calls PIL for these (and mmcv's solarize, written out below): PIL computes
+# the expected pixels from the released parameters, never the released code.
+
+
+def photographs() -> list[np.ndarray]:
+    """Noise, smooth gradients and flat patches: ties, rounding and narrow ranges all occur."""
+    rng = np.random.default_rng(3)
+    rows, cols = np.mgrid[0:41, 0:57]
+    smooth = np.stack([rows * 5, cols * 4, (rows + cols) * 2], axis=-1) % 256
+    flat = np.full((23, 31, 3), (90, 130, 60)) + rng.integers(0, 7, (23, 31, 3))
+    return [rng.integers(0, 256, (37, 53, 3)).astype(np.uint8), smooth.astype(np.uint8), flat.astype(np.uint8)]
+
+
+def released_operation(image: Image.Image, operation: str, magnitude: int) -> np.ndarray:
+    """The released RandAug operation at ``magnitude`` (1..9 of 10), from its formula."""
+    factor = float(magnitude) * 1.8 / 10 + 0.1
+    if operation == "solarize":  # mmcv.solarize at min(int(m·256/10), 255)
+        pixels, threshold = np.asarray(image), min(int(magnitude * 256 / 10), 255)
+        return np.where(pixels < threshold, pixels, 255 - pixels)
+    released = {
+        "identity": lambda: image,
+        "autocontrast": lambda: ImageOps.autocontrast(image),
+        "equalize": lambda: ImageOps.equalize(image),
+        "color": lambda: ImageEnhance.Color(image).enhance(factor),
+        "contrast": lambda: ImageEnhance.Contrast(image).enhance(factor),
+        "brightness": lambda: ImageEnhance.Brightness(image).enhance(factor),
+        "sharpness": lambda: ImageEnhance.Sharpness(image).enhance(factor),
+        "posterize": lambda: ImageOps.posterize(image, 4 - int(magnitude * 4 / 10)),
+    }
+    return np.asarray(released[operation]())
+
+
+@pytest.mark.parametrize("operation", PHOTOMETRIC_OPS)
+def test_each_photometric_operation_gives_the_released_pixels(operation):
+    for pixels in photographs():
+        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        for magnitude in range(1, 10):
+            ours = photometric(image, operation, magnitude).permute(1, 2, 0).numpy()
+            expected = released_operation(Image.fromarray(pixels), operation, magnitude)
+            assert np.array_equal(ours, expected), f"{operation} at magnitude {magnitude}"
+
+
+def test_solarize_and_posterize_truncate_their_parameters_as_released():
+    """Magnitude 3: threshold int(76.8) = 76, so a pixel of 76 is inverted; bits 4 − int(1.2) = 3."""
+    image = torch.tensor([75, 76, 200], dtype=torch.uint8).view(1, 1, 3).expand(3, 1, 3).contiguous()
+    assert photometric(image, "solarize", 3)[0, 0].tolist() == [75, 179, 55]
+    assert photometric(image, "posterize", 3)[0, 0].tolist() == [64, 64, 192]
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.73, 1.37, 2.0])
+def test_rescaling_gives_the_pixels_of_the_released_bilinear_filter(scale):
+    for pixels in photographs():
+        height, width = pixels.shape[:2]
+        params = ViewParams(scale, False, (0, 0), (0, 0), None, "identity", 1)
+        crop = max(int(height * scale), int(width * scale))
+        ours = apply_geometry(torch.from_numpy(pixels).permute(2, 0, 1), params, crop, 0, InterpolationMode.BILINEAR)
+        size = (int(scale * width), int(scale * height))  # the released (width, height)
+        expected = np.asarray(Image.fromarray(pixels).resize(size, resample=Image.Resampling.BILINEAR))
+        assert np.array_equal(ours[:, : size[1], : size[0]].permute(1, 2, 0).numpy(), expected)
+
+
+def test_normalisation_is_to_tensor_then_normalize_as_released():
+    pixels = torch.from_numpy(photographs()[0]).permute(2, 0, 1)
+    expected = TF.normalize(pixels.float() / 255, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    assert torch.equal(normalize(pixels), expected)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from cosa.data.io import IGNORE_INDEX
@@ -81,14 +82,25 @@ def crop_box(params: ViewParams, height: int, width: int, crop_size: int) -> tup
     return top, bottom, left, right
 
 
+def rescale_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A uint8 3×H×W image resized to ``size`` (height, width) by PIL's bilinear filter, which the
+    released pipeline uses; torchvision's antialiased bilinear differs from it by 1 on up to 0.2%
+    of the pixels."""
+    resized = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)
+
+
 def apply_geometry(
     tensor: torch.Tensor, params: ViewParams, crop_size: int, fill: int, interpolation: InterpolationMode
 ) -> torch.Tensor:
-    """Rescale, flip and crop a C×H×W tensor; pixels outside the image get ``fill``."""
+    """Rescale (bilinear: an image, :func:`rescale_image`; nearest: a mask), flip and crop a
+    C×H×W tensor; pixels outside the image get ``fill``."""
     height, width = tensor.shape[-2:]
-    size = list(scaled_size(height, width, params.scale))
-    antialias = interpolation != InterpolationMode.NEAREST
-    tensor = TF.resize(tensor, size, interpolation=interpolation, antialias=antialias)
+    size = scaled_size(height, width, params.scale)
+    if interpolation == InterpolationMode.BILINEAR:
+        tensor = rescale_image(tensor, size)
+    else:
+        tensor = TF.resize(tensor, list(size), interpolation=interpolation)
     if params.flip:
         tensor = TF.horizontal_flip(tensor)
     top, bottom, left, right = crop_box(params, height, width, crop_size)
@@ -107,27 +119,73 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def photometric(image: torch.Tensor, operation: str, magnitude: int) -> torch.Tensor:
-    """One operation of the released pipeline on a uint8 image; magnitude m in 1..9 of 10."""
-    factor = 0.1 + 1.8 * magnitude / 10
+    """One operation of the released pipeline on a uint8 image; magnitude m in 1..9 of 10.
+
+    The pixels are PIL's, which the released pipeline calls (docs/method.md, "The data pipeline"):
+    its thresholds and bit counts truncate m·max/10, and its enhancers blend with a degenerate
+    image by truncating ``d + f·(x − d)``, with f = 0.1 + 1.8·m/10.
+    """
+    factor = float(magnitude) * 1.8 / 10 + 0.1
     if operation == "identity":
         return image
     if operation == "autocontrast":
-        return TF.autocontrast(image)
+        return _autocontrast(image)
     if operation == "equalize":
         return TF.equalize(image)
     if operation == "solarize":
-        return TF.solarize(image, threshold=25.6 * magnitude)
+        return TF.solarize(image, threshold=min(int(magnitude * 256 / 10), 255))
     if operation == "color":
-        return TF.adjust_saturation(image, factor)
+        return _blend(_luminance(image).expand_as(image), image, factor)
     if operation == "contrast":
-        return TF.adjust_contrast(image, factor)
+        mean = int(_luminance(image).double().mean() + 0.5)  # the mean grey, rounded to a level
+        return _blend(torch.full_like(image, mean), image, factor)
     if operation == "brightness":
-        return TF.adjust_brightness(image, factor)
+        return _blend(torch.zeros_like(image), image, factor)
     if operation == "sharpness":
-        return TF.adjust_sharpness(image, factor)
+        return _blend(_smoothed(image), image, factor)
     if operation == "posterize":
-        return TF.posterize(image, bits=4 - int(0.4 * magnitude))
+        return TF.posterize(image, bits=4 - int(magnitude * 4 / 10))
     raise ValueError(f"unknown photometric operation {operation!r}")
+
+
+def _autocontrast(image: torch.Tensor) -> torch.Tensor:
+    """PIL's ``ImageOps.autocontrast``: each channel's range stretched to 0–255 by a table
+    int(x·255/(hi − lo) − lo·255/(hi − lo)), computed in double precision."""
+    levels = torch.arange(256, dtype=torch.float64)
+    channels = []
+    for channel in image:
+        low, high = int(channel.min()), int(channel.max())
+        if high <= low:
+            channels.append(channel)
+            continue
+        scale = 255.0 / (high - low)
+        table = (levels * scale + -low * scale).trunc().clamp(0, 255).to(torch.uint8)
+        channels.append(table[channel.long()])
+    return torch.stack(channels)
+
+
+def _blend(degenerate: torch.Tensor, image: torch.Tensor, factor: float) -> torch.Tensor:
+    """PIL's ``Image.blend(degenerate, image, factor)``: d + f·(x − d) in float32, clipped, truncated."""
+    factor = torch.tensor(factor, dtype=torch.float32)
+    low = degenerate.float()
+    return (low + factor * (image.float() - low)).clamp(0, 255).to(torch.uint8)
+
+
+def _luminance(image: torch.Tensor) -> torch.Tensor:
+    """PIL's RGB → L of a uint8 image: (19595·R + 38470·G + 7471·B + 2¹⁵) >> 16, as 1×H×W uint8."""
+    red, green, blue = image.int()
+    return ((19595 * red + 38470 * green + 7471 * blue + 32768) >> 16).to(torch.uint8)[None]
+
+
+def _smoothed(image: torch.Tensor) -> torch.Tensor:
+    """PIL's SMOOTH filter: the 3×3 kernel [1 1 1; 1 5 1; 1 1 1]/13, rounded; the border kept."""
+    kernel = torch.ones(3, 3)
+    kernel[1, 1] = 5
+    kernel = (kernel / 13).expand(image.shape[0], 1, 3, 3)
+    smooth = torch.nn.functional.conv2d(image.float()[None], kernel, groups=image.shape[0])[0]
+    result = image.clone()
+    result[:, 1:-1, 1:-1] = (smooth + 0.5).floor().clamp(0, 255).to(torch.uint8)
+    return result
 
 
 def normalize(image: torch.Tensor) -> torch.Tensor:
