@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from torchvision.transforms import InterpolationMode
 
 from cosa.data.io import IGNORE_INDEX
@@ -203,3 +203,15 @@ def test_normalisation_is_to_tensor_then_normalize_as_released():
     pixels = torch.from_numpy(photographs()[0]).permute(2, 0, 1)
     expected = TF.normalize(pixels.float() / 255, list(IMAGENET_MEAN), list(IMAGENET_STD))
     assert torch.equal(normalize(pixels), expected)
+
+
+def test_the_weak_view_is_the_crop_blurred_by_the_released_filter():
+    pixels = photographs()[1]
+    image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    sharp, blurred = (
+        make_views(image, None, ViewParams(1.0, False, (0, 0), (2, 3), radius, "identity", 1), CROP)["weak"]
+        for radius in (None, 1.3)
+    )
+    crop = unnormalized(sharp).permute(1, 2, 0).numpy().astype(np.uint8)
+    expected = np.asarray(Image.fromarray(crop).filter(ImageFilter.GaussianBlur(radius=1.3)))
+    assert np.array_equal(unnormalized(blurred).permute(1, 2, 0).numpy(), expected)
