@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,6 +36,25 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, requires_cuda])]
 
 # For worker scripts run in a subprocess (torchrun, kill tests): one thread, and this folder on the
 # path so that they import the helpers below as the tests do.
+# The official fixtures' weights follow a rule (tests/fixtures/official/README.md).
+LAYER_NORM_WEIGHTS = ("norm.weight", "norm1.weight", "norm2.weight")
+
+
+def released_state(released: dict[str, np.ndarray], prefixes: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """The released network's weights rebuilt by the fixtures' rule: each tensor drawn from a
+    generator seeded by its key, with ``prefixes`` (one per key) prepended where given."""
+    state = {}
+    for index, (key, shape) in enumerate(zip(released["state_keys"], released["state_shapes"])):
+        key = str(key)
+        shape = tuple(int(size) for size in shape.strip("()").split(",") if size.strip())
+        seed = (str(prefixes[index]) if prefixes is not None else "") + key
+        tensor = 0.02 * np.random.default_rng(zlib.crc32(seed.encode())).standard_normal(shape, dtype=np.float32)
+        if key.endswith(LAYER_NORM_WEIGHTS):
+            tensor = tensor + 1.0
+        state[key] = torch.from_numpy(tensor)
+    return state
+
+
 def cosa_command(*argv) -> list[str]:
     """``python -m cosa ARGV``, for tests that need a process of its own (kill, lock, signal)."""
     return [sys.executable, "-m", "cosa", *map(str, argv)]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +39,9 @@ from cosa.method.pseudo_labels import (
 )
 from cosa.method.thresholds import Histogram, fit_mixture, mixture_thresholds
 
-from conftest import DEVICES
+from conftest import DEVICES, released_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
-LAYER_NORM_WEIGHTS = ("norm.weight", "norm1.weight", "norm2.weight")
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +54,6 @@ def released() -> dict[str, np.ndarray]:
 def released_lreg() -> dict[str, np.ndarray]:
     with np.load(FIXTURES / "released_lreg.npz") as arrays:
         return dict(arrays)
-
-
-def released_state(released: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """The released network's weights, rebuilt by the fixture's rule (its README)."""
-    state = {}
-    for key, shape in zip(released["state_keys"], released["state_shapes"]):
-        key = str(key)
-        shape = tuple(int(size) for size in shape.strip("()").split(",") if size.strip())
-        tensor = 0.02 * np.random.default_rng(zlib.crc32(key.encode())).standard_normal(shape, dtype=np.float32)
-        if key.endswith(LAYER_NORM_WEIGHTS):
-            tensor = tensor + 1.0
-        state[key] = torch.from_numpy(tensor)
-    return state
 
 
 @pytest.fixture(scope="module", params=DEVICES)

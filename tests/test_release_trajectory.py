@@ -12,7 +12,6 @@ to 1e-5 relative, pseudo-labels pixel for pixel, final sums to 5e-5 of each tens
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,9 @@ from cosa.data.classes import VOC_CLASSES
 from cosa.engine.distributed import DistContext
 from cosa.engine.trainer import Trainer
 
-from conftest import make_folder_dataset
+from conftest import make_folder_dataset, released_state
 
 FIXTURE = Path(__file__).parent / "fixtures" / "official" / "released_trajectory.npz"
-LAYER_NORM_WEIGHTS = ("norm.weight", "norm1.weight", "norm2.weight")
 # The released ViT's ImageNet head: in its state dict, never used; cosa's encoder has none.
 UNUSED = "encoder.head."
 # The fixture's four parameter groups (encoder without and with "norm" in the name, classifiers,
@@ -42,20 +40,6 @@ pytestmark = pytest.mark.slow  # trains ViT-B for six steps
 def released() -> dict[str, np.ndarray]:
     with np.load(FIXTURE) as arrays:
         return dict(arrays)
-
-
-def rule_state(released: dict[str, np.ndarray], prefixes: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """The fixture's weights: each tensor drawn from a generator seeded by its (prefixed) key."""
-    state = {}
-    for index, (key, shape) in enumerate(zip(released["state_keys"], released["state_shapes"])):
-        key = str(key)
-        shape = tuple(int(size) for size in shape.strip("()").split(",") if size.strip())
-        seed_key = (str(prefixes[index]) if prefixes is not None else "") + key
-        tensor = 0.02 * np.random.default_rng(zlib.crc32(seed_key.encode())).standard_normal(shape, dtype=np.float32)
-        if key.endswith(LAYER_NORM_WEIGHTS):
-            tensor = tensor + 1.0
-        state[key] = torch.from_numpy(tensor)
-    return state
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +64,8 @@ def replay(released, tmp_path_factory):
     trainer = Trainer(cfg, tmp_path_factory.mktemp("replay") / "run", DistContext(0, 1, 0, torch.device("cpu")))
     # As released, the assignment network is built like the online one, not copied from it.
     built_apart = not torch.equal(trainer.assignment.decoder.conv8.weight, trainer.online.decoder.conv8.weight)
-    online = rule_state(released)
-    assignment = rule_state(released, released["an_rule_prefix"])
+    online = released_state(released)
+    assignment = released_state(released, released["an_rule_prefix"])
     trainer.online.load_state_dict({key: value for key, value in online.items() if not key.startswith(UNUSED)})
     trainer.assignment.load_state_dict({key: value for key, value in assignment.items() if not key.startswith(UNUSED)})
 
@@ -108,7 +92,7 @@ def replay(released, tmp_path_factory):
 
 def test_the_rebuilt_weights_are_the_released_ones(released):
     for prefixes, sums in ((None, released["on_init_sum"]), (released["an_rule_prefix"], released["an_init_sum"])):
-        rebuilt = [float(value.double().sum()) for value in rule_state(released, prefixes).values()]
+        rebuilt = [float(value.double().sum()) for value in released_state(released, prefixes).values()]
         np.testing.assert_allclose(rebuilt, sums, rtol=1e-6, atol=1e-3)
 
 

@@ -22,7 +22,7 @@ from cosa.models.network import build_network
 from cosa.precision import autocast
 
 from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, requires_cuda, torchrun_command
-from test_faults import cosa_train, finish
+from test_faults import cosa_train, finish, states_equal
 
 pytestmark = [pytest.mark.cuda, requires_cuda]
 
@@ -40,10 +40,6 @@ def tiny_config(data, device: str, *extra):
 
 def voc_config(data, *extra):
     return load_config("voc", "release", str(data), [*VOC, "train.device=cuda", *extra])
-
-
-def states_close(first: dict, second: dict) -> bool:
-    return first.keys() == second.keys() and all(torch.equal(first[k].cpu(), second[k].cpu()) for k in first)
 
 
 def next_step(trainer: Trainer, batches) -> dict:
@@ -114,12 +110,12 @@ def test_a_checkpoint_saved_on_the_gpu_resumes_on_the_cpu_and_back(tiny_data, tm
     Trainer(tiny_config(tiny_data, "cuda", "train.iterations=2"), run, GPU).fit()
     saved = load_checkpoint(run / "checkpoints" / "last.pt")
     on_cpu = Trainer(tiny_config(tiny_data, "cpu", "train.iterations=4"), run, CPU, resume=True)
-    assert on_cpu.iteration == 2 and states_close(on_cpu.online.state_dict(), saved["online"])
-    assert states_close(on_cpu.assignment.state_dict(), saved["assignment"])
+    assert on_cpu.iteration == 2 and states_equal(on_cpu.online.state_dict(), saved["online"])
+    assert states_equal(on_cpu.assignment.state_dict(), saved["assignment"])
     on_cpu.fit()
     saved = load_checkpoint(run / "checkpoints" / "last.pt")
     back = Trainer(tiny_config(tiny_data, "cuda", "train.iterations=6"), run, GPU, resume=True)
-    assert back.iteration == 4 and states_close(back.online.state_dict(), saved["online"])
+    assert back.iteration == 4 and states_equal(back.online.state_dict(), saved["online"])
     assert next(back.online.parameters()).is_cuda
     assert back.fit() is not None
     for device in ("cpu", "cuda"):  # what evaluate and predict read
