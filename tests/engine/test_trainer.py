@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cosa.engine.evaluate import evaluate
 from cosa.engine.runlog import read_metrics
 from cosa.engine.trained import load_trained
 from cosa.engine.trainer import Trainer
+from cosa.errors import CosaError
 
 from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, torchrun_command
 
@@ -89,6 +91,55 @@ def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, recipe):
         for run in (tmp_path / "straight", tmp_path / "resumed")
     ]
     assert fits[0] == fits[1] and 6 in fits[0]
+
+
+def test_resume_with_what_cannot_alter_the_weights_changed_continues_exactly(tiny_data, tmp_path, monkeypatch):
+    """Every key of FREE_ON_RESUME changed at once, the dataset moved to a relative path from
+    another folder: the resumed run ends with the weights of the uninterrupted one."""
+    cfg = tiny_config(tiny_data, "release")
+    straight = Trainer(cfg, tmp_path / "straight", CPU)
+    straight.fit()
+    original_loader = Trainer._loader
+    monkeypatch.setattr(Trainer, "_loader", lambda self: itertools.islice(original_loader(self), 3))
+    Trainer(cfg, tmp_path / "resumed", CPU).fit()
+    monkeypatch.setattr(Trainer, "_loader", original_loader)
+
+    shutil.copytree(tiny_data, tmp_path / "moved" / "data")
+    monkeypatch.chdir(tmp_path / "moved")
+    changed = tiny_config(
+        "data",
+        "release",
+        "data.num_workers=1",
+        "model.pretrained=hub",  # never fetched: a resumed run's weights come from its checkpoint
+        "train.device=cpu",
+        "train.log_every=1",
+        "train.eval_every=1",
+        "train.checkpoint_every=1",
+        "train.monitor_cpl=false",
+        "eval.scales=[1.0]",
+        "eval.flip=false",
+        "eval.batch_size=1",
+    )
+    resumed = Trainer(changed, tmp_path / "resumed", CPU, resume=True)
+    resumed.fit()
+    assert states_equal(straight.online.state_dict(), resumed.online.state_dict())
+    assert states_equal(straight.assignment.state_dict(), resumed.assignment.state_dict())
+    stored = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["config"]
+    assert stored["data"]["root"] == str(tmp_path / "moved" / "data")  # absolute, as the new place
+    assert stored["eval"]["scales"] == [1.0]
+
+
+def test_resume_refuses_another_dataset_naming_what_differs(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, "release", "train.iterations=1")
+    Trainer(cfg, tmp_path / "run", CPU).fit()
+    other = Path(shutil.copytree(tiny_data, tmp_path / "other"))
+    table = other / "train.csv"
+    table.write_text("\n".join(table.read_text().splitlines()[:-1]) + "\n")  # one image less
+    with pytest.raises(
+        CosaError,
+        match=r"not the dataset this run trained on \(split 'train' has 23 images, the run's had 24\); resume with",
+    ):
+        Trainer(tiny_config(other, "release", "train.iterations=2"), tmp_path / "run", CPU, resume=True)
 
 
 def test_checkpoints_round_trip(tiny_data, tmp_path):

@@ -35,8 +35,24 @@ from cosa.files import write_text_atomically
 PRESETS = ("voc", "coco", "demo", "own")
 RECIPES = RECIPE_NAMES
 _BASE_KEY = "base"  # a config file may start from a preset: ``base: voc``
-# The one value a resumed run may change: more iterations continue a run for longer.
+# The one value a resumed run may raise but not lower: more iterations continue a run for longer.
 RAISABLE_ON_RESUME = "train.iterations"
+# What a resumed run may change freely: none of it alters the weights the run trains. Where it
+# runs and from where it reads (the dataset at a new place: the trainer checks that it is the same
+# one), how it logs and checkpoints, and how it evaluates (evaluation reads the networks and draws
+# no random numbers). A key ending in "." stands for its whole section.
+FREE_ON_RESUME = (
+    "data.root",
+    "data.num_workers",
+    "data.val_split",
+    "model.pretrained",  # a resumed run's weights come from its checkpoint
+    "train.device",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.monitor_cpl",
+    "eval.",
+)
 
 
 @dataclass(frozen=True)
@@ -287,22 +303,29 @@ def flat_keys(values: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _free_on_resume(key: str) -> bool:
+    return any(key == free or free.endswith(".") and key.startswith(free) for free in FREE_ON_RESUME)
+
+
 def resumed_config(stored: Config, requested: Config, what: str) -> Config:
-    """``requested``, when it is ``stored`` with at most more ``train.iterations``.
+    """``requested``, when it differs from ``stored`` only in what cannot alter the trained weights
+    (:data:`FREE_ON_RESUME`) and in more ``train.iterations``.
 
     Anything else would silently make the rest of the run another experiment than its start:
-    a one-line error ``WHAT would change KEY (OLD → NEW), …`` lists every difference.
+    a one-line error ``WHAT would change KEY (OLD → NEW), …`` lists every such difference.
     """
     old, new = flat_keys(asdict(stored)), flat_keys(asdict(requested))
-    changes = [
+    changed = [key for key in old if old[key] != new[key]]
+    refused = [
         f"{key} ({old[key]} → {new[key]})"
-        for key in old
-        if old[key] != new[key] and not (key == RAISABLE_ON_RESUME and new[key] > old[key])
+        for key in changed
+        if not _free_on_resume(key) and not (key == RAISABLE_ON_RESUME and new[key] > old[key])
     ]
-    if changes:
+    if refused:
         raise CosaError(
-            f"{what} would change {', '.join(changes)}; a resumed run keeps its configuration "
-            f"(only {RAISABLE_ON_RESUME} may be raised)"
+            f"{what} would change {', '.join(refused)}; a resumed run keeps what shapes its weights "
+            f"({RAISABLE_ON_RESUME} may be raised; where it runs, reads its data, logs, checkpoints "
+            "and evaluates may change)"
         )
     return requested
 

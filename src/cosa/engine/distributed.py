@@ -46,7 +46,7 @@ def resolve_device(name: str, local_rank: int = 0, setting: str = "--device") ->
     if device.type == "cuda" and device.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
         here = f"CUDA devices here: cuda:0..cuda:{count - 1}" if count else "no CUDA device here"
-        raise CosaError(f"{setting}={name}: {device} is not available ({here})")
+        raise CosaError(f"{setting}={name}: {device} is not available ({here}; {setting}=auto uses what there is)")
     return device
 
 

@@ -20,7 +20,7 @@ import os
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from cosa.config.load import save_config
+from cosa.config.load import flat_keys, save_config
 from cosa.config.schema import PSEUDO_LABEL_RECIPES, Config
 from cosa.data.datasets import StreamSampler, TrainingViews, per_process_batch
+from cosa.data.fingerprint import differences, fingerprint
 from cosa.data.layouts import DatasetSplit, available_splits, load_split, partial_masks_problem
 from cosa.engine import distributed
 from cosa.engine.checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
@@ -85,14 +86,13 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, dist: DistContext, resume: bool = False) -> None:
-        self.cfg = cfg
+        self.cfg = cfg = with_absolute_root(cfg, resume)
         self.run_dir = Path(run_dir)
         self.dist = dist
         self.device = dist.device
         seed_everything(cfg.train.seed, cfg.train.deterministic)
-        if cfg.data.root is None:
-            raise CosaError("no dataset: pass --data ROOT (or set data.root)")
         self.train_split = load_split(cfg.data.root, cfg.data.train_split)
+        self.dataset = fingerprint(self.train_split)
         self.val_split = self._validation_split()
         self.class_names = self.train_split.class_names
 
@@ -467,6 +467,7 @@ class Trainer:
         payload = {
             "config": asdict(self.cfg),
             "class_names": list(self.class_names),
+            "dataset": self.dataset,
             "iteration": self.iteration,
             "online": self.online.state_dict(),
             "assignment": self.assignment.state_dict(),
@@ -493,10 +494,14 @@ class Trainer:
         barrier()
 
     def _restore(self, checkpoint: dict) -> None:
-        if "optimizer" not in checkpoint:
+        if "optimizer" not in checkpoint or "dataset" not in checkpoint:
             raise CosaError(f"{self.last_checkpoint}: holds weights only; cannot resume from it")
-        if list(checkpoint["class_names"]) != list(self.class_names):
-            raise CosaError(f"{self.last_checkpoint}: its classes differ from the dataset's {self.train_split.root}")
+        moved = differences(checkpoint["dataset"], self.dataset)
+        if moved:
+            raise CosaError(
+                f"{self.train_split.root}: not the dataset this run trained on ({moved}); "
+                "resume with --data naming that dataset"
+            )
         self.online.load_state_dict(checkpoint["online"])
         self.assignment.load_state_dict(checkpoint["assignment"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -512,6 +517,21 @@ class Trainer:
         if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
         log.info("resumed from %s at iteration %d", self.last_checkpoint, self.iteration)
+        stored, now = flat_keys(checkpoint["config"]), flat_keys(asdict(self.cfg))
+        changed = [f"{key} ({stored[key]} → {now[key]})" for key in now if stored.get(key) != now[key]]
+        if changed:
+            log.info("changed since the checkpoint: %s", ", ".join(changed))
+
+
+def with_absolute_root(cfg: Config, resume: bool) -> Config:
+    """``cfg`` with its dataset as an absolute path, so that the run can be resumed, evaluated and
+    its predictions made from any folder."""
+    if cfg.data.root is None:
+        raise CosaError("no dataset: pass --data ROOT (or set data.root)")
+    root = Path(cfg.data.root).expanduser()
+    if resume and not root.exists():
+        raise CosaError(f"{root}: the run's dataset is not there; if it moved, resume with --data NEW_PATH")
+    return replace(cfg, data=replace(cfg.data, root=str(root.absolute())))
 
 
 def summarize(result: dict | None) -> str:
