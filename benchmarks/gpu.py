@@ -225,26 +225,26 @@ def precision_agreement(trainer: Trainer, cfg: Config, device: torch.device) -> 
 
 
 def voc_like_dataset(root: Path, count: int, size: tuple[int, int]) -> Path:
-    """``count`` photographs-like images of ``size`` (width, height) with masks, as train and val."""
+    """``count`` photograph-like images of ``size`` (width, height) with masks in each of train and val."""
     rng = np.random.default_rng(0)
     width, height = size
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("".join(f"class{i}\n" for i in range(1, VOC_CLASSES + 1)))
-    rows = ["image,labels"]
-    for index in range(count):
-        coarse = rng.uniform(0, 255, (height // 25 + 1, width // 25 + 1, 3)).astype(np.uint8)
-        image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
-        name = f"image{index:04d}"
-        image.save(root / "images" / f"{name}.jpg", quality=90)
-        classes = rng.choice(VOC_CLASSES, size=int(rng.integers(1, 4)), replace=False) + 1
-        mask = np.zeros((height, width), dtype=np.uint8)
-        for label in classes:
-            top, left = int(rng.integers(0, height // 2)), int(rng.integers(0, width // 2))
-            mask[top : top + height // 3, left : left + width // 3] = label
-        mask[:3] = 255
-        write_mask(root / "masks" / f"{name}.png", torch.from_numpy(mask))
-        rows.append(f"{name}.jpg,{';'.join(f'class{label}' for label in sorted(classes))}")
     for split in ("train", "val"):
+        rows = ["image,labels"]
+        for index in range(count):
+            coarse = rng.uniform(0, 255, (height // 25 + 1, width // 25 + 1, 3)).astype(np.uint8)
+            image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+            name = f"{split}{index:04d}"
+            image.save(root / "images" / f"{name}.jpg", quality=90)
+            classes = rng.choice(VOC_CLASSES, size=int(rng.integers(1, 4)), replace=False) + 1
+            mask = np.zeros((height, width), dtype=np.uint8)
+            for label in classes:
+                top, left = int(rng.integers(0, height // 2)), int(rng.integers(0, width // 2))
+                mask[top : top + height // 3, left : left + width // 3] = label
+            mask[:3] = 255
+            write_mask(root / "masks" / f"{name}.png", torch.from_numpy(mask))
+            rows.append(f"{name}.jpg,{';'.join(f'class{label}' for label in sorted(classes))}")
         (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
     return root
 

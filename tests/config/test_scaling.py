@@ -3,7 +3,14 @@
 import pytest
 
 from cosa.config import load_config
-from cosa.config.scaling import REFERENCE_DATASET, crop_size, output_stride, scaled_settings
+from cosa.config.scaling import (
+    MAX_SHORT_SIDE,
+    REFERENCE_DATASET,
+    as_overrides,
+    crop_size,
+    output_stride,
+    scaled_settings,
+)
 
 
 @pytest.mark.parametrize("side, crop", [(128, 96), (100, 64), (375, 288), (30, 64), (1000, 448)])
@@ -46,3 +53,22 @@ def test_the_own_preset_is_the_rules_applied_to_its_reference_dataset():
         for name in path:
             actual = getattr(actual, name)
         assert actual == pytest.approx(value), key
+
+
+def test_large_photos_are_worked_on_at_the_largest_side_the_crop_needs():
+    # 12-megapixel phone photos (3024 px shorter side): evaluation at 1.5 × 3024 = 4512 px would run
+    # out of memory. Both training and evaluation work at a shorter side of MAX_SHORT_SIDE instead.
+    settings = scaled_settings(short_side=3024, object_side=800, num_images=1500)
+    shrink = MAX_SHORT_SIDE / 3024
+    assert settings["data.crop_size"] == 448 and settings["eval.size"] == 896 == round(1.5 * MAX_SHORT_SIDE / 32) * 32
+    assert settings["data.scale_range"] == [0.099, 0.4]  # the default 0.5–2.0 times the shrink
+    assert settings["data.scale_range"] == pytest.approx([0.5 * shrink, 2.0 * shrink], rel=0.02)  # two digits
+    assert settings["model.output_stride"] == output_stride(800 * shrink) == 16
+    assert "data.scale_range" not in scaled_settings(MAX_SHORT_SIDE, 100, 1500)  # up to it, nothing shrinks
+
+
+def test_the_suggested_settings_are_one_word_each_and_load_with_the_own_preset():
+    words = as_overrides(scaled_settings(3024, 800, 1500)).split(" ")
+    assert "data.scale_range=[0.099,0.4]" in words
+    cfg = load_config("own", overrides=words)
+    assert cfg.data.scale_range == [0.099, 0.4] and cfg.eval.size == 896

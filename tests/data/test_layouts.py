@@ -145,6 +145,7 @@ def test_read_image_can_keep_the_stored_pixel_order(tmp_path):
 def test_exif_orientation_only_in_the_folder_layout(tmp_path):
     """VOC and COCO masks are in stored pixel order (the released code ignores EXIF); folder masks are not."""
     voc = make_voc(tmp_path / "voc")
+    (voc / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("2007_000032\n")  # val's image: val only
     stored = write_exif_rotated_jpeg(voc / "JPEGImages" / "2007_000039.jpg")  # its mask is 16×20, as stored
     coco = tmp_path / "coco"
     mask = np.zeros((16, 20), np.uint8)
@@ -152,6 +153,7 @@ def test_exif_orientation_only_in_the_folder_layout(tmp_path):
     for year in ("train2014", "val2014"):  # `cosa data check` reads both splits
         write_exif_rotated_jpeg(coco / year / f"COCO_{year}_000000000009.jpg")
         write_mask(coco / "SegmentationClass" / year / f"COCO_{year}_000000000009.png", mask)
+    write_image(coco / "train2014" / "COCO_train2014_000000000009.jpg")  # not a copy of the val image
     for root in (voc, coco):
         dataset = load_split(root, "val")
         assert not dataset.exif_orientation

@@ -139,6 +139,44 @@ def test_a_folder_of_100_images(checkpoint, tmp_path, capsys):
     assert len(masks) == 100 and tuple(read_mask(masks[-1]).shape) == (32, 32)
 
 
+READS = "cosa predict reads .jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff files and does not search subfolders"
+
+
+def test_what_else_a_folder_holds_is_skipped_and_told_in_one_line(checkpoint, images, tmp_path, capsys):
+    (images / "raw").mkdir()
+    (images / "._val_0000.png").write_bytes(b"\x00\x05\x16\x07")  # macOS metadata with the image's suffix
+    (images / ".DS_Store").write_bytes(b"\x00")
+    (images / "animation.gif").write_bytes(b"GIF89a")
+    (images / "phone.HEIC").write_bytes(b"heic")
+    (images / "README").write_text("mine")
+    for i in range(4):
+        (images / f"notes_{i}.txt").write_text("mine")
+    code, out, err = predict(capsys, checkpoint, images, tmp_path / "out")
+    assert code == 0 and "wrote 3 masks" in out, err
+    assert [line for line in err.splitlines() if "skipped" in line] == [
+        "skipped in the input folders: 1 hidden file (.DS_Store); 1 macOS metadata file (._val_0000.png); "
+        "1 file without a suffix (README); 1 .gif file (animation.gif); 4 .txt files (notes_0.txt, notes_1.txt, "
+        f"notes_2.txt, …); 1 .heic file (phone.HEIC); 1 subfolder (raw). {READS}"
+    ]
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == [
+        "val_0000.png",
+        "val_0001.png",
+        "val_0002.png",
+    ]
+
+
+def test_a_folder_without_images_it_reads_is_one_line_saying_what_it_holds(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for name in ("a.heic", "b.heic"):
+        (folder / name).write_bytes(b"heic")
+    code, _, err = predict(capsys, checkpoint, folder, tmp_path / "out")
+    assert_one_line_error(
+        code, err, f"no images found in {folder}; skipped in the input folders: 2 .heic files (a.heic, b.heic). {READS}"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 @needs_crf
 def test_predict_crf_masks_do_not_depend_on_the_workers(checkpoint, images, tmp_path, capsys):
     for workers in (0, 2):

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -40,6 +39,7 @@ from conftest import (
     TINY_OVERRIDES,
     assert_one_line_error,
     cosa_command,
+    lock_held_by_another_process,
     run_cli,
     torchrun_command,
 )
@@ -148,7 +148,8 @@ def test_resume_accepts_every_change_that_cannot_alter_the_weights(run_copy, tin
 def test_a_run_started_with_a_relative_data_path_resumes_from_another_folder(tiny_data, tmp_path, monkeypatch, capsys):
     copy_dataset(tiny_data, tmp_path / "project" / "data")
     monkeypatch.chdir(tmp_path / "project")
-    code, _, err = train(capsys, "--config", "demo", "--data", "data", "--out", "run", *SHORT, "train.iterations=1")
+    one_step = ["train.iterations=1", "method.loss_warmup_iters=0", "optim.warmup_iters=0"]  # warm-ups within it
+    code, _, err = train(capsys, "--config", "demo", "--data", "data", "--out", "run", *SHORT, *one_step)
     assert code == 0, err
     monkeypatch.chdir(tmp_path)
     code, _, err = train(capsys, "--out", "project/run", "--resume", "train.iterations=2")
@@ -257,37 +258,75 @@ def test_a_run_stored_with_a_removed_behaviour_is_refused_in_one_line(run_copy, 
 def test_a_folder_locked_by_a_live_run_is_refused_naming_its_pid(tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (run / ".lock").write_text(f"{holder.pid} {os.uname().nodename}\n")
+    with lock_held_by_another_process(run / ".lock") as holder:  # the lock of cosa.locks, as a live run holds it
         line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", run, *SHORT)
-    finally:
-        holder.kill()
-        holder.wait()
-    assert f"another run trains in this folder (pid {holder.pid}" in line
-    assert (run / ".lock").read_text().startswith(str(holder.pid))  # not ours to remove
+        assert (run / ".lock").read_text().startswith(f"{holder.pid} ")  # not ours to remove
+    assert line == (
+        f"cosa: error: {run}: another run trains in this folder (pid {holder.pid} on {os.uname().nodename}); "
+        "wait for it to end or choose another --out"
+    )
 
 
 @pytest.mark.slow
-def test_a_stale_lock_is_taken_over_with_a_warning_and_released(run_copy, capsys):
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (run_copy / ".lock").write_text(f"{ended.stdout.strip()} {os.uname().nodename}\n")  # a run killed with -9
-    code, _, err = train(capsys, "--out", run_copy, "--resume")
+def test_a_lock_left_by_a_run_killed_with_kill_9_blocks_nothing(run_copy, capsys):
+    with lock_held_by_another_process(run_copy / ".lock") as holder:
+        holder.kill()  # kill -9: the lock file stays, the kernel releases its lock
+        holder.wait()
+        assert (run_copy / ".lock").read_text().startswith(f"{holder.pid} ")
+        code, _, err = train(capsys, "--out", run_copy, "--resume")
     assert code == 0, err
-    assert f"{run_copy}: taking over the lock of pid {ended.stdout.strip()}, which is no longer running" in err
+    assert "taking over" not in err  # no stale lock to detect, nothing to warn about
     assert not (run_copy / ".lock").exists()
 
 
 def test_the_lock_is_held_while_training_and_released_when_the_run_fails(tiny_data, tmp_path, capsys, monkeypatch):
     run, held = tmp_path / "run", []
 
-    def failing_load(*args, **kwargs):
+    def failing_build(*args, **kwargs):
         held.append((run / ".lock").read_text())
-        raise CosaError("the dataset went away")
+        raise CosaError("the model cannot be built")
 
-    monkeypatch.setattr(trainer_module, "load_split", failing_load)
-    assert train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", run, *SHORT).endswith("went away")
+    monkeypatch.setattr(trainer_module, "build_network", failing_build)
+    line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", run, *SHORT)
+    assert line.endswith("cannot be built")
     assert held == [f"{os.getpid()} {os.uname().nodename}\n"] and not (run / ".lock").exists()
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [["notes.txt"], ["photos/"], [f"image_{i}.png" for i in range(7)]],
+    ids=["a file", "a folder", "many files"],
+)
+def test_a_fresh_run_refuses_a_folder_of_other_files(tiny_data, tmp_path, capsys, contents):
+    run = tmp_path / "mine"
+    run.mkdir()
+    for name in contents:
+        if name.endswith("/"):
+            (run / name).mkdir()
+        else:
+            (run / name).write_text("mine")
+    before = files_of(run)
+    line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", run, *SHORT)
+    shown = ", ".join(contents[:5]) + (", … (7 entries)" if len(contents) > 5 else "")
+    assert line == (
+        f"cosa: error: {run}: is not empty and holds no cosa run ({shown}); a run needs a folder of its own: "
+        "choose another --out (a new or empty folder)"
+    )
+    assert files_of(run) == before and sorted(os.listdir(run)) == sorted(name.rstrip("/") for name in contents)
+
+
+def test_a_fresh_run_may_use_a_folder_holding_only_a_killed_runs_lock(tiny_data, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text("4242 elsewhere\n")  # what a run killed before writing anything leaves
+
+    def started(*args, **kwargs):
+        raise CosaError("the run started")
+
+    monkeypatch.setattr(trainer_module, "build_network", started)
+    line = train_error(capsys, "--config", "demo", "--data", tiny_data, "--out", run, *SHORT)
+    assert line == "cosa: error: the run started"  # the folder was accepted
+    assert os.listdir(run) == []  # and the lock released
 
 
 @pytest.mark.parametrize("entry", ["config.yaml", "metrics.jsonl", "checkpoints/best.pt"])

@@ -7,6 +7,10 @@ token). timm's reference is built for the test's grid with the positional embedd
 as released (bicubic, no antialiasing), so that its own ``_pos_embed`` has nothing to resample.
 """
 
+import socket
+import time
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -16,6 +20,7 @@ from cosa.config.schema import ModelConfig
 from cosa.errors import CosaError
 from cosa.models.backbone import build_backbone
 from cosa.models.network import build_network
+from cosa.models.pretrained import read_state_dict
 
 # name: (patch size, prefix tokens, tensor names only that family's encoder has)
 FAMILIES = {
@@ -121,3 +126,103 @@ def test_network_outputs_are_on_the_patch_grid(family):
 def test_a_vit_with_its_own_token_layout_is_refused():
     with pytest.raises(CosaError, match="deit_tiny_distilled_patch16_224.*own way"):
         build_backbone("deit_tiny_distilled_patch16_224", "none", aux_layer=-3, output_stride=16)
+
+
+# --- weights: where they come from, and one line when they cannot be had --------------------------
+
+HUB_BACKBONE, HUB_REPO = "mobilenetv2_050", "timm/mobilenetv2_050.lamb_in1k"
+
+
+@pytest.fixture
+def hub_at(monkeypatch, tmp_path):
+    """Points huggingface_hub at an empty cache in tmp_path and at ``endpoint``, e.g. a closed port."""
+    from huggingface_hub import constants
+
+    def point(endpoint: str) -> Path:
+        cache = tmp_path / "hf-cache"
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        return cache
+
+    return point
+
+
+def test_hub_weights_that_cannot_be_fetched_are_one_line_in_seconds(hub_at):
+    with socket.socket() as closed:  # a port nothing listens on: every connection is refused at once
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    cache = hub_at(endpoint)
+    started = time.monotonic()
+    with pytest.raises(CosaError) as error:
+        build_backbone(HUB_BACKBONE, "hub", aux_layer=-2, output_stride=16)
+    assert time.monotonic() - started < 20  # timm's retries took about a minute
+    message = str(error.value)
+    assert message.startswith(
+        f"model.pretrained=hub: the weights of {HUB_BACKBONE} are not in the Hugging Face cache ({cache}) "
+        f"and {endpoint} cannot be reached: "
+    )
+    assert message.endswith(
+        f"; set model.pretrained=FILE to a downloaded copy of https://huggingface.co/{HUB_REPO}, "
+        "or model.pretrained=none for random weights"
+    )
+    assert "\n" not in message
+
+
+def test_hub_weights_in_the_cache_load_without_the_network(hub_at):
+    from safetensors.torch import save_file
+
+    with socket.socket() as hub:  # a Hub that accepts connections and never answers
+        hub.bind(("127.0.0.1", 0))
+        hub.listen()
+        cache = hub_at(f"http://127.0.0.1:{hub.getsockname()[1]}")
+        torch.manual_seed(0)
+        weights = timm.create_model(HUB_BACKBONE, pretrained=False).state_dict()
+        repo = cache / f"models--{HUB_REPO.replace('/', '--')}"
+        commit = "0" * 40
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+        save_file(weights, str(repo / "snapshots" / commit / "model.safetensors"))
+        backbone = build_backbone(HUB_BACKBONE, "hub", aux_layer=-2, output_stride=16)
+        hub.setblocking(False)
+        with pytest.raises(BlockingIOError):  # no connection is waiting: none was made
+            hub.accept()
+    assert torch.equal(backbone.body.state_dict()["conv_stem.weight"], weights["conv_stem.weight"])
+
+
+def test_a_backbone_without_hub_weights_is_one_line():
+    with pytest.raises(CosaError) as error:
+        build_backbone("coatnet_0_224", "hub", aux_layer=-2, output_stride=16)
+    assert str(error.value) == (
+        "model.pretrained=hub, model.backbone=coatnet_0_224: No pretrained weights exist for coatnet_0_224; set "
+        "model.pretrained=FILE to a weights file of coatnet_0_224, or model.pretrained=none for random weights"
+    )
+
+
+def test_weights_of_another_backbone_name_the_backbone_and_what_to_set(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    with pytest.raises(CosaError) as error:
+        build_backbone(HUB_BACKBONE, str(path), aux_layer=-2, output_stride=16)
+    assert str(error.value).startswith(f"{path}: weights do not fit this backbone, model.backbone={HUB_BACKBONE} (")
+    assert str(error.value).endswith(
+        f"; set model.pretrained to a file of {HUB_BACKBONE}'s weights, hub (timm's) or none (random weights)"
+    )
+
+
+class Pickled:
+    """An object a weights file must not hold: torch.load(weights_only=True) refuses it."""
+
+
+def test_a_refused_weights_file_says_why_in_a_whole_sentence(tmp_path):
+    path = tmp_path / "pickled.pth"
+    torch.save({"weight": torch.zeros(1), "extra": Pickled()}, path)
+    with pytest.raises(CosaError) as error:
+        read_state_dict(path)
+    # torch's message: a paragraph of advice, bold codes, then the reason; the reason is kept whole.
+    assert str(error.value) == (
+        f"{path}: cannot read weights (Unsupported global: GLOBAL {__name__}.Pickled was not an allowed global "
+        "by default)"
+    )

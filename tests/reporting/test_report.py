@@ -15,6 +15,9 @@ from PIL import Image
 
 from cosa.cli.main import main
 from cosa.data.io import IGNORE_INDEX, read_mask
+from cosa.engine.checkpoint import load_checkpoint, save_checkpoint
+
+from conftest import assert_one_line_error, run_cli
 
 CLASS_NAMES = ("background", "ball", "block", "tent", "star", "ring", "boat")
 VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
@@ -194,12 +197,26 @@ def test_missing_pieces_are_named_on_the_page(run_dir, tmp_path, capsys):
     assert len(embedded_pngs(page)) == 5 and parse(page).errors == []
 
 
-def test_unusable_dataset_is_named_on_the_page(run_dir, tmp_path):
-    out = tmp_path / "page.html"
-    assert main(["report", str(run_dir), "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 0
-    page = out.read_text(encoding="utf-8")
-    assert "not computed:" in page and "nowhere: dataset directory not found" in page
-    assert "<td>boat</td>" in page  # the metrics of final_metrics.json are still shown
+@pytest.mark.parametrize("how", ["--data", "moved"])
+def test_a_missing_dataset_stops_the_report_in_one_line(run_dir, tmp_path, capsys, how):
+    """The dataset is the user's, not the run's: a page without the evaluation asked for would hide the mistake."""
+    nowhere, out = tmp_path / "nowhere", tmp_path / "page.html"
+    run, data = run_dir, ["--data", nowhere]
+    if how == "moved":  # the dataset the run trained on is gone
+        run, data = shutil.copytree(run_dir, tmp_path / "run"), []
+        payload = load_checkpoint(run / "checkpoints" / "last.pt")
+        payload["config"]["data"]["root"] = str(nowhere)
+        save_checkpoint(run / "checkpoints" / "last.pt", payload)
+    code, _, err = run_cli(capsys, "report", run, *data, "--out", out)
+    assert_one_line_error(
+        code,
+        err,
+        f"cosa: error: {nowhere}: dataset directory not found (the report evaluates the checkpoint on the run's "
+        "validation split: pass --data ROOT, or --no-eval for a page without the evaluation)",
+    )
+    assert not out.exists()
+    assert run_cli(capsys, "report", run, *data, "--no-eval", "--out", out)[0] == 0  # which needs no dataset
+    assert "<td>boat</td>" in out.read_text(encoding="utf-8")
 
 
 def test_text_from_files_is_escaped(run_dir, tmp_path):

@@ -12,10 +12,11 @@ if TYPE_CHECKING:
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     from cosa.cli import at_least, at_least_one, seed
+    from cosa.config.schema import RECIPE_NAMES, MethodConfig
     from cosa.data import SYNTHETIC_MIN_SIZE
 
     parser = commands.add_parser("data", help="dataset tools (synthetic, check, prepare-voc, prepare-coco)")
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
 
     synthetic = actions.add_parser(
         "synthetic",
@@ -34,8 +35,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     synthetic.set_defaults(run=run_synthetic)
 
-    check = actions.add_parser("check", help="validate a dataset and list every problem")
+    check = actions.add_parser(
+        "check",
+        help="validate a dataset and list every problem",
+        description="Read every image and mask of every split and list every problem (exit status 1) and "
+        "warning at once; the training split (train_aug or train) and the validation split (val) are "
+        "judged as cosa train --recipe RECIPE would.",
+    )
     check.add_argument("root", help="dataset root")
+    check.add_argument(
+        "--recipe",
+        choices=RECIPE_NAMES,
+        default=MethodConfig.recipe,
+        help=f"the recipe to check the training split for (default {MethodConfig.recipe}; supervised needs its masks)",
+    )
     check.set_defaults(run=run_check)
 
     voc = actions.add_parser(
@@ -76,7 +89,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from cosa.data.check import check_dataset
 
-    report = check_dataset(args.root)
+    report = check_dataset(args.root, args.recipe)
     counts = ", ".join(f"{split}: {count}" for split, count in report.images.items())
     print(f"{report.root} ({report.layout} layout) — readable images per split: {counts or 'none'}")
     for split, statistics in report.statistics.items():
@@ -94,17 +107,15 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _print_suggested_settings(report: CheckReport) -> None:
     """The ``own`` preset's data-dependent settings for this dataset (cosa.config.scaling), from
-    its training split: ``train_aug`` or ``train`` when there is one, else the largest split."""
-    from cosa.config.scaling import MIN_OBJECT_CELLS, scaled_settings
+    its training split."""
+    from cosa.config.scaling import MIN_OBJECT_CELLS, as_overrides, scaled_settings
 
-    named = [split for split in ("train_aug", "train") if split in report.statistics]
-    split = named[0] if named else max(report.statistics, key=lambda s: report.statistics[s].images, default=None)
+    split = report.training_split
     statistics = report.statistics.get(split)
     if statistics is None or not statistics.images:
         return
     settings = scaled_settings(statistics.median_short_side, statistics.median_object_side, statistics.images)
-    overrides = " ".join(f"{key}={value}" for key, value in settings.items())
-    print(f"suggested settings for '{split}' (docs/method.md, \"Own data\"): --config own {overrides}")
+    print(f"suggested settings for '{split}' (docs/method.md, \"Own data\"): --config own {as_overrides(settings)}")
     if statistics.median_object_side is None:
         print(
             f"  (no masks, so no object size: model.output_stride stays the preset's; set 8 for objects "

@@ -49,28 +49,28 @@ def run(args: argparse.Namespace) -> int:
     from cosa.reporting.run_report import read_run, report_page
 
     started = time.time()
-    out = OutputFolder(args.out, "--out", "cosa demo", args.overwrite)
-    data = out.entry("data")
-    generate_synthetic_dataset(
-        data, seed=args.seed, num_train=args.train_images, num_val=args.val_images, image_size=args.image_size
-    )
-    cfg = load_config("demo", "release", str(data), [f"train.seed={args.seed}", *args.overrides])
-    run_dir = out.entry("run")
-    result = run_training(cfg, run_dir)  # ends with an evaluation of the whole validation split
+    with OutputFolder(args.out, "--out", "cosa demo", args.overwrite) as out:
+        data = out.entry("data")
+        generate_synthetic_dataset(
+            data, seed=args.seed, num_train=args.train_images, num_val=args.val_images, image_size=args.image_size
+        )
+        cfg = load_config("demo", "release", str(data), [f"train.seed={args.seed}", *args.overrides])
+        run_dir = out.entry("run")
+        result = run_training(cfg, run_dir)  # ends with an evaluation of the whole validation split
 
-    device = resolve_device(cfg.train.device, setting="train.device")
-    model = load_trained(run_dir / "checkpoints" / "last.pt", device)
-    train_result = evaluate(
-        model.network,
-        load_split(data, cfg.data.train_split),
-        cfg,
-        model.thresholds,
-        DistContext(0, 1, 0, device),
-        max_images=CPL_IMAGES,
-        progress=True,
-    )
-    out.write("metrics.json", Path.write_text, json.dumps({"val": result, "train": train_result}, indent=2))
-    report = out.write("report.html", Path.write_text, report_page(read_run(run_dir)), encoding="utf-8")
+        device = resolve_device(cfg.train.device, setting="train.device")
+        model = load_trained(run_dir / "checkpoints" / "last.pt", device)
+        train_result = evaluate(
+            model.network,
+            load_split(data, cfg.data.train_split),
+            cfg,
+            model.thresholds,
+            DistContext(0, 1, 0, device),
+            max_images=CPL_IMAGES,
+            progress=True,
+        )
+        out.write("metrics.json", Path.write_text, json.dumps({"val": result, "train": train_result}, indent=2))
+        report = out.write("report.html", Path.write_text, report_page(read_run(run_dir)), encoding="utf-8")
     print(format_results(result))
     images = train_result["protocol"]["num_images"]
     print(

@@ -46,24 +46,24 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging()
     given = [("the checkpoint", args.checkpoint)] + ([("the dataset", args.data)] if args.data else [])
-    out = OutputFolder(args.out, "--out", COMMAND, args.overwrite, given)
-    device = resolve_device(args.device)
-    model = load_trained(args.checkpoint, device)
-    root = args.data or model.cfg.data.root
-    if root is None:
-        raise CosaError("no dataset: pass --data ROOT")
-    split = load_split(root, args.split or model.cfg.data.train_split)
-    require_same_classes(model, split, args.checkpoint)
-    out.check([("the dataset", root)])  # without --data, the dataset is known once the checkpoint is read
-    result = export_pseudo_labels(
-        model.network, split, model.cfg, model.thresholds, out, device, args.max_images, progress=True
-    )
-    print(f"wrote {result['protocol']['num_images']} pseudo-label masks to {out.path}")
-    if "miou" in result:
-        result["protocol"].update(checkpoint=str(args.checkpoint), iteration=model.iteration)
-        out.write("summary.json", Path.write_text, json.dumps(result, indent=2))
-        print(
-            f"pseudo-label mIoU {result['miou']:.2f} on the {result['coverage']:.1f}% of pixels they label "
-            f"(precision {result['precision']:.1f}%, recall {result['recall']:.1f}%)"
+    with OutputFolder(args.out, "--out", COMMAND, args.overwrite, given) as out:
+        device = resolve_device(args.device)
+        model = load_trained(args.checkpoint, device)
+        root = args.data or model.cfg.data.root
+        if root is None:
+            raise CosaError("no dataset: pass --data ROOT")
+        split = load_split(root, args.split or model.cfg.data.train_split)
+        require_same_classes(model, split, args.checkpoint)
+        out.check([("the dataset", root)])  # without --data, the dataset is known once the checkpoint is read
+        result = export_pseudo_labels(
+            model.network, split, model.cfg, model.thresholds, out, device, args.max_images, progress=True
         )
+        print(f"wrote {result['protocol']['num_images']} pseudo-label masks to {out.path}")
+        if "miou" in result:
+            result["protocol"].update(checkpoint=str(args.checkpoint), iteration=model.iteration)
+            out.write("summary.json", Path.write_text, json.dumps(result, indent=2))
+            print(
+                f"pseudo-label mIoU {result['miou']:.2f} on the {result['coverage']:.1f}% of pixels they label "
+                f"(precision {result['precision']:.1f}%, recall {result['recall']:.1f}%)"
+            )
     return 0

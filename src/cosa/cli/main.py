@@ -9,16 +9,43 @@ from typing import NoReturn
 
 from cosa import __version__
 from cosa.cli import convert, data, demo, evaluate, export, plot, predict, report, train
-from cosa.errors import CosaError, user_message
+from cosa.errors import CosaError, out_of_memory_message, user_message
 
 COMMANDS = (train, evaluate, predict, export, convert, plot, report, demo, data)
 
 
 class Parser(argparse.ArgumentParser):
-    """Command-line mistakes are one line too, like every other user mistake (sub-commands inherit it)."""
+    """The parser of ``cosa`` and, through ``add_subparsers``, of every command.
+
+    - Mistakes are one line, like every other user mistake.
+    - A command's options and its positional words (``key=value`` overrides, images) come in
+      any order: ``cosa train train.iterations=5 --config demo`` is ``cosa train --config demo
+      train.iterations=5``. argparse's intermixed parsing does this for a command; it cannot
+      parse a command group, which keeps the usual parsing.
+    - A command group without its command (``cosa``, ``cosa data``) prints its usage and commands.
+    """
+
+    _intermixing = False  # set while argparse's intermixed parsing calls parse_known_args itself
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"cosa: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._subparsers is not None or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+    def add_subparsers(self, **kwargs):
+        self.set_defaults(run=self._print_commands)
+        return super().add_subparsers(**kwargs)
+
+    def _print_commands(self, args: argparse.Namespace) -> int:
+        self.print_help()
+        return 2  # nothing was run
 
 
 class Terminated(KeyboardInterrupt):
@@ -33,7 +60,7 @@ def _terminate(signum, frame) -> NoReturn:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="cosa", description="Weakly supervised semantic segmentation from image-level labels (CoSA).")
     parser.add_argument("--version", action="version", version=f"cosa {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands)
     return parser
@@ -47,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except CosaError as error:
         print(f"cosa: error: {user_message(error)}", file=sys.stderr)
+        return 2
+    except (RuntimeError, MemoryError) as error:  # torch's out-of-memory errors are RuntimeErrors
+        message = out_of_memory_message(error)
+        if message is None:
+            raise
+        print(f"cosa: error: {message}", file=sys.stderr)
         return 2
     except Terminated:
         print("cosa: terminated", file=sys.stderr)

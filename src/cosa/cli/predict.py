@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from contextlib import nullcontext
+import logging
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 from cosa.cli import add_amp_option, at_least, at_least_one, positive_number
@@ -15,6 +16,8 @@ from cosa.errors import CosaError
 from cosa.outputs import OutputFolder
 
 COMMAND = "cosa predict"
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -86,21 +89,58 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
+    """The images named, and those directly in the folders named; what else a folder holds is told in one line."""
     images: list[Path] = []
+    skipped: dict[tuple[str, str], list[str]] = {}  # why, as (singular, plural) → names
     for item in map(Path, inputs):
         if item.is_dir():
-            images.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            for entry in sorted(item.iterdir()):
+                why = _why_skipped(entry)
+                if why is None:
+                    images.append(entry)
+                else:
+                    skipped.setdefault(why, []).append(entry.name)
         elif item.is_file():
             images.append(item)
         else:
             raise CosaError(f"{item}: no such image or folder")
     if not images:
-        raise CosaError(f"no images found in {', '.join(inputs)}")
+        raise CosaError(f"no images found in {', '.join(inputs)}" + (f"; {_told(skipped)}" if skipped else ""))
+    if skipped:
+        log.warning("%s", _told(skipped))
     stems = [path.stem for path in images]
     duplicate = next((stem for stem in stems if stems.count(stem) > 1), None)
     if duplicate:
         raise CosaError(f"two inputs are named '{duplicate}'; outputs would overwrite each other")
     return images
+
+
+def _why_skipped(entry: Path) -> tuple[str, str] | None:
+    """Why a folder's entry is not predicted, as a noun (singular, plural); None for an image."""
+    suffix = entry.suffix.lower()
+    if entry.is_dir():
+        return "subfolder", "subfolders"
+    if entry.name.startswith("._"):  # macOS's AppleDouble companions carry their image's suffix
+        return "macOS metadata file", "macOS metadata files"
+    if entry.name.startswith("."):
+        return "hidden file", "hidden files"
+    if not suffix:
+        return "file without a suffix", "files without a suffix"
+    if suffix not in IMAGE_SUFFIXES:
+        return f"{suffix} file", f"{suffix} files"
+    return None
+
+
+def _told(skipped: dict[tuple[str, str], list[str]]) -> str:
+    """One line: what was skipped, counted by kind, with the first few names of each."""
+    kinds = [
+        f"{len(names)} {noun if len(names) == 1 else nouns} ({', '.join(names[:3])}{', …' if len(names) > 3 else ''})"
+        for (noun, nouns), names in skipped.items()
+    ]
+    return (
+        f"skipped in the input folders: {'; '.join(kinds)}. "
+        f"cosa predict reads {', '.join(IMAGE_SUFFIXES)} files and does not search subfolders"
+    )
 
 
 def protocol(cfg: Config, args: argparse.Namespace) -> Config:
@@ -123,15 +163,16 @@ def protocol(cfg: Config, args: argparse.Namespace) -> Config:
     )
 
 
-def output_folders(args: argparse.Namespace) -> tuple[OutputFolder, OutputFolder | None]:
-    """--out and --voc-submission, checked against the inputs (and each other) before any work."""
+def output_folders(args: argparse.Namespace, held: ExitStack) -> tuple[OutputFolder, OutputFolder | None]:
+    """--out and --voc-submission, checked against the inputs (and each other) before any work, held
+    (locked) until ``held`` closes."""
     inputs = [("the input folder" if Path(item).is_dir() else "the input image", item) for item in args.inputs]
     inputs += [("the checkpoint", args.checkpoint)] + ([("the tags file", args.tags)] if args.tags else [])
-    out = OutputFolder(args.out, "--out", COMMAND, args.overwrite, inputs)
+    out = held.enter_context(OutputFolder(args.out, "--out", COMMAND, args.overwrite, inputs))
     if args.voc_submission is None:
         return out, None
-    return out, OutputFolder(
-        args.voc_submission, "--voc-submission", COMMAND, args.overwrite, [*inputs, ("--out", args.out)]
+    return out, held.enter_context(
+        OutputFolder(args.voc_submission, "--voc-submission", COMMAND, args.overwrite, [*inputs, ("--out", args.out)])
     )
 
 
@@ -145,21 +186,22 @@ def run(args: argparse.Namespace) -> int:
     from cosa.engine.trained import load_trained
 
     setup_logging()
-    out, voc_submission = output_folders(args)
-    images = collect_images(args.inputs)  # a missing or empty input is told before the model is loaded
-    device = resolve_device(args.device)
-    model = load_trained(args.checkpoint, device, args.network)
-    if args.voc_submission:
-        check_voc_classes(model.class_names, args.checkpoint)
-    cfg = protocol(model.cfg, args)
-    tags = read_tags(args.tags, model.class_names, [path.stem for path in images]) if args.tags else None
-    writer = PredictionWriter(out, args.save_logits, voc_submission)
-    with CrfPool(cfg.eval.crf_params, args.crf_workers) if args.crf else nullcontext() as crf_pool:
-        predictions = predict_images(
-            model.network, model.class_names, images, cfg, device, tags, crf_pool, args.batch_size
-        )
-        for prediction in tqdm(predictions, total=len(images), desc="predict", unit="image"):
-            writer.write(prediction)
+    with ExitStack() as held:
+        out, voc_submission = output_folders(args, held)
+        images = collect_images(args.inputs)  # a missing or empty input is told before the model is loaded
+        device = resolve_device(args.device)
+        model = load_trained(args.checkpoint, device, args.network)
+        if args.voc_submission:
+            check_voc_classes(model.class_names, args.checkpoint)
+        cfg = protocol(model.cfg, args)
+        tags = read_tags(args.tags, model.class_names, [path.stem for path in images]) if args.tags else None
+        writer = PredictionWriter(out, args.save_logits, voc_submission)
+        with CrfPool(cfg.eval.crf_params, args.crf_workers) if args.crf else nullcontext() as crf_pool:
+            predictions = predict_images(
+                model.network, model.class_names, images, cfg, device, tags, crf_pool, args.batch_size
+            )
+            for prediction in tqdm(predictions, total=len(images), desc="predict", unit="image"):
+                writer.write(prediction)
     print(
         f"wrote {len(images)} masks to {out.path}"
         + (f"; VOC server files under {voc_submission.path / VOC_SUBMISSION_DIR}" if voc_submission else "")

@@ -28,7 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="deterministic kernels only: bit-identical CPU runs for a seed (train.deterministic=true)",
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.iterations=100")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.batch_size=8")
     parser.set_defaults(run=run)
 
 

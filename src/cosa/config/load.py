@@ -1,13 +1,14 @@
 """Compose a run's configuration: schema defaults ← preset ← recipe ← the user's YAML file ← ``key=value``.
 
-Unknown keys, values of the wrong type and OmegaConf syntax (``${…}``, ``???``) are user errors
-(:class:`CosaError`, one line naming the key), never tracebacks. The result is a plain
-:class:`Config` dataclass. A resumed run keeps the configuration it was trained with
-(:func:`resumed_config`).
+Unknown keys (with the closest valid ones), values of the wrong type and OmegaConf syntax
+(``${…}``, ``???``) are user errors (:class:`CosaError`, one line naming the key), never
+tracebacks. The result is a plain :class:`Config` dataclass. A resumed run keeps the
+configuration it was trained with (:func:`resumed_config`).
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -17,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cosa.config.scaling import LR_WARMUP_SHARE, WARMUP_SHARE
 from cosa.config.schema import (
     AMP_MODES,
     DEVICE_NAMES,
@@ -26,10 +28,12 @@ from cosa.config.schema import (
     PSEUDO_LABEL_RECIPES,
     RECIPE_NAMES,
     TECHNIQUES,
+    WEIGHTS_OF_ANY_BACKBONE,
     Config,
+    ModelConfig,
     is_device_name,
 )
-from cosa.errors import CosaError
+from cosa.errors import CosaError, library_reason
 from cosa.files import write_text_atomically
 
 PRESETS = ("voc", "coco", "demo", "own")
@@ -177,6 +181,45 @@ def _shape_mismatch(base: DictConfig, update: Mapping, prefix: str = "") -> str 
     return None
 
 
+def _unknown_key(base: DictConfig, update: Mapping, prefix: str = "") -> str | None:
+    """The first key of ``update`` that ``base`` lacks, in full (``trian.iterations``, not ``trian``)."""
+    for name, value in update.items():
+        key = f"{prefix}{name}"
+        if not isinstance(name, str) or name not in base:
+            while isinstance(value, Mapping) and value:  # the key as the user wrote it, to its value
+                name, value = next(iter(value.items()))
+                key = f"{key}.{name}"
+            return key
+        if isinstance(value, Mapping) and isinstance(base[name], DictConfig):
+            found = _unknown_key(base[name], value, f"{key}.")
+            if found:
+                return found
+    return None
+
+
+# A suggestion must be about as close to the mistyped key as the closest one (difflib's ratio).
+_SUGGESTION_SPREAD = 0.1
+
+
+def _closest_keys(key: str, base: DictConfig) -> list[str]:
+    """The valid keys closest to ``key`` (a typo, a missing plural, a wrong section), best first;
+    else those whose last name is closest to its last name (``lr``: ``optim.lr``)."""
+    keys = list(flat_keys(OmegaConf.to_container(base)))
+    matches = difflib.get_close_matches(key, keys, n=3)
+    if not matches:
+        last_names = {valid.rsplit(".", 1)[-1] for valid in keys}
+        closest = difflib.get_close_matches(key.rsplit(".", 1)[-1], last_names, n=1)
+        return [valid for valid in keys if closest and valid.rsplit(".", 1)[-1] == closest[0]]
+    ratios = [difflib.SequenceMatcher(None, key, match).ratio() for match in matches]
+    return [match for match, ratio in zip(matches, ratios) if ratio >= ratios[0] - _SUGGESTION_SPREAD]
+
+
+def _unknown_key_message(key: str, base: DictConfig) -> str:
+    closest = _closest_keys(key, base)
+    hint = f" (did you mean {' or '.join(repr(match) for match in closest)}?)" if closest else ""
+    return f"unknown config key '{key}'{hint}"
+
+
 def _merge(base: DictConfig, update: Any, source: str, stored: bool = False) -> DictConfig:
     plain = OmegaConf.to_container(update, resolve=False) if isinstance(update, DictConfig) else update
     cleaned = _without_removed_keys(plain, source, stored)
@@ -188,17 +231,47 @@ def _merge(base: DictConfig, update: Any, source: str, stored: bool = False) -> 
             f"{source}: config key '{syntax[0]}' is '{syntax[1]}': configs hold plain values, "
             "not OmegaConf interpolations ('${…}') or missing-value marks ('???')"
         )
-    mismatch = _shape_mismatch(base, plain) if isinstance(plain, Mapping) else None
-    if mismatch:
-        raise CosaError(f"{source}: {mismatch}")
+    if isinstance(plain, Mapping):
+        mismatch = _shape_mismatch(base, plain)
+        if mismatch:
+            raise CosaError(f"{source}: {mismatch}")
+        unknown = _unknown_key(base, plain)
+        if unknown:
+            raise CosaError(f"{source}: {_unknown_key_message(unknown, base)}")
     try:
         return OmegaConf.merge(base, update)
-    except OmegaConfBaseException as error:
+    except OmegaConfBaseException as error:  # every key is known by now: a value of the wrong type
         key = getattr(error, "full_key", None) or ""
-        reason = str(error).splitlines()[0]
-        if "not in" in reason or "Key '" in reason and "not" in reason:
-            raise CosaError(f"{source}: unknown config key '{key or reason}'") from None
-        raise CosaError(f"{source}: bad value for config key '{key}': {reason}") from None
+        raise CosaError(f"{source}: bad value for config key '{key}': {library_reason(error)}") from None
+
+
+def _undotted(values: Mapping, source: str) -> dict:
+    """``values`` with dotted keys (``train.iterations: 5``) turned into sections, as in overrides."""
+    nested: dict = {}
+
+    def leaves(node: Mapping, prefix: str = ""):
+        for name, value in node.items():
+            if isinstance(value, Mapping) and value:
+                yield from leaves(value, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}", value
+
+    for key, value in leaves(values):
+        *sections, name = key.split(".")
+        node = nested
+        for depth, section in enumerate(sections):
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise CosaError(f"{source}: config key '{'.'.join(sections[: depth + 1])}' is set twice")
+        if name in node:
+            raise CosaError(f"{source}: config key '{key}' is set twice")
+        node[name] = value
+    return nested
+
+
+def _is_complete(values: Mapping) -> bool:
+    """Whether ``values`` sets every key of the schema, as a run's ``config.yaml`` does."""
+    return set(flat_keys(asdict(Config()))) <= set(flat_keys(dict(values)))
 
 
 def _preset_and_file(config: str) -> tuple[str | None, DictConfig | None, str]:
@@ -208,11 +281,18 @@ def _preset_and_file(config: str) -> tuple[str | None, DictConfig | None, str]:
     path = Path(config)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         raise CosaError(f"unknown preset '{config}' (choose from {', '.join(PRESETS)} or give a YAML file)")
-    loaded = _read_yaml(path)
+    loaded = _undotted(OmegaConf.to_container(_read_yaml(path), resolve=False), str(path))
     base = loaded.pop(_BASE_KEY, None)
     if base is not None and base not in PRESETS:
         raise CosaError(f"{path}: '{_BASE_KEY}: {base}' is not a preset ({', '.join(PRESETS)})")
-    return base, loaded, str(path)
+    if base is None and not _is_complete(loaded):
+        # The schema's defaults below it would be VOC's, whatever the file is for: a dataset of
+        # another layout would then fail on VOC's split names, far from the cause.
+        raise CosaError(
+            f"{path}: the file names no preset; start it with '{_BASE_KEY}: PRESET' (one of {', '.join(PRESETS)}), "
+            "whose values it changes (only a file that sets every key, like a run's config.yaml, needs none)"
+        )
+    return base, OmegaConf.create(loaded), str(path)
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
@@ -222,7 +302,7 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
         try:  # one at a time, to name the bad one; malformed values raise YAML's errors as well as OmegaConf's
             OmegaConf.from_dotlist([item])
         except Exception as error:
-            reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+            reason = getattr(error, "problem", None) or library_reason(error)
             raise CosaError(f"override '{item}': not a valid value ({reason})") from None
     return OmegaConf.from_dotlist(list(overrides))
 
@@ -248,8 +328,9 @@ def load_config(
     """
     merged = OmegaConf.structured(base if base is not None else Config)
     preset, user_file, source = _preset_and_file(config) if config else (None, None, "")
-    if preset is not None:
-        merged = _merge(merged, _bundled("presets", preset), f"preset {preset}")
+    preset_layer = _bundled("presets", preset) if preset is not None else None
+    if preset_layer is not None:
+        merged = _merge(merged, preset_layer, f"preset {preset}")
     dotlist = _parse_overrides(overrides)
     if config or recipe:
         recipe = recipe or _recipe_named_in(dotlist) or _recipe_named_in(user_file) or merged.method.recipe
@@ -262,7 +343,37 @@ def load_config(
         merged.method.recipe = recipe
     if data is not None:
         merged = _merge(merged, {"data": {"root": data}}, "--data")
-    return _validated(_merge(merged, dotlist, "override"))
+    cfg = _validated(_merge(merged, dotlist, "override"))
+    if base is None:  # a resumed run's weights come from its checkpoint
+        _check_weights_fit_the_backbone(
+            [(f"preset {preset}", preset_layer), (source, user_file), ("override", dotlist)]
+        )
+    return cfg
+
+
+def _check_weights_fit_the_backbone(layers: Sequence[tuple[str, DictConfig | None]]) -> None:
+    """Refuse a weights file (``model.pretrained``) chosen for one backbone under another: the
+    layer that set it had one ``model.backbone``, a later layer set another.
+
+    Loading would fail only once the model is built, without saying that the file came, e.g.,
+    from the preset; ``hub`` and ``none`` fit any backbone.
+    """
+    backbone, backbone_source = ModelConfig.backbone, "the schema default"
+    weights, weights_source, chosen_for = ModelConfig.pretrained, "the schema default", backbone
+    for source, layer in layers:
+        if layer is None:
+            continue
+        if (named := OmegaConf.select(layer, "model.backbone")) is not None:
+            backbone, backbone_source = named, source
+        if (named := OmegaConf.select(layer, "model.pretrained")) is not None:
+            weights, weights_source, chosen_for = named, source, backbone
+    if weights in WEIGHTS_OF_ANY_BACKBONE or chosen_for == backbone:
+        return
+    raise CosaError(
+        f"model.backbone={backbone} ({backbone_source}) is not the backbone of model.pretrained={weights}, "
+        f"which {weights_source} sets for model.backbone={chosen_for}; set model.pretrained as well: "
+        f"hub (timm's weights of {backbone}), a file of {backbone}'s weights, or none (random weights)"
+    )
 
 
 def _validated(merged: DictConfig) -> Config:
@@ -328,6 +439,51 @@ def resumed_config(stored: Config, requested: Config, what: str) -> Config:
             "and evaluates may change)"
         )
     return requested
+
+
+def check_run_length(cfg: Config) -> None:
+    """Refuse a new run that ends within a warm-up: what the warm-up delays would never happen,
+    silently. Every such warm-up is named in one line, with a value at the share of the run that
+    ``cosa data check`` suggests (cosa.config.scaling).
+
+    Intervals longer than the run are fine: the last iteration logs, checkpoints and evaluates.
+    """
+    iterations, method = cfg.train.iterations, cfg.method
+    loss_warmup = round(WARMUP_SHARE * iterations)
+    # (key, its warm-up, whether this run has what it delays, what would never happen, a value that fits)
+    warmups = [
+        (
+            "method.loss_warmup_iters",
+            method.loss_warmup_iters,
+            method.recipe in PSEUDO_LABEL_RECIPES,
+            "the pseudo-label losses would never switch on: the run would train the classifier alone, "
+            "as recipe cam-only does",
+            loss_warmup,
+        ),
+        (
+            "method.contrastive.warmup_iters",
+            method.contrastive.warmup_iters,  # None: the loss warm-up's, checked above
+            method.contrastive.enabled,
+            "L_csc would never switch on, though method.contrastive.enabled is true",
+            loss_warmup,
+        ),
+        (
+            "optim.warmup_iters",
+            cfg.optim.warmup_iters,
+            True,
+            "the learning rate would never reach optim.lr",
+            round(LR_WARMUP_SHARE * iterations),
+        ),
+    ]
+    too_long = [warmup for warmup in warmups if warmup[2] and warmup[1] is not None and warmup[1] >= iterations]
+    if too_long:
+        reasons = " and ".join(f"{key}={value} ({what})" for key, value, _, what, _ in too_long)
+        examples = " ".join(f"{key}={example}" for key, _, _, _, example in too_long)
+        raise CosaError(
+            f"train.iterations={iterations} ends within the warm-up of {reasons}; "
+            f"set {'them' if len(too_long) > 1 else 'it'} below {iterations} (e.g. {examples}) "
+            "or raise train.iterations"
+        )
 
 
 def _require(condition: bool, key: str, message: str) -> None:

@@ -7,6 +7,10 @@ to the dataset it reads and prints the overrides. docs/method.md ("Own data") gi
 
 from __future__ import annotations
 
+import json
+
+from cosa.config.schema import DataConfig
+
 # The own preset's reference dataset (benchmarks/real_photos.py, tuning seed): median shorter
 # side (px), median object √area (px), training images.
 REFERENCE_DATASET = (128, 34, 1500)
@@ -15,6 +19,12 @@ REFERENCE_DATASET = (128, 34, 1500)
 # bounds; evaluation at 1.5× that side, so a stride-16 network's maps are not coarser than needed.
 CROP_BOUNDS = (64, 448)
 CROP_SHARE, EVAL_SCALE = 0.75, 1.5
+# Larger images are trained and evaluated as if their shorter side were this, where the crop
+# reaches its bound: the training rescaling (data.scale_range) shrinks them by the same factor as
+# the evaluation's resizing, so both see objects at one scale. Evaluating at 1.5× their own side
+# instead would need memory in proportion to its square: 4512² for 12-megapixel phone photos,
+# 100× the VOC protocol's 448², more than any CPU or GPU here has.
+MAX_SHORT_SIDE = CROP_BOUNDS[1] / CROP_SHARE  # 597 px: evaluation at 896
 # A CNN's output stride: 16, unless the median object would then span fewer CAM cells than this.
 MIN_OBJECT_CELLS = 2
 # Passes over the training images, and the share of the run before the pseudo-label losses switch on.
@@ -47,12 +57,15 @@ def scaled_settings(
     short_side: float, object_side: float | None, num_images: int, batch_size: int = 8
 ) -> dict[str, int | float]:
     """``key=value`` settings for a dataset whose images have this median shorter side (px),
-    whose objects this median √area (px; None without masks), with ``num_images`` training images."""
+    whose objects this median √area (px; None without masks), with ``num_images`` training images.
+    Images above MAX_SHORT_SIDE are worked on shrunk to it (``data.scale_range`` is then set)."""
+    shrink = min(1.0, MAX_SHORT_SIDE / short_side)
+    short_side *= shrink
     crop = crop_size(short_side)
     iterations = max(100, 50 * round(EPOCHS * num_images / batch_size / 50))
-    settings = {
+    settings: dict[str, int | float | list[float]] = {
         "data.crop_size": crop,
-        "model.output_stride": output_stride(object_side),
+        "model.output_stride": output_stride(object_side * shrink if object_side is not None else None),
         "eval.size": _multiple_of_32(EVAL_SCALE * short_side),
         "train.iterations": iterations,
         "method.loss_warmup_iters": round(WARMUP_SHARE * iterations),
@@ -65,4 +78,12 @@ def scaled_settings(
     }
     if object_side is None:  # without masks the object size is unknown: the preset's stride stays
         del settings["model.output_stride"]
+    scale_range = [float(f"{bound * shrink:.2g}") for bound in DataConfig().scale_range]
+    if scale_range != DataConfig().scale_range:
+        settings["data.scale_range"] = scale_range
     return settings
+
+
+def as_overrides(settings: dict[str, int | float | list[float]]) -> str:
+    """The settings as ``key=value`` words for a command line: a list has no spaces (``[0.1,0.4]``)."""
+    return " ".join(f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in settings.items())

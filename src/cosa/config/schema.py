@@ -46,11 +46,16 @@ class DataConfig:
     num_workers: int = 4
 
 
+# model.pretrained values that fit every backbone: timm's own weights of it, or none (random).
+# A file (or pkg:) holds the weights of one backbone.
+WEIGHTS_OF_ANY_BACKBONE = ("hub", "none")
+
+
 @dataclass
 class ModelConfig:
     backbone: str = "vit_base_patch16_224.orig_in21k_ft_in1k"
-    # "hub" (timm download, needs the network), "none", a file path, or "pkg:MODULE/PATH" for a
-    # weights file shipped inside an installed Python package.
+    # "hub" (timm's weights from the Hugging Face Hub: the local cache, else a download), "none",
+    # a file path, or "pkg:MODULE/PATH" for a weights file shipped inside an installed Python package.
     pretrained: str = "hub"
     # Block (ViT) or feature stage (CNN) whose output is the auxiliary feature map.
     aux_layer: int = -3

@@ -78,6 +78,9 @@ class DatasetSplit:
     # Metrics of the dataset's own that every evaluation adds (e.g. the synthetic data's coexistence):
     # each call gives a fresh accumulator.
     extra_metrics: tuple[Callable[[], SplitMetric], ...] = field(default=(), compare=False)
+    # Where masks are looked for (NAME.png in the first that has it), for ``cosa.data.check`` to
+    # name files there that are not read because of their format or name.
+    mask_dirs: tuple[Path, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -93,23 +96,7 @@ class DatasetSplit:
         return bool(self.samples) and all(sample.mask is not None for sample in self.samples)
 
 
-def partial_masks_problem(split: DatasetSplit) -> str | None:
-    """Why ``split`` cannot be a validation split: some of its images have masks, others not.
-
-    Evaluating only the images with masks would score another set than the one asked for, and
-    skipping evaluation would hide the gap; a split without any mask is a user's unlabelled data.
-    """
-    missing = [sample.name for sample in split.samples if sample.mask is None]
-    if not missing or len(missing) == len(split.samples):
-        return None
-    shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
-    return (
-        f"{split.root}: split '{split.split}' lacks the masks of {len(missing)} of its {len(split.samples)} "
-        f"images ({shown}); evaluation needs all of them"
-    )
-
-
-def _layout(root: Path) -> str | None:
+def layout_of(root: Path) -> str | None:
     if (root / "classes.txt").is_file():
         return "folder"
     if (root / "JPEGImages").is_dir() and ((root / "SegmentationClassAug").is_dir() or (root / "ImageSets").is_dir()):
@@ -120,11 +107,11 @@ def _layout(root: Path) -> str | None:
 
 
 def detect_layout(root: Path) -> str:
-    layout = _layout(root)
+    layout = layout_of(root)
     if layout is not None:
         return layout
     # A folder inside a dataset (its images/ or JPEGImages/) given for the dataset: name the root.
-    parent = next((folder for folder in root.resolve().parents if _layout(folder)), None)
+    parent = next((folder for folder in root.resolve().parents if layout_of(folder)), None)
     hint = f" (is the dataset root {parent}?)" if parent is not None else ""
     raise CosaError(
         f"{root}: cannot tell the dataset layout (expected classes.txt for a folder dataset, "
@@ -262,7 +249,8 @@ def _read_folder(root: Path, split: str, problems: list[str] | None) -> DatasetS
         else:
             samples.append(_folder_sample(root, stem, image_name, tuple(sorted({index[name] for name in names}))))
     tied = read_tied_contexts(root, index)
-    return DatasetSplit(root, "folder", split, class_names, samples, (partial(Coexistence, tied),) if tied else ())
+    metrics = (partial(Coexistence, tied),) if tied else ()
+    return DatasetSplit(root, "folder", split, class_names, samples, metrics, mask_dirs=(root / "masks",))
 
 
 def _csv_rows(table: Path) -> list[tuple[str, dict]]:
@@ -384,7 +372,7 @@ def _build_split(
         masks.append(next((d / f"{name}.png" for d in mask_dirs if _is_file(d / f"{name}.png")), None))
     labels = _cached_labels(root, split, masks, len(class_names), problems)
     samples = [Sample(name, image, label, mask) for name, image, label, mask in zip(names, images, labels, masks)]
-    return DatasetSplit(root, layout, split, tuple(class_names), samples)
+    return DatasetSplit(root, layout, split, tuple(class_names), samples, mask_dirs=tuple(mask_dirs))
 
 
 def _read_voc(root: Path, split: str, problems: list[str] | None) -> DatasetSplit:

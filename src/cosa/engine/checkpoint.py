@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from cosa.errors import CosaError
+from cosa.errors import CosaError, library_reason
 from cosa.files import write_atomically
 
 CHECKPOINT_FORMAT = "cosa-checkpoint"
@@ -58,17 +58,7 @@ def read_torch_file(path: str | Path, allowed_globals: Sequence[Callable | tuple
         with allowing:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated files, pickles with code, non-torch files
-        raise CosaError(f"{path}: cannot read checkpoint ({_reason(error)[:200]})") from None
-
-
-def _reason(error: Exception) -> str:
-    """One informative line of ``error``: torch's refusals wrap the line naming the global in advice."""
-    text, marker = str(error), "WeightsUnpickler error:"
-    refusal = marker in text
-    if refusal:
-        text = text.split(marker, 1)[1]
-    line = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
-    return line.split(". ")[0] if refusal else line
+        raise CosaError(f"{path}: cannot read checkpoint ({library_reason(error)})") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

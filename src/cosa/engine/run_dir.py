@@ -1,19 +1,17 @@
 """A run folder holds one run: locked while it trains, checked before a run starts or resumes in it.
 
-- ``RUN/.lock`` (created with ``O_EXCL``, holding ``PID HOST``) is held while a run trains, by
-  rank 0 only under torchrun. A lock whose process is gone from this host was left by a killed
-  run: it is taken over with a warning. A live one refuses the second run.
-- A fresh run refuses a folder that already holds a run; ``--resume`` needs ``checkpoints/last.pt``
-  and refuses a folder with history but no checkpoint. Nothing in the folder is deleted.
+- ``RUN/.lock`` is locked (:mod:`cosa.locks`, holding ``PID HOST``) while a run trains, by rank 0
+  only under torchrun. A live run's lock refuses the second run, naming it; the kernel releases
+  the lock of a killed run, so a lock file left behind blocks nobody.
+- A fresh run needs a folder of its own: new, empty, or holding only a lock file. It refuses a
+  folder that holds a run, or anything else; ``--resume`` needs ``checkpoints/last.pt`` and
+  refuses a folder with history but no checkpoint. Nothing in the folder is deleted.
 - A resumed run's configuration is its checkpoint's (:func:`stored_config`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,12 +21,11 @@ from cosa.config.schema import Config
 from cosa.engine.checkpoint import load_checkpoint
 from cosa.engine.distributed import DistContext, any_process
 from cosa.errors import CosaError
-
-log = logging.getLogger(__name__)
+from cosa.files import os_errors_named
+from cosa.locks import Busy, FolderLock
+from cosa.outputs import RUN_ENTRIES, refuse_inputs, runs_and_datasets
 
 LOCK = ".lock"
-# What a run writes; a folder holding any of them holds a run.
-RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "final_metrics.json", "checkpoints", "tensorboard", "nonfinite")
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -44,14 +41,13 @@ def claim(run_dir: Path, resume: bool, dist: DistContext) -> Iterator[None]:
     claim made and that is still empty at the end (the run failed before writing anything: no
     dataset, an unknown backbone) is removed, so that nothing is left to clear up.
     """
-    locked = False
+    lock = None
     made = not run_dir.exists()
     try:
         refusal = None
         if dist.is_main:
             try:
-                _lock(run_dir)
-                locked = True
+                lock = _lock(run_dir)
                 (_require_checkpoint if resume else _require_no_run)(run_dir)
             except CosaError as error:
                 refusal = error
@@ -59,8 +55,8 @@ def claim(run_dir: Path, resume: bool, dist: DistContext) -> Iterator[None]:
             raise refusal or CosaError(f"{run_dir}: rank 0 could not start the run (its error says why)")
         yield
     finally:
-        if locked:
-            _unlock(run_dir)
+        if lock is not None:
+            lock.release()
             if made:
                 with contextlib.suppress(OSError):  # not empty (a file written, another run's lock): kept
                     run_dir.rmdir()
@@ -87,66 +83,23 @@ def stored_config(run_dir: Path) -> Config:
 # --- the lock -----------------------------------------------------------------------------------
 
 
-def _owner() -> str:
-    return f"{os.getpid()} {socket.gethostname()}\n"
+def _lock(run_dir: Path) -> FolderLock:
+    """Lock the folder, first creating it: the check that ``--out`` is writable, before any model is built.
 
-
-def _lock(run_dir: Path) -> None:
-    """Create the lock, first creating the folder: the check that ``--out`` is writable, before any model is built."""
+    A run folder may not lie in another run's folder or in a dataset (:mod:`cosa.outputs`).
+    """
     _require_folder(run_dir)
-    path = run_dir / LOCK
+    refuse_inputs(run_dir, "--out", runs_and_datasets(run_dir, own=run_dir), "folder")
+    lock = FolderLock(run_dir / LOCK)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if _create(path):
-            return
-        _remove_stale_lock(path)
-        if not _create(path):
-            raise CosaError(f"{run_dir}: another run took its lock at the same moment; choose another --out")
-    except OSError as error:
-        raise CosaError(f"{run_dir}: cannot write ({error.strerror})") from None
-
-
-def _create(path: Path) -> bool:
-    """Create the lock atomically with our pid and host; False if it exists."""
-    try:
-        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(handle, "w") as stream:
-        stream.write(_owner())
-    return True
-
-
-def _remove_stale_lock(path: Path) -> None:
-    """Remove a lock left by a killed run on this host; refuse one whose run may be alive."""
-    try:
-        holder = path.read_text()
-    except FileNotFoundError:
-        return  # released meanwhile
-    pid, _, host = holder.strip().partition(" ")
-    if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+        with os_errors_named(run_dir, "write"):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+    except Busy as busy:
         raise CosaError(
-            f"{path.parent}: another run trains in this folder (pid {pid or '?'} on {host or '?'}); "
-            f"wait for it to end or choose another --out (delete {path} if that run is gone)"
-        )
-    log.warning("%s: taking over the lock of pid %s, which is no longer running", path.parent, pid)
-    path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _unlock(run_dir: Path) -> None:
-    path = run_dir / LOCK
-    if path.is_file() and path.read_text() == _owner():  # never another run's lock
-        path.unlink()
+            f"{run_dir}: another run trains in this folder ({busy.holder}); wait for it to end or choose another --out"
+        ) from None
+    return lock
 
 
 # --- what the folder holds ----------------------------------------------------------------------
@@ -167,6 +120,7 @@ def _contents(run_dir: Path) -> list[str]:
 def _require_no_run(run_dir: Path) -> None:
     found = _contents(run_dir)
     if not found:
+        _require_empty(run_dir)
         return
     if last_checkpoint(run_dir).is_file():
         raise CosaError(
@@ -176,6 +130,19 @@ def _require_no_run(run_dir: Path) -> None:
         f"{run_dir}: holds a run that wrote no checkpoint ({', '.join(found)}); delete the folder "
         "to start over, or use another --out"
     )
+
+
+def _require_empty(run_dir: Path) -> None:
+    """A new run's folder holds nothing but its lock (a killed run's lock file included)."""
+    with os_errors_named(run_dir, "read"):
+        entries = sorted(f"{path.name}/" if path.is_dir() else path.name for path in run_dir.iterdir())
+    others = [name for name in entries if name != LOCK]
+    if others:
+        shown = ", ".join(others[:5]) + (f", … ({len(others)} entries)" if len(others) > 5 else "")
+        raise CosaError(
+            f"{run_dir}: is not empty and holds no cosa run ({shown}); a run needs a folder of its own: "
+            "choose another --out (a new or empty folder)"
+        )
 
 
 def _require_folder(run_dir: Path) -> None:

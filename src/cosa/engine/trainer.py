@@ -14,6 +14,7 @@ evaluation first, which keeps resumed runs exact (best.pt, the final metrics, th
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -31,11 +32,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from cosa.config.load import flat_keys, save_config
+from cosa.config.load import check_run_length, flat_keys, save_config
 from cosa.config.schema import PSEUDO_LABEL_RECIPES, Config
+from cosa.data.check import TrainingData, training_data
 from cosa.data.datasets import StreamSampler, TrainingViews, per_process_batch
 from cosa.data.fingerprint import differences, fingerprint
-from cosa.data.layouts import DatasetSplit, available_splits, load_split, partial_masks_problem
 from cosa.engine import distributed
 from cosa.engine.checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from cosa.engine.distributed import DistContext, all_gather_cat, all_reduce_sum, average_buffers, barrier
@@ -56,6 +57,14 @@ from cosa.precision import autocast
 from cosa.profiling import section, timed
 
 log = logging.getLogger(__name__)
+# DistributedDataParallel's switch that stops it broadcasting rank 0's buffers before every forward:
+# torch 2.14 renamed it and warns on the old name (which still also skips the sync at start, a
+# no-op here: every process builds the same network).
+_NO_BUFFER_SYNC = (
+    "forward_sync_buffers"
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else "broadcast_buffers"
+)
 
 
 @dataclass
@@ -85,15 +94,22 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str | Path, dist: DistContext, resume: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path,
+        dist: DistContext,
+        resume: bool = False,
+        data: TrainingData | None = None,
+    ) -> None:
         self.cfg = cfg = with_absolute_root(cfg, resume)
         self.run_dir = Path(run_dir)
         self.dist = dist
         self.device = dist.device
         seed_everything(cfg.train.seed, cfg.train.deterministic)
-        self.train_split = load_split(cfg.data.root, cfg.data.train_split)
+        # The splits, checked (cosa.data.check); run_training checks them before the run folder is made.
+        self.train_split, self.val_split = data or training_data(cfg)
         self.dataset = fingerprint(self.train_split)
-        self.val_split = self._validation_split()
         self.class_names = self.train_split.class_names
 
         checkpoint = self._resume_point() if resume else None
@@ -130,7 +146,7 @@ class Trainer:
             self.model = DistributedDataParallel(
                 self.online,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,  # buffers are averaged after every step instead
+                **{_NO_BUFFER_SYNC: False},  # buffers are averaged after every step instead
                 find_unused_parameters=cfg.method.recipe == "cam-only",  # the decoder gets no loss
             )
         if dist.is_main:
@@ -159,25 +175,6 @@ class Trainer:
             remove_partial_writes(self.last_checkpoint.parent)
             remove_partial_writes(self.run_dir)
         return load_checkpoint(self.last_checkpoint)
-
-    def _validation_split(self) -> DatasetSplit | None:
-        """The split evaluated during training, checked now rather than when the first evaluation is due.
-
-        A dataset without that split, or whose split has no masks at all (users' data without
-        masks), trains without evaluation, said once here. Some masks missing is an error.
-        """
-        root, name = self.train_split.root, self.cfg.data.val_split
-        if name not in available_splits(root, self.train_split.layout):
-            log.warning("no evaluation during training: %s has no split '%s'", root, name)
-            return None
-        split = load_split(root, name)
-        problem = partial_masks_problem(split)
-        if problem:
-            raise CosaError(problem)
-        if not split.has_masks:
-            log.warning("no evaluation during training: split '%s' of %s has no masks", name, root)
-            return None
-        return split
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -545,9 +542,14 @@ def run_training(cfg: Config, run_dir: Path, resume: bool = False) -> dict | Non
     try:
         # Mistakes that need no data are told before the run folder is made or locked.
         per_process_batch(cfg.train.batch_size, dist.world_size)
+        if not resume:  # a resumed run was checked when it started, and may only grow longer
+            check_run_length(cfg)
         if cfg.data.root is not None:  # the run folder is deleted to start over: the dataset must not be in it
             refuse_inputs(run_dir, "--out", [("the dataset", cfg.data.root)], "folder")
+        # So are the data's (cosa.data.check): a failing check costs seconds and leaves nothing.
+        cfg = with_absolute_root(cfg, resume)
+        data = training_data(cfg)
         with claim(run_dir, resume, dist):
-            return Trainer(cfg, run_dir, dist, resume=resume).fit()
+            return Trainer(cfg, run_dir, dist, resume=resume, data=data).fit()
     finally:
         distributed.shutdown()

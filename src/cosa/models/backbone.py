@@ -19,7 +19,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from cosa.errors import CosaError
-from cosa.models.pretrained import match_state_dict, read_state_dict, resolve_weights_file
+from cosa.models.pretrained import match_state_dict, read_state_dict, resolve_weights_file, with_hub_weights
 
 
 class ViTBackbone(nn.Module):
@@ -108,23 +108,30 @@ class FeatureStageBackbone(nn.Module):
 HEAD_PREFIXES = ("head.", "fc.", "classifier", "_fc.")
 
 
-def _load_file_into(model: nn.Module, spec: str) -> None:
+def _load_file_into(model: nn.Module, spec: str, name: str) -> None:
     path = resolve_weights_file(spec)
     if path is None:
         return
     state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(HEAD_PREFIXES)}
     reference = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
-    model.load_state_dict(match_state_dict(state, reference, str(path)), strict=False)
+    model.load_state_dict(match_state_dict(state, reference, str(path), name), strict=False)
 
 
 def build_backbone(name: str, pretrained: str, aux_layer: int, output_stride: int) -> nn.Module:
     """A backbone module with ``channels``, ``aux_channels``, ``stride`` and forward → (final, aux)."""
-    hub = pretrained == "hub"
     try:
         with torch.device("meta"):  # only its type and layout are read: no memory, no initialisation
             probe = timm.create_model(name, pretrained=False, num_classes=0)
     except RuntimeError as error:
         raise CosaError(f"model.backbone={name}: {error}") from None
+
+    def create(**options) -> nn.Module:
+        """timm's model ``name``, with timm's pretrained weights for ``model.pretrained=hub``."""
+        if pretrained != "hub":
+            return timm.create_model(name, pretrained=False, **options)
+        hub_id = probe.pretrained_cfg.get("hf_hub_id")
+        return with_hub_weights(lambda: timm.create_model(name, pretrained=True, **options), name, hub_id)
+
     if isinstance(probe, VisionTransformer):
         if type(probe)._pos_embed is not VisionTransformer._pos_embed or probe.pos_embed is None:
             raise CosaError(
@@ -132,19 +139,17 @@ def build_backbone(name: str, pretrained: str, aux_layer: int, output_stride: in
                 "(a distillation token, no positional embedding); only the token layouts of "
                 "timm's VisionTransformer are supported"
             )
-        vit = timm.create_model(
-            name,
-            pretrained=hub,
+        vit = create(
             num_classes=0,
             dynamic_img_size=True,
             drop_rate=0.0,
             drop_path_rate=0.0,
             attn_drop_rate=0.0,
         )
-        _load_file_into(vit, pretrained)
+        _load_file_into(vit, pretrained, name)
         return ViTBackbone(vit, aux_layer)
-    full = timm.create_model(name, pretrained=hub, num_classes=0)
-    _load_file_into(full, pretrained)
+    full = create(num_classes=0)
+    _load_file_into(full, pretrained, name)
     body = timm.create_model(name, pretrained=False, features_only=True, output_stride=output_stride)
     body.load_state_dict({k: v for k, v in full.state_dict().items() if k in body.state_dict()}, strict=True)
     return FeatureStageBackbone(body, aux_layer)

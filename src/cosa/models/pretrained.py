@@ -1,24 +1,36 @@
-"""Finding and reading backbone weights without touching the network.
+"""Finding and reading backbone weights.
 
-``model.pretrained`` is ``none``, ``hub`` (timm's download: the only value that uses the
-network), a file path, or ``pkg:MODULE/RELATIVE/PATH`` for a weights file shipped in an
-installed Python package (how the demo's ImageNet MobileNetV2 arrives with ``pip``).
+``model.pretrained`` is ``none``, ``hub`` (timm's weights from the Hugging Face Hub: the only
+value that may use the network), a file path, or ``pkg:MODULE/RELATIVE/PATH`` for a weights file
+shipped in an installed Python package (how the demo's ImageNet MobileNetV2 arrives with ``pip``).
 Files are read with ``weights_only=True`` or as safetensors; nothing is unpickled.
+
+``hub`` weights come from the local Hugging Face cache without the network when they are there;
+otherwise the Hub is asked once, with a short timeout, before timm downloads them. Without a
+connection the answer is one line in seconds, not timm's minute of retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
-from cosa.errors import CosaError
+from cosa.config.schema import WEIGHTS_OF_ANY_BACKBONE
+from cosa.errors import CosaError, library_reason
+
+T = TypeVar("T")
+# Seconds to wait for the Hugging Face Hub to answer before taking it as out of reach.
+HUB_TIMEOUT = 5
 
 
 def resolve_weights_file(spec: str) -> Path | None:
     """The local file ``spec`` names, or None for ``none`` and ``hub``."""
-    if spec in ("none", "hub"):
+    if spec in WEIGHTS_OF_ANY_BACKBONE:
         return None
     if spec.startswith("pkg:"):
         module, _, relative = spec[len("pkg:") :].partition("/")
@@ -37,6 +49,64 @@ def resolve_weights_file(spec: str) -> Path | None:
     return path
 
 
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """huggingface_hub's offline mode (what ``HF_HUB_OFFLINE=1`` sets when it is imported): only
+    the local cache is read, and a file not there is a ``LocalEntryNotFoundError`` at once."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def _hub_out_of_reach() -> str | None:
+    """Why the Hugging Face Hub cannot be reached (no network, ``HF_HUB_OFFLINE``), None if it answers.
+
+    One request through huggingface_hub's own session (its proxies and offline mode), no retries.
+    """
+    from huggingface_hub import constants, get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_TIMEOUT)
+    except Exception as error:  # requests' or httpx's connection errors, or the offline mode's
+        return f"{constants.ENDPOINT} cannot be reached: {library_reason(error)}"
+    return None
+
+
+def with_hub_weights(create: Callable[[], T], backbone: str, hub_id: str | None) -> T:
+    """``create()``, which builds a timm model with its pretrained weights (``model.pretrained=hub``):
+    from the Hugging Face cache if they are there, else downloaded; one line when neither works.
+
+    ``hub_id`` (the model's ``pretrained_cfg['hf_hub_id']``) names the page to fetch them from by hand.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    copy = f"a downloaded copy of https://huggingface.co/{hub_id}" if hub_id else f"a weights file of {backbone}"
+    instead = f"set model.pretrained=FILE to {copy}, or model.pretrained=none for random weights"
+    try:
+        try:
+            with _hub_offline():
+                return create()
+        except LocalEntryNotFoundError:  # not in the cache: to be downloaded
+            pass
+        reason = _hub_out_of_reach()
+        if reason:
+            raise CosaError(
+                f"model.pretrained=hub: the weights of {backbone} are not in the Hugging Face cache "
+                f"({constants.HF_HUB_CACHE}) and {reason}; {instead}"
+            )
+        return create()
+    except (RuntimeError, OSError) as error:  # no weights for this model, a failed download
+        raise CosaError(
+            f"model.pretrained=hub, model.backbone={backbone}: {library_reason(error)}; {instead}"
+        ) from None
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file; a checkpoint dict holding the weights under a common key is unwrapped."""
     try:
@@ -47,7 +117,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or pickled files
-        raise CosaError(f"{path}: cannot read weights ({str(error).splitlines()[0]})") from None
+        raise CosaError(f"{path}: cannot read weights ({library_reason(error)})") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -57,7 +127,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def match_state_dict(
-    state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], source: str
+    state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], source: str, backbone: str
 ) -> dict[str, torch.Tensor]:
     """Rename ``state`` to the names of ``reference``.
 
@@ -73,6 +143,7 @@ def match_state_dict(
         return dict(zip(reference, state.values()))
     missing = sorted(set(reference) - set(state))
     raise CosaError(
-        f"{source}: weights do not fit this backbone ({len(missing)} of {len(reference)} tensors "
-        f"missing, e.g. '{missing[0]}', and the tensor shapes do not line up either)"
+        f"{source}: weights do not fit this backbone, model.backbone={backbone} ({len(missing)} of "
+        f"{len(reference)} tensors missing, e.g. '{missing[0]}', and the tensor shapes do not line up either); "
+        f"set model.pretrained to a file of {backbone}'s weights, hub (timm's) or none (random weights)"
     )

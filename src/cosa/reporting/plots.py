@@ -24,11 +24,10 @@ from matplotlib.figure import Figure
 
 from cosa.config.load import read_saved_config
 from cosa.engine.monitor import BINS
-from cosa.engine.run_dir import RUN_ENTRIES
 from cosa.engine.runlog import read_metrics
 from cosa.errors import CosaError
 from cosa.files import write_file
-from cosa.outputs import OutputFolder, check_output_folder
+from cosa.outputs import RUN_ENTRIES, OutputFolder, check_output_folder
 from cosa.reporting.pictures import png_bytes
 
 # file name, metrics.jsonl key prefix, title, y label, log scale
@@ -136,21 +135,22 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool
     """Write the figures of ``run_dir`` into ``out`` (default RUN/plots); returns their paths.
 
     The default folder belongs to the run, and a new plot refreshes it. A folder named by ``out``
-    is an output folder like any other (:class:`OutputFolder`): apart from the run's files and its
-    dataset, and empty unless ``overwrite`` replaces the figures of an earlier ``cosa plot``.
+    is an output folder like any other (:class:`OutputFolder`): apart from the run's files, its
+    dataset and any other run or dataset, and empty unless ``overwrite`` replaces the figures of an
+    earlier ``cosa plot``. Only the run it belongs to may hold it.
     """
     if not (Path(run_dir) / "metrics.jsonl").is_file():
         raise CosaError(f"{run_dir}: not a run directory (no metrics.jsonl)")
     if not out:
         folder = Path(run_dir) / "plots"
-        check_output_folder(folder, "--out")
+        check_output_folder(folder, "--out", own=run_dir)
         return [write_file(folder / name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]
     inputs = [("the run file", Path(run_dir) / name) for name in RUN_ENTRIES]
     dataset = _dataset_of(Path(run_dir))
-    folder = OutputFolder(
-        out, "--out", "cosa plot", overwrite, inputs + ([("the dataset", dataset)] if dataset else [])
-    )
-    return [folder.write(name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]
+    with OutputFolder(
+        out, "--out", "cosa plot", overwrite, inputs + ([("the dataset", dataset)] if dataset else []), own=run_dir
+    ) as folder:
+        return [folder.write(name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]
 
 
 def _dataset_of(run_dir: Path) -> str | None:

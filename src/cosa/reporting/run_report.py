@@ -3,8 +3,10 @@
 Everything is inline — CSS, and images as base64 PNG data URIs; no script, no external URL — so
 the page is a single file that can be archived, mailed or attached to an issue and still show
 everything. It is built from what the run directory holds: a missing piece (checkpoint,
-metrics, data set) leaves a note in its section saying what is missing instead of stopping the
-report. Every text that comes from a file (paths, class names, config values, error messages)
+metrics) leaves a note in its section saying what is missing instead of stopping the report. The
+dataset is not the run's: one that is missing or does not fit the checkpoint stops the report
+with a one-line error (``--no-eval`` makes a page without the evaluation, which needs no
+dataset). Every text that comes from a file (paths, class names, config values, error messages)
 goes through :func:`esc`.
 """
 
@@ -16,15 +18,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from cosa.config.load import config_from_dict, read_saved_config
 from cosa.config.schema import Config
-from cosa.data.layouts import load_split
+from cosa.data.layouts import DatasetSplit, load_split
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.evaluate import evaluate
-from cosa.engine.trained import load_trained, read_checkpoint, require_same_classes
+from cosa.engine.trained import TrainedModel, load_trained, read_checkpoint, require_same_classes
 from cosa.errors import CosaError
 from cosa.files import write_text_atomically
-from cosa.outputs import check_output_file
+from cosa.outputs import RUN_ENTRIES, check_output_file
 from cosa.reporting.pictures import png_bytes
 from cosa.reporting.plots import confusion_figure, run_pngs
 from cosa.reporting.predictions import GRID_COLUMNS, prediction_grid
@@ -130,13 +134,16 @@ def _read_final_metrics(run: RunContents) -> dict | None:
 
 def evaluate_run(run: RunContents, max_images: int | None = None, data: str | None = None) -> Evaluation:
     """Evaluate the run's checkpoint on its validation split, with the confusion matrix and a
-    prediction grid; a problem (no checkpoint, no data set) becomes ``why_not``."""
+    prediction grid. A checkpoint that is missing or unreadable becomes ``why_not``; a dataset
+    that is missing or does not fit it is a :class:`CosaError`."""
     if run.checkpoint is None:
         return Evaluation(why_not="no checkpoint to evaluate")
+    device = resolve_device("auto")
     try:
-        return _evaluate_checkpoint(run.checkpoint, max_images, data)
+        model = load_trained(run.checkpoint, device)
     except CosaError as error:
         return Evaluation(why_not=str(error))
+    return _evaluate_checkpoint(model, run.checkpoint, device, max_images, data)
 
 
 def skipped_evaluation(run: RunContents) -> Evaluation:
@@ -152,22 +159,34 @@ def skipped_evaluation(run: RunContents) -> Evaluation:
     return evaluation
 
 
-def _evaluate_checkpoint(checkpoint: Path, max_images: int | None, data: str | None) -> Evaluation:
-    device = resolve_device("auto")
-    model = load_trained(checkpoint, device)
+def _validation_split(model: TrainedModel, checkpoint: Path, data: str | None) -> DatasetSplit:
+    """The split to evaluate on; a mistake (a wrong ``--data``, a moved dataset) is told, not hidden in the page."""
+    try:
+        root = data or model.cfg.data.root
+        if root is None:
+            raise CosaError(f"{checkpoint}: the run's config names no dataset")
+        split = load_split(root, model.cfg.data.val_split)
+        require_same_classes(model, split, checkpoint)
+    except CosaError as error:
+        raise CosaError(
+            f"{error} (the report evaluates the checkpoint on the run's validation split: pass --data ROOT, "
+            "or --no-eval for a page without the evaluation)"
+        ) from None
+    return split
+
+
+def _evaluate_checkpoint(
+    model: TrainedModel, checkpoint: Path, device: torch.device, max_images: int | None, data: str | None
+) -> Evaluation:
     cfg = model.cfg
-    root = data or cfg.data.root
-    if root is None:
-        raise CosaError("the run's config names no dataset; pass --data ROOT")
-    split = load_split(root, cfg.data.val_split)
-    require_same_classes(model, split, checkpoint)
+    split = _validation_split(model, checkpoint, data)
     evaluation = Evaluation(model.iteration, cfg, class_names=["background", *model.class_names])
     grid = prediction_grid(
         model.network, split, cfg, model.thresholds, device, list(range(min(GRID_IMAGES, len(split.samples))))
     )
     evaluation.grid_png = png_bytes(grid)
     if not split.has_masks:
-        evaluation.why_not = f"split '{split.split}' of {root} has no masks to score against"
+        evaluation.why_not = f"split '{split.split}' of {split.root} has no masks to score against"
         return evaluation
     limit = cfg.eval.max_images if max_images is None else max_images
     evaluation.result = evaluate(
@@ -375,7 +394,9 @@ def write_report(
     check_output_file(
         path,
         "--out",
-        [("the run file", run.run_dir / name) for name in RUN_FILES] + ([("the dataset", dataset)] if dataset else []),
+        [("the run file", run.run_dir / name) for name in RUN_ENTRIES]
+        + ([("the dataset", dataset)] if dataset else []),
+        own=run.run_dir,  # the page of a run may lie in its folder, not on its files
     )
     write_text_atomically(path, report_page(run, max_images, run_evaluation, data))
     return path
