@@ -506,6 +506,19 @@ def test_a_folder_of_another_project_is_no_run_folder(checkpoint, images, tmp_pa
     assert (project / "predictions" / "val_0000.png").is_file()
 
 
+def test_a_run_stopped_before_its_first_log_is_a_run_folder(checkpoint, images, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model: {}\n")
+    (run / ".lock").write_text("123 host\n")  # what cosa train writes before its first step
+    assert_refused(
+        capsys,
+        predict_argv(checkpoint, images, run / "predictions"),
+        f"--out {run / 'predictions'} is inside the run folder {run}",
+    )
+    assert not (run / "predictions").exists()
+
+
 def test_report_and_plot_write_into_their_own_run_but_not_over_its_files(checkpoint, dataset, tmp_path, capsys):
     run = finished_run(tmp_path / "run", dataset, checkpoint)
     before = snapshot(run)

@@ -38,9 +38,17 @@ LOCK = f"{MANIFEST}.lock"  # not the run folder's .lock: a user's own .lock must
 # What a training run writes into its folder (cosa.engine.run_dir): a folder holding any of them is
 # no place for a new run.
 RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "final_metrics.json", "checkpoints", "tensorboard", "nonfinite")
-# A folder holding one of these is a run folder, which no output enters. config.yaml, tensorboard/
-# and other checkpoints are common in other projects' folders, so they alone do not make a run.
-RUN_MARKERS = ("metrics.jsonl", "final_metrics.json", "nonfinite", "checkpoints/last.pt", "checkpoints/best.pt")
+# A folder holding all the entries of one of these is a run folder, which no output enters.
+# config.yaml, tensorboard/ and other checkpoints are common in other projects' folders, so they
+# alone do not make a run; config.yaml beside the run lock is a run stopped before its first log.
+RUN_MARKERS = (
+    ("metrics.jsonl",),
+    ("final_metrics.json",),
+    ("nonfinite",),
+    ("checkpoints/last.pt",),
+    ("checkpoints/best.pt",),
+    ("config.yaml", ".lock"),
+)
 
 Inputs = Iterable[tuple[str, "str | Path"]]  # (what it is, e.g. "the dataset"; its path)
 
@@ -77,7 +85,7 @@ def runs_and_datasets(path: str | Path, own: str | Path | None = None) -> list[t
     for folder in (real, *real.parents):
         if folder == exempt or not folder.is_dir():
             continue
-        if any((folder / marker).exists() for marker in RUN_MARKERS):
+        if any(all((folder / entry).exists() for entry in marker) for marker in RUN_MARKERS):
             found.append(("the run folder", folder))
         elif layout_of(folder) is not None:
             found.append(("the dataset", folder))

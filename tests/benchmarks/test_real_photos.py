@@ -1,5 +1,6 @@
 """benchmarks/real_photos.py: the real-photo benchmark is a valid folder dataset, the same for the
-same seed, with objects from disjoint photographs in its two splits."""
+same seed, with objects from disjoint photographs in its two splits, and contexts that are
+background beside the same objects."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cosa.data.check import check_dataset
@@ -24,8 +26,9 @@ pytestmark = [
 ]
 
 
-def generate(out: Path, seed: int) -> None:
-    subprocess.run([sys.executable, SCRIPT, out, "--seed", str(seed), "--train", "12", "--val", "4"], check=True)
+def generate(out: Path, seed: int, *options: str) -> None:
+    command = [sys.executable, SCRIPT, out, "--seed", str(seed), "--train", "12", "--val", "4", *options]
+    subprocess.run(command, check=True)
 
 
 def test_a_valid_dataset_byte_identical_for_a_seed(tmp_path):
@@ -40,3 +43,25 @@ def test_a_valid_dataset_byte_identical_for_a_seed(tmp_path):
     assert (tmp_path / "a" / "train.csv").read_text() != (tmp_path / "c" / "train.csv").read_text()
     statistics = report.statistics["train"]
     assert statistics.median_short_side == 128 and 0.15 < statistics.median_object_side / 128 < 0.45
+
+
+def test_contexts_are_background_beside_the_same_objects(tmp_path):
+    from PIL import Image
+
+    from cosa.data.layouts import load_split
+
+    generate(tmp_path / "plain", 1)
+    generate(tmp_path / "context", 1, "--context", "0.8", "--context-size", "1.5")
+    assert check_dataset(tmp_path / "context").problems == []
+    split = load_split(tmp_path / "context", "train")
+    assert len(split.extra_metrics) == 1  # every evaluation reports the coexistence scores
+    with_context = 0
+    for sample in split.samples:
+        mask = np.asarray(Image.open(sample.mask))
+        context = np.asarray(Image.open(sample.context))
+        plain = np.asarray(Image.open(tmp_path / "plain" / "masks" / sample.mask.name))
+        assert not (context[mask > 0]).any()  # objects hide their context; a context is background
+        assert set(np.unique(mask)) - {0} <= set(np.unique(plain)) - {0}  # the same objects, some hidden
+        assert ((mask == plain) | (mask == 0)).all()
+        with_context += bool(context.any())
+    assert with_context >= len(split.samples) // 2

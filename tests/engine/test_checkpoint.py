@@ -60,3 +60,23 @@ def test_truncated_checkpoint_is_refused(tmp_path):
         load_checkpoint(path)
     with pytest.raises(CosaError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_weights_that_do_not_fit_are_named_in_one_line(tmp_path, untrained_checkpoint):
+    from cosa.engine.trained import load_trained
+
+    payload = load_checkpoint(untrained_checkpoint)
+    state = dict(payload["assignment"])
+    first, second = list(state)[:2]
+    del state[first]
+    state[second] = torch.zeros(3, 1)
+    state["extra.weight"] = torch.zeros(1)
+    save_checkpoint(tmp_path / "bad.pt", {**payload, "assignment": state})
+    with pytest.raises(CosaError) as error:
+        load_trained(tmp_path / "bad.pt", torch.device("cpu"))
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'bad.pt'}: the assignment weights do not fit the network of its config (")
+    assert f"1 key missing (first: {first})" in message
+    assert "1 key unexpected (first: extra.weight)" in message
+    assert f"1 key of another shape (first: {second} is (3, 1), not (" in message

@@ -174,6 +174,25 @@ def test_resume_of_a_run_whose_dataset_moved_says_to_name_its_new_place(run_copy
     assert load_checkpoint(last)["config"]["data"]["root"] == str(moved)
 
 
+def test_commands_on_a_checkpoint_whose_dataset_moved_say_to_name_its_new_place(run_copy, tiny_data, tmp_path, capsys):
+    moved = copy_dataset(tiny_data, tmp_path / "moved")
+    last = run_copy / "checkpoints" / "last.pt"
+    payload = load_checkpoint(last)
+    payload["config"]["data"]["root"] = str(tmp_path / "gone")
+    save_checkpoint(last, payload)
+    gone = f"cosa: error: {tmp_path / 'gone'}: the dataset of {last} is not there; if it moved, pass --data NEW_PATH"
+    for command in (
+        ["evaluate", "--checkpoint", last, "--max-images", 1],
+        ["export-pseudo-labels", "--checkpoint", last, "--out", tmp_path / "pseudo", "--max-images", 1],
+        ["report", run_copy, "--max-images", 1, "--out", tmp_path / "report.html"],
+    ):
+        code, _, err = run_cli(capsys, *command)
+        assert_one_line_error(code, err)
+        assert err.strip().startswith(gone), command
+        code, _, err = run_cli(capsys, *command, "--data", moved)
+        assert code == 0, err
+
+
 @pytest.mark.parametrize(
     ("options", "change"),
     [

@@ -208,11 +208,11 @@ def test_a_missing_dataset_stops_the_report_in_one_line(run_dir, tmp_path, capsy
         payload["config"]["data"]["root"] = str(nowhere)
         save_checkpoint(run / "checkpoints" / "last.pt", payload)
     code, _, err = run_cli(capsys, "report", run, *data, "--out", out)
-    assert_one_line_error(
-        code,
-        err,
-        f"cosa: error: {nowhere}: dataset directory not found (the report evaluates the checkpoint on the run's "
-        "validation split: pass --data ROOT, or --no-eval for a page without the evaluation)",
+    why = "dataset directory not found" if data else f"the dataset of {run}/checkpoints/last.pt is not there"
+    assert_one_line_error(code, err, f"cosa: error: {nowhere}: {why}")
+    assert err.rstrip().endswith(
+        "(the report evaluates the checkpoint on the run's validation split; --no-eval makes a page without the "
+        "evaluation)"
     )
     assert not out.exists()
     assert run_cli(capsys, "report", run, *data, "--no-eval", "--out", out)[0] == 0  # which needs no dataset

@@ -8,7 +8,6 @@ import json
 
 from cosa.cli import add_amp_option, at_least, at_least_one
 from cosa.engine import NETWORKS
-from cosa.errors import CosaError
 from cosa.files import write_text_atomically
 from cosa.outputs import check_output_file
 
@@ -48,24 +47,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosa.data.layouts import load_split
     from cosa.engine.distributed import init_distributed, shutdown
     from cosa.engine.evaluate import evaluate, format_results
     from cosa.engine.runlog import setup_logging
-    from cosa.engine.trained import load_trained, require_same_classes
+    from cosa.engine.trained import load_trained, split_for
 
     dist = init_distributed("auto")
     setup_logging(dist.is_main)
     try:
         model = load_trained(args.checkpoint, dist.device, args.network)
         cfg = model.cfg
-        root = args.data or cfg.data.root
-        if root is None:
-            raise CosaError("no dataset: pass --data ROOT")
-        split = load_split(root, args.split)
-        require_same_classes(model, split, args.checkpoint)
+        split = split_for(model, args.checkpoint, args.data, args.split)
         if args.json:
-            check_output_file(args.json, "--json", [("the checkpoint", args.checkpoint), ("the dataset", root)])
+            check_output_file(args.json, "--json", [("the checkpoint", args.checkpoint), ("the dataset", split.root)])
         if not args.ms:
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, scales=[1.0], flip=False))
         if args.amp:

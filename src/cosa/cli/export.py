@@ -36,12 +36,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from cosa.data.layouts import load_split
     from cosa.engine.distributed import resolve_device
     from cosa.engine.export import export_pseudo_labels
     from cosa.engine.runlog import setup_logging
-    from cosa.engine.trained import load_trained, require_same_classes
-    from cosa.errors import CosaError
+    from cosa.engine.trained import load_trained, split_for
     from cosa.outputs import OutputFolder
 
     setup_logging()
@@ -49,12 +47,8 @@ def run(args: argparse.Namespace) -> int:
     with OutputFolder(args.out, "--out", COMMAND, args.overwrite, given) as out:
         device = resolve_device(args.device)
         model = load_trained(args.checkpoint, device)
-        root = args.data or model.cfg.data.root
-        if root is None:
-            raise CosaError("no dataset: pass --data ROOT")
-        split = load_split(root, args.split or model.cfg.data.train_split)
-        require_same_classes(model, split, args.checkpoint)
-        out.check([("the dataset", root)])  # without --data, the dataset is known once the checkpoint is read
+        split = split_for(model, args.checkpoint, args.data, args.split or model.cfg.data.train_split)
+        out.check([("the dataset", split.root)])  # without --data, the dataset is known once the checkpoint is read
         result = export_pseudo_labels(
             model.network, split, model.cfg, model.thresholds, out, device, args.max_images, progress=True
         )

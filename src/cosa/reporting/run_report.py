@@ -22,10 +22,10 @@ import torch
 
 from cosa.config.load import config_from_dict, read_saved_config
 from cosa.config.schema import Config
-from cosa.data.layouts import DatasetSplit, load_split
+from cosa.data.layouts import DatasetSplit
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.evaluate import evaluate
-from cosa.engine.trained import TrainedModel, load_trained, read_checkpoint, require_same_classes
+from cosa.engine.trained import TrainedModel, load_trained, read_checkpoint, split_for
 from cosa.errors import CosaError
 from cosa.files import write_text_atomically
 from cosa.outputs import RUN_ENTRIES, check_output_file
@@ -162,17 +162,12 @@ def skipped_evaluation(run: RunContents) -> Evaluation:
 def _validation_split(model: TrainedModel, checkpoint: Path, data: str | None) -> DatasetSplit:
     """The split to evaluate on; a mistake (a wrong ``--data``, a moved dataset) is told, not hidden in the page."""
     try:
-        root = data or model.cfg.data.root
-        if root is None:
-            raise CosaError(f"{checkpoint}: the run's config names no dataset")
-        split = load_split(root, model.cfg.data.val_split)
-        require_same_classes(model, split, checkpoint)
+        return split_for(model, checkpoint, data, model.cfg.data.val_split)
     except CosaError as error:
         raise CosaError(
-            f"{error} (the report evaluates the checkpoint on the run's validation split: pass --data ROOT, "
-            "or --no-eval for a page without the evaluation)"
+            f"{error} (the report evaluates the checkpoint on the run's validation split; --no-eval makes a page "
+            "without the evaluation)"
         ) from None
-    return split
 
 
 def _evaluate_checkpoint(
