@@ -51,7 +51,7 @@ VARIANTS = {
     "supervised": ("supervised", []),
 }
 # Reported only on datasets that add them (the synthetic data's class-tied contexts).
-DATASET_METRICS = ("coexistence", "coexistence_cam")
+DATASET_METRICS = ("coexistence", "coexistence_cam", "coexistence_cpl")
 METRICS = (
     "miou_unmasked",
     "miou_tag_masked",
@@ -68,6 +68,7 @@ HEADERS = (
     "CPL recall",
     "coexistence (seg)",
     "coexistence (CAM)",
+    "coexistence (CPL)",
 )
 
 
@@ -172,6 +173,7 @@ def main() -> None:
                     **scores,
                     "per_class": result["per_class"],
                     "per_class_cam": result["per_class_cam"],
+                    **({"where_classes_go": result["where_classes_go"]} if "where_classes_go" in result else {}),
                     "protocol": result["protocol"],
                 }
             )

@@ -182,7 +182,7 @@ def generate(
     fashion_mnist: Path,
     overwrite: bool,
     context: float = 0.0,
-    context_size: float = 2.0,
+    context_size: float = 1.5,
 ) -> dict:
     photos = background_photos()
     textures = context_textures() if context > 0 else []
@@ -233,7 +233,7 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=300)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--context", type=float, default=0.0, help="P(an object comes with its class's context)")
-    parser.add_argument("--context-size", type=float, default=2.0, help="the context's side per object side")
+    parser.add_argument("--context-size", type=float, default=1.5, help="the context's side per object side")
     parser.add_argument("--fashion-mnist", type=Path, default=FASHION_MNIST)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()

@@ -14,7 +14,7 @@ from PIL import Image
 from cosa.data.io import read_mask
 from cosa.data.layouts import Sample, load_split
 from cosa.data.synthetic import CLASS_NAMES, CONTEXTS, generate_synthetic_dataset, min_visible_pixels
-from cosa.data.synthetic_metrics import context_hits
+from cosa.data.synthetic_metrics import where_labels_go
 from cosa.errors import CosaError
 
 from conftest import TINY_OVERRIDES
@@ -165,13 +165,20 @@ def test_replaces_a_previous_synthetic_dataset_only_when_asked(tmp_path):
 # --- the coexistence score --------------------------------------------------------------------
 
 
-def test_coexistence_counts_only_background_context_pixels():
+def test_where_labels_go_counts_objects_their_context_and_the_rest_of_the_background():
     context = torch.tensor([[1, 1, 1, 2], [2, 2, 0, 0]])
-    mask = torch.tensor([[0, 0, 3, 0], [0, 0, 0, 0]])  # the object (3) occludes one water pixel
+    mask = torch.tensor([[0, 0, 6, 0], [0, 0, 0, 2]])  # a boat (6) occludes one water pixel; a block (2)
     segmentation = torch.tensor([[6, 0, 6, 2], [6, 2, 6, 6]])
     cam = torch.tensor([[6, 6, 6, 0], [0, 0, 0, 0]])
-    hits = context_hits(context, mask, segmentation, cam, {1: 5, 2: 1})  # water→boat (6), rails→block (2)
-    assert hits.tolist() == [[1, 2, 2], [2, 0, 3]]
+    predictions = {"unmasked": segmentation, "cam": cam}  # no CPL: its counts stay zero
+    counts = where_labels_go(context, mask, predictions, {1: 5, 2: 1})  # water→boat (6), rails→block (2)
+    # [labelled as the class, pixels] per region: object, context, the rest of the background
+    assert counts[0].tolist() == [
+        [[1, 1], [1, 2], [1, 1]],  # segmentation: the boat; 1 of 2 water pixels; the one other background pixel
+        [[1, 1], [2, 2], [0, 1]],  # CAM
+        [[0, 0], [0, 0], [0, 0]],  # CPL
+    ]
+    assert counts[1].tolist() == [[[0, 1], [2, 3], [0, 1]], [[0, 1], [0, 3], [0, 1]], [[0, 0], [0, 0], [0, 0]]]
 
 
 def test_coexistence_adds_up_the_images_of_an_evaluation(small):
@@ -187,10 +194,20 @@ def test_coexistence_adds_up_the_images_of_an_evaluation(small):
         for context_id, index in tied.items():
             tied_label[context == context_id] = index + 1
         pixels += int(((context > 0) & (mask == 0)).sum())
-        metric.update(sample, mask, {"unmasked": tied_label, "cam": torch.zeros_like(mask)})
+        zeros = torch.zeros_like(mask)
+        metric.update(sample, mask, {"unmasked": tied_label, "cam": zeros, "cpl": zeros})
     metric.update(Sample("plain", small / "images" / "val_0000.png", ()), mask, {})  # no context: nothing to count
-    assert pixels > 0 and metric.counts.tolist() == [pixels, 0, pixels]
-    assert metric.result() == {"coexistence": 100.0, "coexistence_cam": 0.0}
+    context_counts = metric.counts[:, :, 1].sum(0)  # per kind: [labelled as the class, pixels]
+    assert pixels > 0 and context_counts.tolist() == [[pixels, pixels], [0, pixels], [0, pixels]]
+    result = metric.result()
+    assert {key: result[key] for key in ("coexistence", "coexistence_cam", "coexistence_cpl")} == {
+        "coexistence": 100.0,
+        "coexistence_cam": 0.0,
+        "coexistence_cpl": 0.0,
+    }
+    assert set(result["where_classes_go"]) == {tied.class_name for tied in CONTEXTS}
+    for kinds in result["where_classes_go"].values():
+        assert kinds["segmentation"]["context"] in (0.0, 100.0) and kinds["cam"]["context"] == 0.0
 
 
 def test_evaluation_reports_coexistence_only_for_data_with_tied_contexts(small, tmp_path):
@@ -217,4 +234,5 @@ def test_evaluation_reports_coexistence_only_for_data_with_tied_contexts(small, 
     (plain / "context.json").unlink()
     assert load_split(plain, "val").extra_metrics == ()
     without = scores(plain)
-    assert without == {key: value for key, value in with_contexts.items() if not key.startswith("coexistence")}
+    dataset_keys = ("coexistence", "coexistence_cam", "coexistence_cpl", "where_classes_go")
+    assert without == {key: value for key, value in with_contexts.items() if key not in dataset_keys}

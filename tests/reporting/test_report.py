@@ -100,11 +100,15 @@ def test_page_shows_the_run(page, run_dir):
         "num_images",
         "coexistence, segmentation",
         "coexistence, CAM",
+        "coexistence, CPL",
     ):
         assert fragment in page
     per_class = page.split("Per class IoU", 1)[1].split("</table>", 1)[0]
     for name in CLASS_NAMES:
         assert f"<td>{name}</td>" in per_class
+    contexts = page.split("Where each class goes", 1)[1].split("</table>", 1)[0]  # the data's tied contexts
+    assert "<th>cpl on context</th>" in contexts
+    assert [name for name in CLASS_NAMES if f"<td>{name}</td>" in contexts] == ["block", "boat"]
     assert 'class="note"' not in page  # nothing is missing from a complete run
     assert "checkpoint iteration</th><td>6</td>" in page
 

@@ -249,7 +249,7 @@ def _read_folder(root: Path, split: str, problems: list[str] | None) -> DatasetS
         else:
             samples.append(_folder_sample(root, stem, image_name, tuple(sorted({index[name] for name in names}))))
     tied = read_tied_contexts(root, index)
-    metrics = (partial(Coexistence, tied),) if tied else ()
+    metrics = (partial(Coexistence, tied, class_names),) if tied else ()
     return DatasetSplit(root, "folder", split, class_names, samples, metrics, mask_dirs=(root / "masks",))
 
 

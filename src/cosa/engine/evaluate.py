@@ -226,7 +226,9 @@ def format_results(result: dict) -> str:
         f"CPL mIoU {result['cpl_miou']:.2f} on the {result['cpl_coverage']:.1f}% of pixels it labels "
         f"(precision {result['cpl_precision']:.1f}%, recall {result['cpl_recall']:.1f}%)"
     )
-    extra = [f"{key} {value:.1f}%" for key, value in result.items() if key not in RESULT_KEYS]
+    extra = [
+        f"{key} {value:.1f}%" for key, value in result.items() if key not in RESULT_KEYS and isinstance(value, float)
+    ]
     if extra:
         lines.append("metrics of the dataset: " + ", ".join(extra))
     if "crf" in result:

@@ -46,6 +46,7 @@ HEADLINE = (
     ("cpl_recall", "CPL recall (% of all pixels labelled right)"),
     ("coexistence", "coexistence, segmentation (% of context pixels taken as the tied class)"),
     ("coexistence_cam", "coexistence, CAM"),
+    ("coexistence_cpl", "coexistence, CPL"),
 )
 CURVE_CAPTIONS = {
     "thresholds.png": "CPL thresholds over iterations",
@@ -310,6 +311,26 @@ def per_class_section(metrics: dict | None) -> str:
     return section("Per class IoU", table(["class", "unmasked", "tag-masked", "CAM"], rows, total_last=True))
 
 
+def contexts_section(metrics: dict | None) -> str:
+    """For data whose classes come with their own context (``context.json``): the share of each
+    class's objects, of its context and of the rest of the background labelled as the class."""
+    where = (metrics or {}).get("where_classes_go")
+    if not where:
+        return ""
+    kinds = ("cam", "cpl", "segmentation")
+    header = ["class"] + [f"{kind} on {region}" for kind in kinds for region in ("object", "context", "background")]
+    rows = [
+        [name] + [number(shares[kind][region]) for kind in kinds for region in ("object", "context", "background")]
+        for name, shares in where.items()
+    ]
+    caption = (
+        "<p>% of each region labelled as the class: its objects, its context (background in the masks) "
+        "and the rest of the background of the images that show it. CAM: the thresholded CAMs of the "
+        "true classes; CPL: the CAM pseudo-labels; segmentation: unmasked.</p>"
+    )
+    return section("Where each class goes", caption + table(header, rows))
+
+
 def confusion_section(evaluation: Evaluation) -> str:
     if evaluation.result is None:
         return section("Confusion matrix", note(f"not computed: {evaluation.why_not}"))
@@ -355,6 +376,7 @@ def render_page(run: RunContents, evaluation: Evaluation) -> str:
             header_section(run, evaluation, metrics),
             headline_section(metrics, source),
             per_class_section(metrics),
+            contexts_section(metrics),
             confusion_section(evaluation),
             curves_section(run),
             grid_section(evaluation),
