@@ -32,10 +32,11 @@ from pathlib import Path
 import yaml
 from common import environment
 
-from cosa.config import Config, load_config
+from cosa.config import Config
 from cosa.config.load import config_from_dict
 from cosa.config.schema import TECHNIQUES
 from cosa.data.layouts import load_split
+from cosa.data.scaled import load_config_for_data
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.evaluate import evaluate
 from cosa.engine.trained import load_trained
@@ -154,7 +155,7 @@ def main() -> None:
         for variant in args.variants:
             recipe, variant_overrides = VARIANTS[variant]
             overrides = [*variant_overrides, *args.overrides, f"train.seed={seed}"]
-            cfg = load_config(args.preset, recipe, args.data, overrides)
+            cfg, _ = load_config_for_data(args.preset, recipe, args.data, overrides)
             run_dir = Path(args.runs) / f"{variant}-seed{seed}"
             started = time.time()
             result = finished_run(run_dir, cfg)

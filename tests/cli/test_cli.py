@@ -140,7 +140,7 @@ def test_data_synthetic_and_check(tmp_path, capsys):
     assert code == 0 and "0 problem(s)" in out
     # What the preset needs to know, and the settings that follow (cosa.config.scaling).
     assert "shorter side 48–48 px" in out and "classes never alone:" in out
-    assert "suggested settings for 'train'" in out and "--config own data.crop_size=64 " in out
+    assert "settings scaled to 'train'" in out and "training starts: data.crop_size=64 " in out
     (root / "images" / "train_0001.png").write_bytes(b"broken")
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "masks" / "train_0002.png")
     code, out, _ = run_cli(capsys, "data", "check", root)
@@ -420,15 +420,22 @@ def test_torchrun_prints_no_deprecation_warning(tiny_data, tmp_path):
     assert "Warning" not in finished.stderr, finished.stderr[-3000:]
 
 
-def test_the_settings_data_check_suggests_start_a_run_as_printed(tiny_data, tmp_path, capsys):
+def test_the_own_preset_applies_the_settings_data_check_prints_and_keeps_the_users(tiny_data, tmp_path, capsys):
     from cosa.cli.train import resolve_config
     from cosa.config.load import check_run_length
 
     code, out, _ = run_cli(capsys, "data", "check", tiny_data)
-    line = next(line for line in out.splitlines() if line.startswith("suggested settings for 'train'"))
-    suggested = line.split(": ", 1)[1].split(" ")  # --config own key=value ...
-    # Pasted, then the options of the run and one more setting of the user's own.
-    argv = ["train", *suggested, "--data", str(tiny_data), "--out", str(tmp_path / "r"), "train.seed=3"]
-    cfg, run_dir = resolve_config(build_parser().parse_args(argv))
+    line = next(line for line in out.splitlines() if line.startswith("settings scaled to 'train'"))
+    printed = dict(word.split("=", 1) for word in line.split("training starts: ", 1)[1].split(" "))
+    argv = ["train", "--config", "own", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "train.seed=3"]
+    cfg, run_dir, scaled = resolve_config(build_parser().parse_args([*argv, "eval.size=64"]))
     check_run_length(cfg)  # its warm-ups fit its length
-    assert run_dir == tmp_path / "r" and cfg.data.crop_size == 64 and cfg.train.seed == 3
+    assert run_dir == tmp_path / "r" and cfg.train.seed == 3 and cfg.eval.size == 64  # the user's values win
+    assert all(f"{key}={value}" in scaled for key, value in printed.items() if key != "eval.size")
+    assert cfg.data.crop_size == int(printed["data.crop_size"]) == 64
+    assert cfg.train.iterations == int(printed["train.iterations"]) == 100
+    assert scaled.startswith("settings scaled to split 'train' (24 images, median shorter side 64 px, objects ")
+    assert scaled.endswith("; yours kept: eval.size")
+    # Measured again, the same settings: a run resumed with its command line changes nothing.
+    cfg_again, _, _ = resolve_config(build_parser().parse_args([*argv, "eval.size=64"]))
+    assert cfg_again == cfg

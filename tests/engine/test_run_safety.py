@@ -115,6 +115,17 @@ def test_resume_with_the_stored_values_given_again_works(run_copy, tiny_data):
     )
 
 
+def test_a_run_of_the_own_preset_resumes_with_its_command_line_given_again(tiny_data, tmp_path, capsys):
+    """The settings measured on the data are measured again, the same: the resumed run changes nothing."""
+    argv = ["--config", "own", "--data", tiny_data, "--out", tmp_path / "run", *SHORT, "train.iterations=3"]
+    code, out, err = train(capsys, *argv)
+    assert code == 0, err
+    assert "settings scaled to split 'train' (24 images" in out
+    code, _, err = train(capsys, *argv[:-1], "train.iterations=4", "--resume")
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["iteration"] == 4
+
+
 def test_resume_refuses_changed_values_and_lists_them(run_copy, capsys):
     line = train_error(capsys, "--out", run_copy, "--resume", "train.batch_size=8", "data.crop_size=96")
     assert line == (

@@ -115,7 +115,10 @@ def _print_suggested_settings(report: CheckReport) -> None:
     if statistics is None or not statistics.images:
         return
     settings = scaled_settings(statistics.median_short_side, statistics.median_object_side, statistics.images)
-    print(f"suggested settings for '{split}' (docs/method.md, \"Own data\"): --config own {as_overrides(settings)}")
+    print(
+        f"settings scaled to '{split}' (docs/method.md, \"Own data\"), which --config own applies itself when "
+        f"training starts: {as_overrides(settings)}"
+    )
     if statistics.median_object_side is None:
         print(
             f"  (no masks, so no object size: model.output_stride stays the preset's; set 8 for objects "

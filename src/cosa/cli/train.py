@@ -32,10 +32,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
-    """The run's configuration and folder. ``--resume`` keeps the stored configuration: the options
-    given with it may repeat its values, or raise ``train.iterations``; other changes are refused."""
-    from cosa.config.load import load_config, resumed_config
+def resolve_config(args: argparse.Namespace) -> tuple[Config, Path, str]:
+    """The run's configuration and folder, and a line saying which settings were measured on the
+    data ("" if none). ``--resume`` keeps the stored configuration: the options given with it may
+    repeat its values, or raise ``train.iterations``; other changes are refused."""
+    from cosa.config.load import resumed_config
+    from cosa.data.scaled import load_config_for_data
     from cosa.engine.run_dir import stored_config
 
     if args.deterministic:
@@ -45,17 +47,19 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
             raise CosaError("--resume needs --out RUN_DIR (the run to continue)")
         run_dir = Path(args.out)
         stored = stored_config(run_dir)
-        requested = load_config(args.config, args.recipe, args.data, args.overrides, base=stored)
-        return resumed_config(stored, requested, f"{run_dir}: --resume"), run_dir
+        requested, _ = load_config_for_data(args.config, args.recipe, args.data, args.overrides, base=stored)
+        return resumed_config(stored, requested, f"{run_dir}: --resume"), run_dir, ""
     config = args.config or "voc"
-    cfg = load_config(config, args.recipe, args.data, args.overrides)
-    return cfg, Path(args.out or f"runs/{Path(config).stem}-{cfg.method.recipe}")
+    cfg, scaled = load_config_for_data(config, args.recipe, args.data, args.overrides)
+    return cfg, Path(args.out or f"runs/{Path(config).stem}-{cfg.method.recipe}"), scaled
 
 
 def run(args: argparse.Namespace) -> int:
     from cosa.engine.trainer import run_training, summarize
 
-    cfg, run_dir = resolve_config(args)
+    cfg, run_dir, scaled = resolve_config(args)
+    if scaled and os.environ.get("RANK", "0") == "0":
+        print(scaled)
     result = run_training(cfg, run_dir, args.resume)
     if os.environ.get("RANK", "0") == "0":
         print(summarize(result))

@@ -319,8 +319,11 @@ def load_config(
     data: str | None = None,
     overrides: Sequence[str] = (),
     base: Config | None = None,
+    measured: Mapping[str, object] | None = None,
 ) -> Config:
-    """Build a validated :class:`Config`: preset < recipe < the user's YAML file < ``data`` < overrides.
+    """Build a validated :class:`Config`: preset < recipe < ``measured`` < the user's YAML file <
+    ``data`` < overrides. ``measured`` holds the settings that follow from the data (dotted keys,
+    :func:`cosa.data.scaled.load_config_for_data`).
 
     A YAML file with ``base: PRESET`` puts that preset below the recipe, its own keys above it.
     ``base`` (a run's stored configuration, for ``--resume``) takes the place of the schema
@@ -337,6 +340,11 @@ def load_config(
         if recipe not in RECIPES:
             raise CosaError(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
         merged = _merge(merged, _bundled("recipes", recipe), f"recipe {recipe}")
+    if measured:
+        layer = OmegaConf.create()
+        for key, value in measured.items():
+            OmegaConf.update(layer, key, value)
+        merged = _merge(merged, layer, "settings measured on the data")
     if user_file is not None:
         merged = _merge(merged, user_file, source)
     if recipe:

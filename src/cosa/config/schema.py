@@ -44,6 +44,10 @@ class DataConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     blur_probability: float = 0.5
     num_workers: int = 4
+    # When a run starts, measure the training split (image and object sizes, number of images) and
+    # set what follows from them (cosa.config.scaling: crop, output stride, evaluation size, run
+    # length, warm-ups, EMA, L_reg) above the preset and recipe; the user's file and overrides win.
+    scale_to_data: bool = False
 
 
 # model.pretrained values that fit every backbone: timm's own weights of it, or none (random).
