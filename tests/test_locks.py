@@ -29,6 +29,26 @@ def test_a_held_lock_refuses_a_second_holder_naming_the_first_and_release_remove
     again.release()
 
 
+def test_shared_locks_admit_each_other_and_refuse_an_exclusive_one_until_the_last_is_released(tmp_path):
+    readers = [FolderLock(tmp_path / ".lock", shared=True) for _ in range(2)]
+    for reader in readers:
+        reader.acquire()
+    with pytest.raises(Busy) as refused:
+        FolderLock(tmp_path / ".lock").acquire()
+    assert refused.value.holder == cosa.locks.READERS
+    readers[0].release()
+    assert (tmp_path / ".lock").exists()  # the other reader still holds it
+    with pytest.raises(Busy):
+        FolderLock(tmp_path / ".lock").acquire()
+    readers[1].release()
+    assert not (tmp_path / ".lock").exists()  # the last reader removed it
+    writer = FolderLock(tmp_path / ".lock")
+    writer.acquire()
+    with pytest.raises(Busy, match=f"pid {os.getpid()} on "):  # and a writer refuses readers
+        FolderLock(tmp_path / ".lock", shared=True).acquire()
+    writer.release()
+
+
 def test_a_live_process_holds_the_lock_and_kill_9_releases_it(tmp_path):
     with lock_held_by_another_process(tmp_path / ".lock") as holder:
         with pytest.raises(Busy, match=f"pid {holder.pid} on "):
@@ -42,9 +62,10 @@ def test_a_live_process_holds_the_lock_and_kill_9_releases_it(tmp_path):
     lock.release()
 
 
+# The child prints its pid once it runs, so after its fork handlers closed the inherited lock.
 FORK_AND_HOLD = (
     "import os, sys, time; from cosa.locks import FolderLock; FolderLock(sys.argv[1]).acquire(); "
-    "child = os.fork()\nif child == 0: time.sleep(600)\nprint(child, flush=True); time.sleep(600)"
+    "child = os.fork()\nif child == 0: print(os.getpid(), flush=True)\ntime.sleep(600)"
 )
 
 

@@ -605,3 +605,26 @@ def test_two_predicts_into_one_folder_at_once_the_second_is_refused(checkpoint, 
         first.communicate()
     assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
     assert f"another cosa command writes into this folder (pid {first.pid} on " in second.stderr
+
+
+def test_a_generated_dataset_cannot_be_overwritten_while_a_run_trains_on_it(tmp_path, capsys, monkeypatch):
+    import cosa.engine.trainer as trainer_module
+
+    data = tmp_path / "data"
+    generate = ["data", "synthetic", *SYNTHETIC, "--out", data]
+    assert run_cli(capsys, *generate)[0] == 0
+    before = snapshot(data)
+    refusals = []
+
+    def overwrite_while_training(trainer):
+        refusals.append(run_cli(capsys, *generate, "--overwrite", "--seed", 5))
+        return {}
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", overwrite_while_training)
+    assert (
+        run_cli(capsys, "train", "--config", "demo", "--data", data, "--out", tmp_path / "run", *TINY_OVERRIDES)[0] == 0
+    )
+    ((code, _, err),) = refusals
+    assert_one_line_error(code, err, f"--out {data}: a cosa run trains on this dataset; wait for it to end")
+    assert snapshot(data) == before
+    assert run_cli(capsys, *generate, "--overwrite", "--seed", 5)[0] == 0  # the run has ended

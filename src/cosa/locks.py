@@ -35,6 +35,9 @@ def _drop_inherited_locks() -> None:
 os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
+READERS = "readers"  # Busy.holder of a lock that readers hold
+
+
 class Busy(Exception):
     """Another process holds the lock; ``holder`` names it, e.g. ``pid 4242 on gpu-node-3``."""
 
@@ -46,8 +49,11 @@ class Busy(Exception):
 class FolderLock:
     """The lock file ``path`` (in the folder it locks), held between :meth:`acquire` and :meth:`release`."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, shared: bool = False) -> None:
         self.path = Path(path)
+        # A shared lock (a reader's: a run reading a dataset) admits other readers and refuses a
+        # writer; it does not name its holder, and the last reader to release it removes the file.
+        self.shared = shared
         self._handle: int | None = None
         self._holder_pid: int | None = None
 
@@ -56,19 +62,22 @@ class FolderLock:
         while True:
             handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(handle, 4096).decode(errors="replace")
+                holder = _described(os.read(handle, 4096).decode(errors="replace"))
+                if not self.shared and _shared_only(handle):
+                    holder = READERS
                 os.close(handle)
-                raise Busy(_described(holder)) from None
+                raise Busy(holder) from None
             except BaseException:
                 os.close(handle)
                 raise
             if _still_named(self.path, handle):
                 break
             os.close(handle)  # its holder removed it as it released it: lock the file that replaced it
-        os.ftruncate(handle, 0)
-        os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        if not self.shared:
+            os.ftruncate(handle, 0)
+            os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._handle, self._holder_pid = handle, os.getpid()
         _held.add(handle)
 
@@ -77,7 +86,8 @@ class FolderLock:
         if self._handle is None or self._holder_pid != os.getpid():  # a forked child holds nothing
             return
         try:
-            self.path.unlink(missing_ok=True)
+            if not self.shared or _last_reader(self._handle):
+                self.path.unlink(missing_ok=True)
         finally:
             _held.discard(self._handle)
             os.close(self._handle)
@@ -89,6 +99,26 @@ def _still_named(path: Path, handle: int) -> bool:
         return os.path.samestat(os.fstat(handle), os.stat(path))
     except FileNotFoundError:
         return False
+
+
+def _last_reader(handle: int) -> bool:
+    """Whether a reader's lock becomes exclusive: no other reader holds the file, which its last
+    reader removes as a writer does (the conversion may drop the shared lock; it is being released)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _shared_only(handle: int) -> bool:
+    """Whether the lock on ``handle`` that refused an exclusive one is held by readers only."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    return True
 
 
 def _described(holder: str) -> str:

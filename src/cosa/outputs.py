@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cosa.errors import CosaError
 from cosa.files import os_errors_named, partial_path, write_file
-from cosa.locks import Busy, FolderLock
+from cosa.locks import READERS, Busy, FolderLock
 
 MANIFEST = ".cosa-outputs"
 LOCK = f"{MANIFEST}.lock"  # not the run folder's .lock: a user's own .lock must never be taken for ours
@@ -173,6 +173,11 @@ class OutputFolder:
                 self.path.mkdir(parents=True, exist_ok=True)
                 lock.acquire()
         except Busy as busy:
+            if busy.holder == READERS:
+                raise CosaError(
+                    f"{self.option} {self.path}: a cosa run trains on this dataset; wait for it to end, or choose "
+                    "another folder"
+                ) from None
             raise CosaError(
                 f"{self.option} {self.path}: another cosa command writes into this folder ({busy.holder}); "
                 "wait for it to end, or choose another folder"
@@ -213,6 +218,23 @@ class OutputFolder:
                         shutil.rmtree(leftover)
                     else:
                         leftover.unlink(missing_ok=True)
+
+
+def read_lock(dataset: str | Path) -> FolderLock | None:
+    """A shared lock on a folder that cosa wrote (a generated dataset) while a run reads it, so that
+    ``--overwrite`` cannot replace it meanwhile; None for any other folder (no cosa command writes
+    there) or one that cannot be written (nor overwritten). Release it when the run ends."""
+    folder = Path(dataset)
+    if not (folder / MANIFEST).is_file():
+        return None
+    lock = FolderLock(folder / LOCK, shared=True)
+    try:
+        lock.acquire()
+    except Busy:
+        raise CosaError(f"{folder}: a cosa command is writing this dataset; wait for it to end") from None
+    except OSError:
+        return None
+    return lock
 
 
 def _release(lock: FolderLock, made: Path | None) -> None:

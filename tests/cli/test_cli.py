@@ -11,7 +11,7 @@ from PIL import Image
 from cosa.cli.main import build_parser, main
 from cosa.data.io import read_mask
 
-from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, assert_one_line_error, run_cli, torchrun_command
+from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, assert_one_line_error, cosa_command, run_cli, torchrun_command
 
 
 def test_help_lists_the_commands(capsys):
@@ -439,3 +439,24 @@ def test_the_own_preset_applies_the_settings_data_check_prints_and_keeps_the_use
     # Measured again, the same settings: a run resumed with its command line changes nothing.
     cfg_again, _, _ = resolve_config(build_parser().parse_args([*argv, "eval.size=64"]))
     assert cfg_again == cfg
+
+
+def test_a_closed_pipe_ends_a_command_quietly(tiny_data):
+    """``cosa data check ROOT | head -1``: the reader leaves before the command has written."""
+    process = subprocess.Popen(
+        cosa_command("data", "check", tiny_data), env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and stderr == "", stderr
+
+
+def test_train_expands_a_tilde_in_out_and_names_the_run_directory_first(tiny_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(
+        capsys, "train", "--config", "demo", "--data", tiny_data, "--out", "~/run", *TINY_OVERRIDES
+    )
+    assert code == 0, err
+    assert (tmp_path / "home" / "run" / "final_metrics.json").is_file() and not (tmp_path / "~").exists()
+    assert out.startswith(f"run directory: {tmp_path / 'home' / 'run'}\n")

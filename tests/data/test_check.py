@@ -341,3 +341,47 @@ def test_training_data_stops_at_the_first_problem_and_counts_the_others(tmp_path
     message = str(error.value)
     assert message.startswith(f"{root}: split 'train' lacks the masks of 1 of its 3 images (c)")
     assert message.endswith(f"(1 more: cosa data check {root} --recipe supervised lists them)")
+
+
+# --- images listed but not there ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rename", "hint"),
+    [
+        pytest.param(None, "", id="deleted"),
+        pytest.param(("b.png", "b.PNG"), "; b.PNG is there: file names are case-sensitive", id="case"),
+        pytest.param(("b.png", None), "; b.png is there: write image names with their extension", id="no-extension"),
+        pytest.param(("b.png", "b\\c.png"), "; write paths with '/', not '\\'", id="windows-path"),
+    ],
+)
+def test_listed_images_that_are_not_there_stop_training_at_the_start(tmp_path, capsys, rename, hint):
+    root = folder(tmp_path / "ds", good_splits())
+    table = root / "train.csv"
+    if rename is None:
+        (root / "images" / "b.png").unlink()
+        missing = "images/b.png"
+    elif rename[1] is None:  # listed without its extension
+        table.write_text(table.read_text().replace("b.png,", "b,"))
+        missing = "images/b"
+    elif "\\" in rename[1]:
+        table.write_text(table.read_text().replace("b.png,", "b\\c.png,"))
+        missing = "images/b\\c.png"
+    else:
+        (root / "images" / rename[0]).rename(root / "images" / rename[1])
+        missing = "images/b.png"
+    expected = f"{root}: split 'train' lists 1 image that is not there ({missing}){hint}"
+    assert train_refusal(capsys, tmp_path, root, "--config", "own") == expected
+    code, problems, _ = check(capsys, root)
+    assert code == 1 and expected in problems  # beside the line of the file itself
+
+
+def test_the_settings_data_check_prints_for_a_voc_tree_start_an_own_run(tmp_path, capsys):
+    root = voc(tmp_path / "voc", {"a": mask(CAT), "b": mask(DOG)}, {"v": mask(CAT)})
+    code, out, _ = run_cli(capsys, "data", "check", root)
+    line = next(line for line in out.splitlines() if line.startswith("settings scaled to 'train_aug'"))
+    settings = line.split("training starts: ", 1)[1].split(" ")
+    assert settings[0] == "data.train_split=train_aug"  # the own preset trains on 'train'
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--config", "own", "--data", root, "--out", run, *TINY_OVERRIDES, *settings)
+    assert code == 0, err

@@ -108,6 +108,7 @@ def run_check(args: argparse.Namespace) -> int:
 def _print_suggested_settings(report: CheckReport) -> None:
     """The ``own`` preset's data-dependent settings for this dataset (cosa.config.scaling), from
     its training split."""
+    from cosa.config.load import load_config
     from cosa.config.scaling import MIN_OBJECT_CELLS, as_overrides, scaled_settings
 
     split = report.training_split
@@ -115,6 +116,8 @@ def _print_suggested_settings(report: CheckReport) -> None:
     if statistics is None or not statistics.images:
         return
     settings = scaled_settings(statistics.median_short_side, statistics.median_object_side, statistics.images)
+    if split != load_config("own").data.train_split:  # e.g. VOC's train_aug
+        settings = {"data.train_split": split, **settings}
     print(
         f"settings scaled to '{split}' (docs/method.md, \"Own data\"), which --config own applies itself when "
         f"training starts: {as_overrides(settings)}"

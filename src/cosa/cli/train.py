@@ -45,21 +45,23 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, Path, str]:
     if args.resume:
         if not args.out:
             raise CosaError("--resume needs --out RUN_DIR (the run to continue)")
-        run_dir = Path(args.out)
+        run_dir = Path(args.out).expanduser()
         stored = stored_config(run_dir)
         requested, _ = load_config_for_data(args.config, args.recipe, args.data, args.overrides, base=stored)
         return resumed_config(stored, requested, f"{run_dir}: --resume"), run_dir, ""
     config = args.config or "voc"
     cfg, scaled = load_config_for_data(config, args.recipe, args.data, args.overrides)
-    return cfg, Path(args.out or f"runs/{Path(config).stem}-{cfg.method.recipe}"), scaled
+    return cfg, Path(args.out or f"runs/{Path(config).stem}-{cfg.method.recipe}").expanduser(), scaled
 
 
 def run(args: argparse.Namespace) -> int:
     from cosa.engine.trainer import run_training, summarize
 
     cfg, run_dir, scaled = resolve_config(args)
-    if scaled and os.environ.get("RANK", "0") == "0":
-        print(scaled)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run directory: {run_dir}")
+        if scaled:
+            print(scaled)
     result = run_training(cfg, run_dir, args.resume)
     if os.environ.get("RANK", "0") == "0":
         print(summarize(result))

@@ -86,4 +86,7 @@ def scaled_settings(
 
 def as_overrides(settings: dict[str, int | float | list[float]]) -> str:
     """The settings as ``key=value`` words for a command line: a list has no spaces (``[0.1,0.4]``)."""
-    return " ".join(f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in settings.items())
+    return " ".join(
+        f"{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
+        for key, value in settings.items()
+    )

@@ -83,12 +83,48 @@ def _class_indices(split: DatasetSplit) -> str:
 def split_findings(train: DatasetSplit, validation: DatasetSplit | None, recipe: str) -> list[Finding]:
     """What is wrong with training on ``train`` and evaluating on ``validation`` with ``recipe``,
     from the file lists, label tables and mask folders alone (no pixel is decoded)."""
-    findings = [*training_findings(train, recipe), *mask_name_findings(train)]
+    findings = [*missing_image_findings(train), *training_findings(train, recipe), *mask_name_findings(train)]
     if validation is not None:
+        if validation.split != train.split:
+            findings += missing_image_findings(validation)
         findings += validation_findings(validation) + overlap_findings(train, validation)
         if validation.split != train.split:
             findings += mask_name_findings(validation)
     return findings
+
+
+def missing_image_findings(split: DatasetSplit) -> list[Finding]:
+    """Listed images that are not there: reading them would stop a run hours in. One ``stat`` per
+    image; the first missing one is matched against its folder for the usual cause."""
+    missing = [sample.image for sample in split.samples if not sample.image.is_file()]
+    if not missing:
+        return []
+    names = [str(path.relative_to(split.root)) if path.is_relative_to(split.root) else str(path) for path in missing]
+    verb = "is" if len(missing) == 1 else "are"
+    return [
+        _problem(
+            f"{split.root}: split '{split.split}' lists {_images(len(missing))} that {verb} not there "
+            f"({_some(names)}){_near_match(missing[0])}"
+        )
+    ]
+
+
+def _near_match(path: Path) -> str:
+    """Why ``path`` is not found, when a file beside it tells: another case, a missing extension,
+    or a Windows separator."""
+    if "\\" in path.name:
+        return "; write paths with '/', not '\\'"
+    try:
+        beside = os.listdir(path.parent)
+    except OSError:
+        return f"; {path.parent} is not there" if not path.parent.exists() else ""
+    same_but_case = [name for name in beside if name.lower() == path.name.lower()]
+    if same_but_case:
+        return f"; {same_but_case[0]} is there: file names are case-sensitive"
+    with_suffix = sorted(name for name in beside if Path(name).stem == path.name and Path(name).suffix)
+    if not path.suffix and with_suffix:
+        return f"; {with_suffix[0]} is there: write image names with their extension"
+    return ""
 
 
 def missing_masks(split: DatasetSplit) -> str | None:

@@ -52,7 +52,7 @@ from cosa.files import write_text_atomically
 from cosa.method.cosa import CoSAObjective, StepLosses
 from cosa.models.ema import ema_update
 from cosa.models.network import build_network
-from cosa.outputs import refuse_inputs
+from cosa.outputs import read_lock, refuse_inputs
 from cosa.precision import autocast
 from cosa.profiling import section, timed
 
@@ -549,7 +549,12 @@ def run_training(cfg: Config, run_dir: Path, resume: bool = False) -> dict | Non
         # So are the data's (cosa.data.check): a failing check costs seconds and leaves nothing.
         cfg = with_absolute_root(cfg, resume)
         data = training_data(cfg)
-        with claim(run_dir, resume, dist):
-            return Trainer(cfg, run_dir, dist, resume=resume, data=data).fit()
+        dataset_lock = read_lock(data.train.root)
+        try:
+            with claim(run_dir, resume, dist):
+                return Trainer(cfg, run_dir, dist, resume=resume, data=data).fit()
+        finally:
+            if dataset_lock is not None:
+                dataset_lock.release()
     finally:
         distributed.shutdown()
