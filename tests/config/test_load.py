@@ -57,6 +57,27 @@ def test_bad_overrides_are_one_line_errors_naming_the_key(override, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("eval.scales=1.0,0.5", "is a list: write eval.scales=[1.0,0.5]"),
+        ("eval.scales=1.0", "is a list: write eval.scales=[1.0]"),
+        ("train.iterations=1e3", "must be a whole number (write train.iterations=1000)"),
+        ("train.iterations=12.5", "must be a whole number"),
+        ("eval.size=", "needs a value"),
+        ("train.amp=null", "needs a value"),
+        ("eval.flip=maybe", "must be true or false"),
+        ("optim.lr=fast", "must be a number"),
+        ("model.pretrained=None", "write none in lower case (hub or none, else a file)"),
+    ],
+)
+def test_a_value_of_the_wrong_type_says_what_the_key_takes(override, reason):
+    with pytest.raises(CosaError) as error:
+        load_config("demo", overrides=[override])
+    key = override.split("=")[0]
+    assert str(error.value).endswith(f"bad value for config key '{key}': {reason}"), str(error.value)
+
+
 def test_unknown_preset_recipe_and_bad_file(tmp_path):
     with pytest.raises(CosaError, match="unknown preset"):
         load_config("vocc")

@@ -385,3 +385,18 @@ def test_the_settings_data_check_prints_for_a_voc_tree_start_an_own_run(tmp_path
     run = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--config", "own", "--data", root, "--out", run, *TINY_OVERRIDES, *settings)
     assert code == 0, err
+
+
+def test_a_voc_tree_without_its_split_lists_names_them(tmp_path, capsys):
+    root = voc(tmp_path / "voc", {"a": mask(CAT)}, {"v": mask(CAT)})
+    shutil.rmtree(root / "ImageSets")
+    code, problems, _ = check(capsys, root)
+    assert code == 1 and problems == [
+        f"{root}: no splits found: add the lists of their images, ImageSets/Segmentation/train_aug.txt and "
+        "ImageSets/Segmentation/val.txt"
+    ]
+    expected = (
+        f"{root}: the configuration trains on split 'train_aug', which this voc dataset does not have (its "
+        f"splits: none); add the list of its images, {root / 'ImageSets/Segmentation/train_aug.txt'}"
+    )
+    assert train_refusal(capsys, tmp_path, root, "--config", "voc") == expected

@@ -47,6 +47,49 @@ def test_folder_errors_name_the_file_and_line(tmp_path, labels, image, message):
         load_split(root, "train")
 
 
+def test_a_class_name_in_another_case_is_named(tmp_path):
+    root = make_folder_dataset(tmp_path / "ds", [("a", "cat", None)], classes=("Cat", "dog"))
+    with pytest.raises(CosaError) as error:
+        load_split(root, "train")
+    assert str(error.value) == (
+        f"{root / 'train.csv'}:2: unknown class name(s) ['cat'] (not in classes.txt; did you mean 'Cat'? class "
+        "names are case-sensitive)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "why"),
+    [
+        pytest.param("image , labels\na.png,cat\n", None, id="spaces-are-dropped"),
+        pytest.param(
+            "image;labels\na.png;cat\n",
+            "its fields are separated by ';': separate the two columns with ',' (and class names with ';')",
+            id="semicolons",
+        ),
+        pytest.param("a.png,cat\n", "the first line is a row: add the line image,labels above it", id="no-header"),
+        pytest.param("name,tags\na.png,cat\n", "its first line holds ['name', 'tags']", id="other-names"),
+    ],
+)
+def test_a_header_that_is_not_image_labels_says_what_it_holds(tmp_path, table, why):
+    root = make_folder_dataset(tmp_path / "ds", [("a", "cat", None)])
+    (root / "train.csv").write_text(table)
+    if why is None:
+        assert load_split(root, "train").samples[0].labels == (0,)
+        return
+    with pytest.raises(CosaError) as error:
+        load_split(root, "train")
+    assert str(error.value) == f"{root / 'train.csv'}: header must contain the columns image,labels; {why}"
+
+
+def test_the_folder_above_a_dataset_names_the_dataset_root(tmp_path):
+    make_voc(tmp_path / "VOCdevkit" / "VOC2012")
+    with pytest.raises(CosaError) as error:
+        detect_layout(tmp_path / "VOCdevkit")
+    assert str(error.value).endswith(f"(is the dataset root {tmp_path / 'VOCdevkit' / 'VOC2012'}?)")
+    with pytest.raises(CosaError, match=r"is the dataset root .*VOC2012\?\)$"):
+        detect_layout(tmp_path)  # two levels up
+
+
 def test_missing_split_and_unknown_layout(tmp_path):
     root = make_folder_dataset(tmp_path / "ds", [("a", "cat", None)])
     with pytest.raises(CosaError, match="val.csv: split file not found"):

@@ -31,9 +31,11 @@ def test_the_measured_settings_sit_below_the_users_file_and_overrides(tmp_path):
     user_file = tmp_path / "mine.yaml"
     user_file.write_text("base: own\ndata:\n  crop_size: 96\n")
     cfg, line = load_config_for_data(str(user_file), None, str(root), ["train.iterations=300"])
-    measured = scaled_settings(16, None, 40)  # no masks: the object size, and so the stride, unknown
+    # No masks: the object size, and so the stride, unknown; the warm-ups follow the user's length.
+    measured = scaled_settings(16, None, 40, iterations=300)
     assert cfg.data.crop_size == 96 and cfg.train.iterations == 300  # the user's
-    assert cfg.method.loss_warmup_iters == measured["method.loss_warmup_iters"] == 40  # measured
+    assert cfg.method.loss_warmup_iters == measured["method.loss_warmup_iters"] == 120  # 40% of 300
+    assert cfg.optim.warmup_iters == 15 and cfg.method.ema_momentum == measured["method.ema_momentum"]
     assert cfg.model.output_stride == 16  # the preset's
     assert line.startswith("settings scaled to split 'train' (40 images, median shorter side 16 px, no masks")
     assert line.endswith("; yours kept: data.crop_size, train.iterations")

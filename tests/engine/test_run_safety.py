@@ -375,6 +375,16 @@ def test_a_fresh_run_into_a_finished_run_points_to_resume(paper_run, tiny_data, 
     assert f"{paper_run}: holds a run already (" in line and "use --resume to continue it, or another --out" in line
 
 
+def test_resuming_a_finished_run_says_so_and_changes_nothing(run_copy, capsys):
+    before = {path: path.stat().st_mtime_ns for path in run_copy.rglob("*") if path.is_file()}
+    line = train_error(capsys, "--out", run_copy, "--resume")
+    assert line == (
+        f"cosa: error: {run_copy}: the run finished at iteration 3 (final_metrics.json); raise train.iterations "
+        "to continue it, or evaluate it again with cosa evaluate"
+    )
+    assert {path: path.stat().st_mtime_ns for path in run_copy.rglob("*") if path.is_file()} == before
+
+
 def test_resume_without_a_checkpoint_refuses_and_keeps_the_history(run_copy, capsys):
     (run_copy / "checkpoints" / "last.pt").unlink()
     with open(run_copy / "metrics.jsonl", "a") as log:

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cosa.config.scaling import LR_WARMUP_SHARE, WARMUP_SHARE
@@ -242,7 +242,30 @@ def _merge(base: DictConfig, update: Any, source: str, stored: bool = False) -> 
         return OmegaConf.merge(base, update)
     except OmegaConfBaseException as error:  # every key is known by now: a value of the wrong type
         key = getattr(error, "full_key", None) or ""
-        raise CosaError(f"{source}: bad value for config key '{key}': {library_reason(error)}") from None
+        reason = _type_reason(base, plain, key) or library_reason(error)
+        raise CosaError(f"{source}: bad value for config key '{key}': {reason}") from None
+
+
+def _type_reason(base: DictConfig, update: Any, key: str) -> str | None:
+    """What a value of the wrong type should look like, from the type of the key's current value;
+    None to keep the library's words."""
+    given: Any = update
+    for part in key.split(".") if key else ():
+        given = given.get(part) if isinstance(given, Mapping) else None
+    current = OmegaConf.select(base, key, default=None) if key else None
+    if given is None or given == "":
+        return "needs a value"
+    if isinstance(current, ListConfig):
+        inside = given.strip("()") if isinstance(given, str) else given
+        return f"is a list: write {key}=[{inside}]"
+    if isinstance(current, bool):
+        return "must be true or false"
+    if isinstance(current, int):
+        whole = isinstance(given, float) and given.is_integer()
+        return "must be a whole number" + (f" (write {key}={int(given)})" if whole else "")
+    if isinstance(current, float):
+        return "must be a number"
+    return None
 
 
 def _undotted(values: Mapping, source: str) -> dict:
@@ -521,6 +544,12 @@ def validate(cfg: Config) -> None:
     )
     _require(0.0 <= cfg.data.blur_probability <= 1.0, "data.blur_probability", "must be in [0, 1]")
     _require(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    pretrained = cfg.model.pretrained
+    _require(
+        pretrained in WEIGHTS_OF_ANY_BACKBONE or pretrained.lower() not in WEIGHTS_OF_ANY_BACKBONE,
+        "model.pretrained",
+        f"write {pretrained.lower()} in lower case ({' or '.join(WEIGHTS_OF_ANY_BACKBONE)}, else a file)",
+    )
     _require(cfg.model.output_stride in (8, 16, 32), "model.output_stride", "must be 8, 16 or 32")
     _require(cfg.model.decoder_channels > 0, "model.decoder_channels", "must be positive")
     _require(cfg.model.decoder_dilation >= 1, "model.decoder_dilation", "must be >= 1")

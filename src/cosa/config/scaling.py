@@ -54,22 +54,24 @@ def output_stride(object_side: float | None) -> int:
 
 
 def scaled_settings(
-    short_side: float, object_side: float | None, num_images: int, batch_size: int = 8
+    short_side: float, object_side: float | None, num_images: int, batch_size: int = 8, iterations: int | None = None
 ) -> dict[str, int | float]:
     """``key=value`` settings for a dataset whose images have this median shorter side (px),
     whose objects this median √area (px; None without masks), with ``num_images`` training images.
-    Images above MAX_SHORT_SIDE are worked on shrunk to it (``data.scale_range`` is then set)."""
+    Images above MAX_SHORT_SIDE are worked on shrunk to it (``data.scale_range`` is then set).
+    ``iterations`` sets the run's length instead of EPOCHS passes; the warm-ups and EMA follow it."""
     shrink = min(1.0, MAX_SHORT_SIDE / short_side)
     short_side *= shrink
     crop = crop_size(short_side)
-    iterations = max(100, 50 * round(EPOCHS * num_images / batch_size / 50))
+    if iterations is None:
+        iterations = max(100, 50 * round(EPOCHS * num_images / batch_size / 50))
     settings: dict[str, int | float | list[float]] = {
         "data.crop_size": crop,
         "model.output_stride": output_stride(object_side * shrink if object_side is not None else None),
         "eval.size": _multiple_of_32(EVAL_SCALE * short_side),
         "train.iterations": iterations,
         "method.loss_warmup_iters": round(WARMUP_SHARE * iterations),
-        "method.ema_momentum": round(1 - 1 / (EMA_SHARE * iterations), 4),
+        "method.ema_momentum": max(0.0, round(1 - 1 / (EMA_SHARE * iterations), 4)),  # 0 for runs under 20 steps
         "optim.warmup_iters": round(LR_WARMUP_SHARE * iterations),
         "method.regularizer.sigma_xy": round(RELEASED_SIGMA_XY * crop / RELEASED_CROP, 1),
         "method.regularizer.energy_weight": float(

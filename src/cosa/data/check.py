@@ -30,7 +30,15 @@ from cosa.config.load import load_config
 from cosa.config.schema import Config, DataConfig, MethodConfig
 from cosa.data import IMAGE_SUFFIXES
 from cosa.data.io import IGNORE_INDEX, read_image, read_mask
-from cosa.data.layouts import DatasetSplit, Sample, available_splits, dataset_root, detect_layout, load_split
+from cosa.data.layouts import (
+    SPLIT_LISTS,
+    DatasetSplit,
+    Sample,
+    available_splits,
+    dataset_root,
+    detect_layout,
+    load_split,
+)
 from cosa.data.statistics import SplitStatistics
 from cosa.errors import CosaError
 
@@ -315,7 +323,7 @@ def _missing_training_split(root: Path, layout: str, split: str, splits: list[st
     elif splits:
         fix = "set data.train_split to one of its splits"
     else:
-        fix = "add the split"
+        fix = f"add the list of its images, {root / SPLIT_LISTS[layout].format(split=split)}"
     return (
         f"{root}: the configuration trains on split '{split}', which this {layout} dataset does not have "
         f"(its splits: {', '.join(splits) or 'none'}); {fix}"
@@ -352,7 +360,9 @@ def check_dataset(root: str | Path, recipe: str = MethodConfig.recipe) -> CheckR
     report = CheckReport(root, detect_layout(root))
     names = available_splits(root, report.layout)
     if not names:
-        report.problems.append(f"{root}: no splits found")
+        expected = (load_config(LAYOUT_PRESETS[report.layout]).data.train_split, VALIDATION_SPLIT)
+        lists = " and ".join(SPLIT_LISTS[report.layout].format(split=split) for split in expected)
+        report.problems.append(f"{root}: no splits found: add the lists of their images, {lists}")
     splits, contents = {}, {}
     for name in names:
         try:

@@ -24,7 +24,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -110,13 +110,27 @@ def detect_layout(root: Path) -> str:
     layout = layout_of(root)
     if layout is not None:
         return layout
-    # A folder inside a dataset (its images/ or JPEGImages/) given for the dataset: name the root.
-    parent = next((folder for folder in root.resolve().parents if layout_of(folder)), None)
-    hint = f" (is the dataset root {parent}?)" if parent is not None else ""
+    # A folder inside a dataset (its images/ or JPEGImages/), or above one (VOCdevkit/), given for
+    # the dataset: name the root.
+    found = next((folder for folder in root.resolve().parents if layout_of(folder)), None)
+    found = found or next((folder for folder in _folders_below(root, depth=2) if layout_of(folder)), None)
+    hint = f" (is the dataset root {found}?)" if found is not None else ""
     raise CosaError(
         f"{root}: cannot tell the dataset layout (expected classes.txt for a folder dataset, "
         f"JPEGImages/ + SegmentationClassAug/ for VOC, or SegmentationClass/train2014/ for COCO){hint}"
     )
+
+
+def _folders_below(root: Path, depth: int) -> list[Path]:
+    """The folders up to ``depth`` levels below ``root``, nearest first, in name order."""
+    level, found = [root], []
+    for _ in range(depth):
+        try:
+            level = [child for folder in level for child in sorted(folder.iterdir()) if child.is_dir()]
+        except OSError:
+            break
+        found += level
+    return found
 
 
 def available_splits(root: Path, layout: str) -> list[str]:
@@ -129,6 +143,10 @@ def available_splits(root: Path, layout: str) -> list[str]:
         ]
         return sorted({path.stem for path in lists})
     return sorted({"train", "val", *(path.stem for path in root.glob("*.txt"))})
+
+
+# Where a layout lists the images of a split.
+SPLIT_LISTS = {"folder": "{split}.csv", "voc": "ImageSets/Segmentation/{split}.txt", "coco": "{split}.txt"}
 
 
 def dataset_root(root: str | Path) -> Path:
@@ -243,7 +261,7 @@ def _read_folder(root: Path, split: str, problems: list[str] | None) -> DatasetS
         elif _leaves_root(image_name):
             _report(problems, f"{source}: image path '{image_name}' leaves the dataset directory")
         elif unknown:
-            _report(problems, f"{source}: unknown class name(s) {unknown} (not in classes.txt)")
+            _report(problems, unknown_class_names(source, unknown, class_names, "not in classes.txt"))
         elif first := _repeated(seen, stem, source):
             _report(problems, f"{source}: image '{stem}' is already listed at {first}")
         else:
@@ -253,12 +271,36 @@ def _read_folder(root: Path, split: str, problems: list[str] | None) -> DatasetS
     return DatasetSplit(root, "folder", split, class_names, samples, metrics, mask_dirs=(root / "masks",))
 
 
+def require_label_table_header(table: Path, reader: csv.DictReader) -> None:
+    """A label table (a split CSV, ``predict --tags``) starts with the header ``image,labels``;
+    spaces around the names are dropped. A refusal says what the first line holds instead."""
+    fields = [name.strip() for name in reader.fieldnames or []]
+    reader.fieldnames = fields
+    if {"image", "labels"} <= set(fields):
+        return
+    if len(fields) == 1 and ";" in fields[0]:
+        why = "its fields are separated by ';': separate the two columns with ',' (and class names with ';')"
+    elif any(Path(name).suffix.lower() in IMAGE_SUFFIXES for name in fields):
+        why = "the first line is a row: add the line image,labels above it"
+    else:
+        why = f"its first line holds {fields}"
+    raise CosaError(f"{table}: header must contain the columns image,labels; {why}")
+
+
+def unknown_class_names(table_line: str, unknown: list[str], class_names: Sequence[str], whose: str) -> str:
+    """``FILE:LINE: unknown class name(s) [...] (not in classes.txt)``, with the class meant when
+    only the case differs."""
+    by_case = {name.lower(): name for name in class_names}
+    meant = [by_case[name.lower()] for name in unknown if name.lower() in by_case]
+    hint = f"; did you mean {', '.join(map(repr, meant))}? class names are case-sensitive" if meant else ""
+    return f"{table_line}: unknown class name(s) {unknown} ({whose}{hint})"
+
+
 def _csv_rows(table: Path) -> list[tuple[str, dict]]:
     """``(file:line, row)`` of a split CSV; extra columns are kept in the row and ignored."""
     reader = csv.DictReader(io.StringIO(_read_text(table, "split file"), newline=""))
     try:
-        if not reader.fieldnames or not {"image", "labels"} <= set(reader.fieldnames):
-            raise CosaError(f"{table}: header must contain the columns image,labels")
+        require_label_table_header(table, reader)
         return [(f"{table}:{reader.line_num}", row) for row in reader]
     except csv.Error as error:
         raise CosaError(f"{table}:{reader.line_num}: not a valid CSV ({error})") from None

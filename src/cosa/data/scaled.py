@@ -63,10 +63,15 @@ def load_config_for_data(
     if not statistics.images:
         return cfg, ""
     object_side = statistics.median_object_side
-    measured = scaled_settings(statistics.median_short_side, object_side, len(split.samples), cfg.train.batch_size)
+    measure_with = (statistics.median_short_side, object_side, len(split.samples), cfg.train.batch_size)
+    measured = first = scaled_settings(*measure_with)
     cfg = load_config(config, recipe, data, overrides, base=base, measured=measured)
+    if cfg.train.iterations != first["train.iterations"]:  # the user's length: warm-ups and EMA follow it
+        measured = scaled_settings(*measure_with, iterations=cfg.train.iterations)
+        del measured["train.iterations"]
+        cfg = load_config(config, recipe, data, overrides, base=base, measured=measured)
     applied = {key: value for key, value in measured.items() if _value(cfg, key) == value}
-    kept = [key for key in measured if key not in applied]
+    kept = [key for key in first if key not in applied]
     objects = f", objects {object_side:.0f} px" if object_side is not None else ", no masks (object size unknown)"
     line = (
         f"settings scaled to split '{split.split}' ({len(split.samples)} images, median shorter side "

@@ -22,7 +22,7 @@ from cosa.config.schema import Config
 from cosa.data.classes import VOC_CLASSES
 from cosa.data.datasets import EvaluationImages, collate_evaluation
 from cosa.data.io import write_mask
-from cosa.data.layouts import DatasetSplit, Sample
+from cosa.data.layouts import DatasetSplit, Sample, require_label_table_header, unknown_class_names
 from cosa.engine.crf import CrfPool
 from cosa.engine.inference import cam_labels, infer, mask_absent, predicted_tags, segmentation_labels
 from cosa.errors import CosaError
@@ -61,8 +61,7 @@ def read_tags(path: str | Path, class_names: Sequence[str], image_names: Sequenc
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"image", "labels"} <= set(reader.fieldnames):
-                raise CosaError(f"{path}: header must contain the columns image,labels")
+            require_label_table_header(path, reader)
             for line, row in enumerate(reader, start=2):
                 if None in row:  # labels separated by ',': the extra ones would be dropped
                     raise CosaError(
@@ -73,7 +72,9 @@ def read_tags(path: str | Path, class_names: Sequence[str], image_names: Sequenc
                 names = [label.strip() for label in (row["labels"] or "").split(";") if label.strip()]
                 unknown = [label for label in names if label not in index]
                 if unknown:
-                    raise CosaError(f"{path}:{line}: unknown class name(s) {unknown} (not classes of the model)")
+                    raise CosaError(
+                        unknown_class_names(f"{path}:{line}", unknown, class_names, "not classes of the model")
+                    )
                 if name not in wanted:
                     raise CosaError(f"{path}:{line}: image '{image}' is not among the inputs")
                 if name in tags:

@@ -507,6 +507,11 @@ class Trainer:
         if "label_fit" in checkpoint:  # absent from checkpoints written before the fit was measured
             self.label_fit.load_state_dict(checkpoint["label_fit"])
         self.iteration = int(checkpoint["iteration"])
+        if self.iteration >= self.cfg.train.iterations and (self.run_dir / "final_metrics.json").is_file():
+            raise CosaError(
+                f"{self.run_dir}: the run finished at iteration {self.iteration} (final_metrics.json); raise "
+                "train.iterations to continue it, or evaluate it again with cosa evaluate"
+            )
         self.best_miou = float(checkpoint["best_miou"])
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
         self.last_metrics = checkpoint.get("metrics")
