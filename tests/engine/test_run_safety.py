@@ -303,7 +303,7 @@ def test_a_lock_left_by_a_run_killed_with_kill_9_blocks_nothing(run_copy, capsys
         holder.kill()  # kill -9: the lock file stays, the kernel releases its lock
         holder.wait()
         assert (run_copy / ".lock").read_text().startswith(f"{holder.pid} ")
-        code, _, err = train(capsys, "--out", run_copy, "--resume")
+        code, _, err = train(capsys, "--out", run_copy, "--resume", "train.iterations=4")
     assert code == 0, err
     assert "taking over" not in err  # no stale lock to detect, nothing to warn about
     assert not (run_copy / ".lock").exists()
