@@ -52,6 +52,7 @@ def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, 
     ] + (["--ms"] if multi_scale else [])
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "mIoU" in out and "background" in out
+    assert f"checkpoint {trained_run / 'checkpoints' / 'last.pt'} (iteration 6)" in out  # which weights were scored
     result = json.loads(out_json.read_text())
     # Each mIoU is the mean over the classes that occur, which the per-class table lists (to 0.01).
     for miou, table in (

@@ -208,6 +208,8 @@ def format_results(result: dict) -> str:
     """A readable per-class table and the headline numbers."""
     lines = []
     protocol = result["protocol"]
+    if "checkpoint" in protocol:  # which weights were scored matters for a run that is still training
+        lines.append(f"checkpoint {protocol['checkpoint']} (iteration {protocol['iteration']})")
     lines.append(
         f"split {protocol['split']} ({protocol['num_images']} images), network {protocol['network']}, "
         f"scales {protocol['scales']}{' + flip' if protocol['flip'] else ''}, CRF {'on' if protocol['crf'] else 'off'}"
