@@ -409,7 +409,11 @@ def test_images_without_labels_are_background_only_images(tmp_path, capsys):
     assert split.samples[1].labels == () and label_vector((), 2).sum() == 0
     code, problems, warnings = check_problems(capsys, root)
     assert (code, problems) == (0, [])
-    assert warnings == [f"{root / 'images' / 'b.png'}: no class labels (background only)"]
+    assert warnings[0] == f"{root / 'images' / 'b.png'}: no class labels (background only)"
+    assert warnings[1:] == [  # a folder dataset's classes are the user's: one never tagged is named
+        f"{root}: class dog of classes.txt tagged on no image of split 'train': the model can never predict it; "
+        "tag the images that show it, or remove it from classes.txt"
+    ]
     voc = voc_dataset(tmp_path / "voc", ["x1", "x2"])
     write_mask(voc / "SegmentationClassAug" / "x2.png", np.zeros(SIZE[::-1], np.uint8))  # labels come from masks
     assert load_split(voc, "train_aug").samples[1].labels == ()
@@ -453,7 +457,7 @@ def test_data_check_reports_every_case_in_one_pass(tmp_path, capsys):
     assert code == 1 and len(problems) == len(expected)
     for fragment, problem in zip(expected, problems):
         assert fragment in problem
-    assert len(warnings) == 1 and "empty.png: no class labels" in warnings[0]
+    assert len(warnings) == 2 and "empty.png: no class labels" in warnings[0] and "class dog of" in warnings[1]
 
 
 # --- checkpoints and config --------------------------------------------------------------------
@@ -609,7 +613,7 @@ def test_train_refuses_a_technique_the_recipe_ignores_in_one_line(tmp_path, caps
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        pytest.param(lambda p, good: p.write_bytes(b"\x00garbage" * 8), "cannot read checkpoint", id="garbage"),
+        pytest.param(lambda p, good: p.write_bytes(b"\x00garbage" * 8), "not a PyTorch checkpoint", id="garbage"),
         pytest.param(lambda p, good: p.write_bytes(good.read_bytes()[:4000]), "cannot read checkpoint", id="truncated"),
         pytest.param(lambda p, good: torch.save({"state_dict": {}}, p), "not a cosa checkpoint", id="other-torch-file"),
         pytest.param(

@@ -209,7 +209,10 @@ def test_overwrite_refuses_a_folder_without_outputs_of_the_same_command(
         out.mkdir()
         (out / "notes.txt").write_text("mine")
     before = snapshot(out)
-    assert_refused(capsys, predict_argv(checkpoint, images, out, "--overwrite"), "holds no outputs of cosa predict")
+    why = "holds the outputs of cosa export-pseudo-labels, not of cosa predict; choose another folder"
+    if earlier == "nothing of cosa":
+        why = "is not empty and holds no outputs of cosa predict (no .cosa-outputs)"
+    assert_refused(capsys, predict_argv(checkpoint, images, out, "--overwrite"), f"--out {out} {why}")
     assert snapshot(out) == before
 
 

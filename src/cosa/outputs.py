@@ -193,7 +193,13 @@ class OutputFolder:
                 f"{self.option} {self.path} is not empty; choose another folder, or pass --overwrite to "
                 f"replace the outputs of an earlier {self.command} there"
             )
-        if _read_manifest(self.path)[:1] != [self.command]:
+        writer = _read_manifest(self.path)[:1]
+        if writer and writer != [self.command]:
+            raise CosaError(
+                f"{self.option} {self.path} holds the outputs of {writer[0]}, not of {self.command}; "
+                "choose another folder"
+            )
+        if not writer:
             raise CosaError(
                 f"{self.option} {self.path} is not empty and holds no outputs of {self.command} "
                 f"(no {MANIFEST}), so --overwrite would not know what to replace; choose another folder"

@@ -265,6 +265,18 @@ def test_a_class_on_every_training_image_is_a_warning_in_check_and_train(tmp_pat
     assert f"warning: {expected}" in caplog.messages
 
 
+def test_a_class_tagged_on_no_training_image_is_a_warning_in_check_and_train(tmp_path, capsys, caplog):
+    root = folder(tmp_path / "ds", good_splits(), classes=("cat", "dog", "zebra"))
+    expected = (
+        f"{root}: class zebra of classes.txt tagged on no image of split 'train': the model can never predict "
+        "it; tag the images that show it, or remove it from classes.txt"
+    )
+    assert check(capsys, root) == (0, [], [expected])
+    with caplog.at_level(logging.WARNING):
+        training_data(load_config("demo", None, str(root), TINY_OVERRIDES))
+    assert f"warning: {expected}" in caplog.messages
+
+
 def test_a_training_split_without_any_tag_is_a_problem(tmp_path, capsys):
     splits = good_splits()
     splits["train"] = [(name, "", None) for name, _, _ in splits["train"]]
@@ -353,6 +365,11 @@ def test_training_data_stops_at_the_first_problem_and_counts_the_others(tmp_path
         pytest.param(("b.png", "b.PNG"), "; b.PNG is there: file names are case-sensitive", id="case"),
         pytest.param(("b.png", None), "; b.png is there: write image names with their extension", id="no-extension"),
         pytest.param(("b.png", "b\\c.png"), "; write paths with '/', not '\\'", id="windows-path"),
+        pytest.param(
+            ("b.png", "images/b.png"),
+            "; image names are relative to images/: write b.png, not images/b.png",
+            id="from-the-root",
+        ),
     ],
 )
 def test_listed_images_that_are_not_there_stop_training_at_the_start(tmp_path, capsys, rename, hint):
@@ -367,6 +384,9 @@ def test_listed_images_that_are_not_there_stop_training_at_the_start(tmp_path, c
     elif "\\" in rename[1]:
         table.write_text(table.read_text().replace("b.png,", "b\\c.png,"))
         missing = "images/b\\c.png"
+    elif rename[1].startswith("images/"):  # the name written from the dataset's root
+        table.write_text(table.read_text().replace("b.png,", "images/b.png,"))
+        missing = "images/images/b.png"
     else:
         (root / "images" / rename[0]).rename(root / "images" / rename[1])
         missing = "images/b.png"

@@ -47,3 +47,10 @@ def test_nothing_is_measured_without_the_switch_or_without_the_split(tmp_path):
     assert load_config_for_data("own", None, str(root), ["data.scale_to_data=false"])[1] == ""
     # A split that is not there is for the data checks at the start of training to explain.
     assert load_config_for_data("own", None, str(root), ["data.train_split=nowhere"])[1] == ""
+
+
+def test_a_key_the_user_sets_is_theirs_even_at_the_measured_value(tmp_path):
+    root = make_folder_dataset(tmp_path / "ds", [(f"i{k}", "cat", None) for k in range(40)])
+    cfg, line = load_config_for_data("own", None, str(root), ["data.crop_size=64"])  # what it would measure
+    assert cfg.data.crop_size == 64 and "data.crop_size=64" not in line
+    assert line.endswith("; yours kept: data.crop_size")

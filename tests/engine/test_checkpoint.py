@@ -39,7 +39,9 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     ("content", "message"),
     [
         (lambda p: torch.save({"model": {"w": torch.zeros(1)}}, p), "not a cosa checkpoint"),
-        (lambda p: p.write_bytes(b"\x00garbage" * 10), "cannot read checkpoint"),
+        (lambda p: p.write_bytes(b"\x00garbage" * 10), "not a PyTorch checkpoint (neither a zip archive nor a pickle"),
+        (lambda p: p.write_text("hello\n"), "not a PyTorch checkpoint (a text file)"),
+        (lambda p: p.write_bytes(b"\xff\xd8\xff\xe0" + bytes(100)), "not a PyTorch checkpoint (a JPEG image)"),
         (lambda p: torch.save({"format": "cosa-checkpoint", "x": NotATensor()}, p), "cannot read checkpoint"),
         (lambda p: torch.save({"format": "cosa-checkpoint", "version": 99}, p), "newer than this cosa"),
     ],

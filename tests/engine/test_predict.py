@@ -84,7 +84,10 @@ def test_save_logits_and_tag_masked_prediction(checkpoint, images, tmp_path, cap
 @pytest.mark.parametrize(
     "rows, fragments",
     [
-        ("val_0000.png,ball\nval_0001.png,ball;unicorn\nval_0002.png,\n", ["tags.csv:3", "unicorn"]),
+        (
+            "val_0000.png,ball\nval_0001.png,ball;unicorn\nval_0002.png,\n",
+            ["tags.csv:3", "unicorn", "(the model's classes: ball, block, tent, star, ring, boat)"],
+        ),
         ("val_0000.png,ball\nval_9999.png,ball\n", ["tags.csv:3", "val_9999.png", "not among the inputs"]),
         ("val_0000.png,ball\nval_0001.png,ring\n", ["tags.csv", "val_0002"]),
     ],

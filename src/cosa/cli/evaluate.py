@@ -24,8 +24,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--ms",
         action="store_true",
-        help="the full protocol: the config's eval.scales (1.0, 0.5, 1.5, 0.75, 1.25) + flip; "
-        "without it a single scale, no flip",
+        help="the full protocol: the checkpoint's eval.scales and eval.flip (the presets: 1.0, 0.5, 1.5, 0.75, "
+        "1.25 + flip); without it a single scale, no flip",
     )
     parser.add_argument(
         "--crf", action="store_true", help="also report both mIoUs after a dense CRF (needs: pip install 'cosa[crf]')"

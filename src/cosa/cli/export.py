@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         result = export_pseudo_labels(
             model.network, split, model.cfg, model.thresholds, out, device, args.max_images, progress=True
         )
-        print(f"wrote {result['protocol']['num_images']} pseudo-label masks to {out.path}")
+        count = result["protocol"]["num_images"]
+        print(f"wrote {count} pseudo-label mask{'' if count == 1 else 's'} to {out.path}")
         if "miou" in result:
             result["protocol"].update(checkpoint=str(args.checkpoint), iteration=model.iteration)
             out.write("summary.json", Path.write_text, json.dumps(result, indent=2))

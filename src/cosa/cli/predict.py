@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
             for prediction in tqdm(predictions, total=len(images), desc="predict", unit="image"):
                 writer.write(prediction)
     print(
-        f"wrote {len(images)} masks to {out.path}"
+        f"wrote {len(images)} mask{'' if len(images) == 1 else 's'} to {out.path}"
         + (f"; VOC server files under {voc_submission.path / VOC_SUBMISSION_DIR}" if voc_submission else "")
     )
     return 0

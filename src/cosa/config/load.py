@@ -330,6 +330,13 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     return OmegaConf.from_dotlist(list(overrides))
 
 
+def keys_set_by_user(config: str | None, overrides: Sequence[str]) -> set[str]:
+    """The dotted keys that the user's YAML file (``--config FILE``) and ``key=value`` overrides set."""
+    user_file = _preset_and_file(config)[1] if config else None
+    layers = [user_file or {}, _parse_overrides(overrides)]
+    return {key for layer in layers for key in flat_keys(OmegaConf.to_container(OmegaConf.create(layer)))}
+
+
 def _recipe_named_in(layer: DictConfig | None) -> str | None:
     if layer is None:
         return None

@@ -112,16 +112,20 @@ def missing_image_findings(split: DatasetSplit) -> list[Finding]:
     return [
         _problem(
             f"{split.root}: split '{split.split}' lists {_images(len(missing))} that {verb} not there "
-            f"({_some(names)}){_near_match(missing[0])}"
+            f"({_some(names)}){_near_match(missing[0], split.root / 'images')}"
         )
     ]
 
 
-def _near_match(path: Path) -> str:
+def _near_match(path: Path, images: Path) -> str:
     """Why ``path`` is not found, when a file beside it tells: another case, a missing extension,
-    or a Windows separator."""
+    a Windows separator, or a folder dataset's name written from the root (``images/a.jpg``)."""
     if "\\" in path.name:
         return "; write paths with '/', not '\\'"
+    if path.is_relative_to(images / "images"):
+        written = path.relative_to(images / "images")
+        if (images / written).is_file():
+            return f"; image names are relative to images/: write {written.as_posix()}, not images/{written.as_posix()}"
     try:
         beside = os.listdir(path.parent)
     except OSError:
@@ -203,18 +207,30 @@ def _tag_findings(split: DatasetSplit) -> list[Finding]:
                 f"{split.root}: no image of split '{split.split}' has a class label, so nothing can be learnt; {why}"
             )
         ]
+    findings = []
     everywhere = [
         name for index, name in enumerate(split.class_names) if all(index in sample.labels for sample in split.samples)
     ]
-    if not everywhere:
-        return []
-    return [
-        _warning(
-            f"{split.root}: {'class' if len(everywhere) == 1 else 'classes'} {', '.join(everywhere)} "
-            f"tagged on every image of split '{split.split}' ({len(split.samples)}): a tag that never varies teaches "
-            "the classifier nothing, so its CAMs and pseudo-labels are guesswork; add images without it"
+    if everywhere:
+        findings.append(
+            _warning(
+                f"{split.root}: {'class' if len(everywhere) == 1 else 'classes'} {', '.join(everywhere)} "
+                f"tagged on every image of split '{split.split}' ({len(split.samples)}): a tag that never varies "
+                "teaches the classifier nothing, so its CAMs and pseudo-labels are guesswork; add images without it"
+            )
         )
-    ]
+    tagged = {label for sample in split.samples for label in sample.labels}
+    never = [name for index, name in enumerate(split.class_names) if index not in tagged]
+    if never and split.layout == "folder":  # VOC's and COCO's classes are fixed; a folder's are the user's
+        noun, it = ("class", "it") if len(never) == 1 else ("classes", "them")
+        findings.append(
+            _warning(
+                f"{split.root}: {noun} {', '.join(never)} of classes.txt tagged on no image of split "
+                f"'{split.split}': the model can never predict {it}; tag the images that show {it}, or remove "
+                f"{it} from classes.txt"
+            )
+        )
+    return findings
 
 
 def overlap_findings(train: DatasetSplit, validation: DatasetSplit) -> list[Finding]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from PIL import Image, UnidentifiedImageError
 
-from cosa.config.load import load_config
+from cosa.config.load import keys_set_by_user, load_config
 from cosa.config.scaling import as_overrides, scaled_settings
 from cosa.config.schema import Config
 from cosa.data.io import read_mask
@@ -62,26 +62,19 @@ def load_config_for_data(
     statistics = measure(split)
     if not statistics.images:
         return cfg, ""
+    yours = keys_set_by_user(config, overrides)
     object_side = statistics.median_object_side
-    measure_with = (statistics.median_short_side, object_side, len(split.samples), cfg.train.batch_size)
-    measured = first = scaled_settings(*measure_with)
-    cfg = load_config(config, recipe, data, overrides, base=base, measured=measured)
-    if cfg.train.iterations != first["train.iterations"]:  # the user's length: warm-ups and EMA follow it
-        measured = scaled_settings(*measure_with, iterations=cfg.train.iterations)
-        del measured["train.iterations"]
-        cfg = load_config(config, recipe, data, overrides, base=base, measured=measured)
-    applied = {key: value for key, value in measured.items() if _value(cfg, key) == value}
-    kept = [key for key in first if key not in applied]
+    # A length the user sets takes the warm-ups and EMA with it; what else the user sets stays.
+    iterations = cfg.train.iterations if "train.iterations" in yours else None
+    measured = scaled_settings(
+        statistics.median_short_side, object_side, len(split.samples), cfg.train.batch_size, iterations
+    )
+    kept = [key for key in measured if key in yours]
+    applied = {key: value for key, value in measured.items() if key not in yours}
+    cfg = load_config(config, recipe, data, overrides, base=base, measured=applied)
     objects = f", objects {object_side:.0f} px" if object_side is not None else ", no masks (object size unknown)"
     line = (
         f"settings scaled to split '{split.split}' ({len(split.samples)} images, median shorter side "
         f"{statistics.median_short_side:g} px{objects}): {as_overrides(applied)}"
     )
     return cfg, line + (f"; yours kept: {', '.join(kept)}" if kept else "")
-
-
-def _value(cfg: Config, key: str) -> object:
-    value = cfg
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value

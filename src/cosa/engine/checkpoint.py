@@ -51,6 +51,8 @@ def read_torch_file(path: str | Path, allowed_globals: Sequence[Callable | tuple
         raise CosaError(f"{path}: checkpoint not found")
     if path.stat().st_size == 0:
         raise CosaError(f"{path}: cannot read checkpoint (the file is empty)")
+    if kind := _not_a_torch_file(path):
+        raise CosaError(f"{path}: not a PyTorch checkpoint ({kind})")
     try:
         allowing = contextlib.nullcontext()
         if allowed_globals:  # safe_globals is torch>=2.5 (name tuples >=2.6): plain loads must not need it
@@ -68,3 +70,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if payload.get("version", 0) > CHECKPOINT_VERSION:
         raise CosaError(f"{path}: checkpoint version {payload['version']} is newer than this cosa")
     return payload
+
+
+# The first bytes of files often given where a checkpoint is expected.
+_OTHER_FORMATS = {
+    b"\xff\xd8\xff": "a JPEG image",
+    b"\x89PNG": "a PNG image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF file",
+}
+
+
+def _not_a_torch_file(path: Path) -> str | None:
+    """What ``path`` is when it is plainly not a file of ``torch.save`` (a zip archive, or a pickle
+    in the legacy format), so that a refusal can say so; None when it may be one."""
+    with path.open("rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return None
+    kind = next((name for magic, name in _OTHER_FORMATS.items() if head.startswith(magic)), None)
+    if kind is None:
+        try:
+            kind = "a text file" if b"\x00" not in head and head.decode("utf-8") else None
+        except UnicodeDecodeError:
+            pass
+    return kind or "neither a zip archive nor a pickle, the formats of torch.save"

@@ -73,7 +73,9 @@ def read_tags(path: str | Path, class_names: Sequence[str], image_names: Sequenc
                 unknown = [label for label in names if label not in index]
                 if unknown:
                     raise CosaError(
-                        unknown_class_names(f"{path}:{line}", unknown, class_names, "not classes of the model")
+                        unknown_class_names(
+                            f"{path}:{line}", unknown, class_names, f"the model's classes: {', '.join(class_names)}"
+                        )
                     )
                 if name not in wanted:
                     raise CosaError(f"{path}:{line}: image '{image}' is not among the inputs")
