@@ -95,6 +95,13 @@ def train_refusal(capsys, tmp_path: Path, root: Path, *options) -> str:
     return next(line for line in err.splitlines() if line.startswith("cosa: error: ")).removeprefix("cosa: error: ")
 
 
+def assert_the_one_problem(capsys, tmp_path: Path, root: Path, expected: str, config: str) -> None:
+    """``expected`` is ``data check``'s only problem and the line ``cosa train --config CONFIG`` stops with."""
+    code, problems, _ = check(capsys, root)
+    assert (code, problems) == (1, [expected])
+    assert train_refusal(capsys, tmp_path, root, "--config", config) == expected
+
+
 # --- mask values that are not labels -----------------------------------------------------------
 
 
@@ -184,9 +191,7 @@ def test_a_missing_voc_training_mask_is_a_problem_before_training(tmp_path, caps
         "its mask, so these would train as background only: add their masks to SegmentationClassAug/, or remove "
         "them from the split's list"
     )
-    code, problems, _ = check(capsys, root)
-    assert (code, problems) == (1, [expected])
-    assert train_refusal(capsys, tmp_path, root, "--config", "voc") == expected
+    assert_the_one_problem(capsys, tmp_path, root, expected, "voc")
 
 
 @pytest.mark.parametrize(
@@ -208,9 +213,7 @@ def test_masks_in_another_format_or_name_are_named_not_ignored(tmp_path, capsys,
         "a.png); a mask is the PNG named after its image without the image's extension: rename them"
         + (", and save the JPEGs as PNG (JPEG compression changes label values)" if shown.endswith(".jpg") else "")
     )
-    code, problems, _ = check(capsys, root)
-    assert (code, problems) == (1, [expected])
-    assert train_refusal(capsys, tmp_path, root, "--config", "demo") == expected
+    assert_the_one_problem(capsys, tmp_path, root, expected, "demo")
 
 
 def test_validation_masks_under_other_names_stop_training_instead_of_dropping_evaluation(tmp_path, capsys):
@@ -225,9 +228,7 @@ def test_validation_masks_under_other_names_stop_training_instead_of_dropping_ev
         "2 (v1.png.png for v1.png, v2.png.png for v2.png); a mask is the PNG named after its image without the "
         "image's extension: rename them"
     )
-    code, problems, _ = check(capsys, root)
-    assert (code, problems) == (1, [expected])
-    assert train_refusal(capsys, tmp_path, root, "--config", "demo") == expected
+    assert_the_one_problem(capsys, tmp_path, root, expected, "demo")
 
 
 def test_supervised_training_with_half_the_masks_missing_stops_before_the_run_folder(tmp_path, capsys):
