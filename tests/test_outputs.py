@@ -17,8 +17,8 @@ import pytest
 
 import cosa.engine.evaluate
 import cosa.engine.export
-import cosa.engine.predict
 import cosa.engine.trained
+import cosa.reporting.predictions
 from cosa.data.layouts import read_class_names
 from cosa.outputs import LOCK, MANIFEST
 
@@ -319,7 +319,7 @@ def disk_full(*args, **kwargs):
 def test_a_full_disk_is_one_line_naming_the_file(checkpoint, images, tiny_data, tmp_path, capsys, monkeypatch, command):
     out = tmp_path / "out"
     if command == "predict":
-        monkeypatch.setattr(cosa.engine.predict, "write_mask", disk_full)
+        monkeypatch.setattr(cosa.reporting.predictions, "write_mask", disk_full)
         argv, written = predict_argv(checkpoint, images, out), out / "val_0000.png"
     elif command == "export-pseudo-labels":
         monkeypatch.setattr(cosa.engine.export, "write_mask", disk_full)
@@ -332,7 +332,7 @@ def test_a_full_disk_is_one_line_naming_the_file(checkpoint, images, tiny_data, 
     assert not written.exists()
 
 
-# --- 6. second pass: a run folder and plots apart from the dataset ------------------------------------
+# --- 6. second pass: a run folder apart from the dataset ------------------------------------------------
 
 
 @pytest.mark.parametrize("where", ["is", "inside", "contains"])
@@ -358,34 +358,6 @@ def plotted_run(run: Path, dataset: Path) -> Path:
     save_config(load_config("demo", None, str(dataset), TINY_OVERRIDES), run / "config.yaml")
     (run / "metrics.jsonl").write_text('{"iteration": 2, "train/loss": 1.0}\n{"iteration": 4, "train/loss": 0.5}\n')
     return run
-
-
-@pytest.mark.parametrize("where", ["dataset", "dataset/plots", "run file"])
-def test_plot_refuses_an_out_folder_in_the_dataset_or_on_a_run_file(dataset, tmp_path, capsys, where):
-    run = plotted_run(tmp_path / "run", dataset)
-    out = {"dataset": dataset, "dataset/plots": dataset / "plots", "run file": run / "metrics.jsonl"}[where]
-    before = snapshot(dataset, run)
-    message = {
-        "dataset": f"--out {out} is the dataset {dataset}",
-        "dataset/plots": f"--out {out} is inside the dataset",
-        "run file": f"--out {out} is the run file",
-    }[where]
-    assert_refused(capsys, ["plot", run, "--out", out], message)
-    assert snapshot(dataset, run) == before
-
-
-def test_plot_keeps_the_files_of_a_non_empty_out_folder_without_overwrite(tiny_data, tmp_path, capsys):
-    run = plotted_run(tmp_path / "run", tiny_data)
-    out = tmp_path / "figures"
-    out.mkdir()
-    (out / "losses.png").write_bytes(b"my own figure")
-    assert_refused(capsys, ["plot", run, "--out", out], f"--out {out} is not empty", "--overwrite")
-    assert (out / "losses.png").read_bytes() == b"my own figure"
-    fresh = tmp_path / "fresh"
-    assert run_cli(capsys, "plot", run, "--out", fresh)[0] == 0 and (fresh / "losses.png").is_file()
-    assert run_cli(capsys, "plot", run, "--out", fresh, "--overwrite")[0] == 0
-    assert run_cli(capsys, "plot", run)[0] == 0  # the default RUN/plots is refreshed, as before
-    assert run_cli(capsys, "plot", run)[0] == 0 and (run / "plots" / "losses.png").is_file()
 
 
 # --- 7. no output in a run folder or a dataset, whether the command knows of it or not ------------------
@@ -456,11 +428,6 @@ PROTECTED = {
         "--out",
         ("the dataset", p.other_data),
     ),
-    "plot --out OTHER_RUN/plots": lambda p: (
-        ["plot", p.run, "--out", p.other_run / "plots"],
-        "--out",
-        ("the run folder", p.other_run),
-    ),
     "data synthetic --out OTHER_DATA/more": lambda p: (
         ["data", "synthetic", *SYNTHETIC, "--out", p.other_data / "more"],
         "--out",
@@ -522,18 +489,18 @@ def test_a_run_stopped_before_its_first_log_is_a_run_folder(checkpoint, images, 
     assert not (run / "predictions").exists()
 
 
-def test_report_and_plot_write_into_their_own_run_but_not_over_its_files(checkpoint, dataset, tmp_path, capsys):
+def test_a_report_writes_into_its_own_run_but_not_over_its_files(checkpoint, dataset, tmp_path, capsys):
     run = finished_run(tmp_path / "run", dataset, checkpoint)
     before = snapshot(run)
     for argv in (
         ["report", run, "--no-eval", "--out", run / "checkpoints" / "last.pt"],
         ["report", run, "--no-eval", "--out", run / "tensorboard" / "page.html"],
-        ["plot", run, "--out", run / "checkpoints"],
     ):
         assert_refused(capsys, argv, f"--out {argv[-1]} is", "the run file")
     assert snapshot(run) == before
     assert run_cli(capsys, "report", run, "--no-eval", "--out", run / "pages" / "page.html")[0] == 0
-    assert run_cli(capsys, "plot", run, "--out", run / "figures")[0] == 0
+    assert run_cli(capsys, "report", run, "--no-eval", "--png")[0] == 0
+    assert (run / "report_figures" / "losses.png").is_file()
 
 
 # --- 8. one command at a time in an output folder --------------------------------------------------
@@ -542,7 +509,6 @@ def test_report_and_plot_write_into_their_own_run_but_not_over_its_files(checkpo
 LOCKED = {
     "predict": lambda ckpt, data, images, run, out: predict_argv(ckpt, images, out),
     "export-pseudo-labels": lambda ckpt, data, images, run, out: export(ckpt, data, out, "--max-images", 1),
-    "plot": lambda ckpt, data, images, run, out: ["plot", run, "--out", out],
     "data synthetic": lambda ckpt, data, images, run, out: ["data", "synthetic", *SYNTHETIC, "--out", out],
 }
 

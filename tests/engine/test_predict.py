@@ -123,7 +123,8 @@ def test_cam_only_masks_are_thresholded_cams(tiny_data, images, tmp_path, capsys
     )
     tags = tmp_path / "tags.csv"
     tags.write_text("image,labels\nval_0000.png,ball;star\nval_0001.png,ring\nval_0002.png,boat\n")
-    assert predict(capsys, cam_only, images, tmp_path / "out", "--save-logits", "--tags", tags)[0] == 0
+    code, out, _ = predict(capsys, cam_only, images, tmp_path / "out", "--save-logits", "--tags", tags)
+    assert code == 0 and out.endswith("(scale 1.0, size 64, assignment network, thresholded CAMs, tag-masked)\n")
     cam = torch.from_numpy(np.load(tmp_path / "out" / "val_0000.npz")["cam"])
     strongest, index = (cam * torch.tensor([1.0, 0, 0, 1, 0, 0])[:, None, None]).max(0)
     expected = torch.where(strongest > 0.5, index + 1, torch.zeros_like(index))

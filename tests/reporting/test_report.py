@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from cosa.cli.main import main
-from cosa.data.io import IGNORE_INDEX, read_mask
 from cosa.engine.checkpoint import load_checkpoint, save_checkpoint
 
 from conftest import assert_one_line_error, run_cli
@@ -111,39 +110,10 @@ def test_page_shows_the_run(page, run_dir):
     assert [name for name in CLASS_NAMES if f"<td>{name}</td>" in contexts] == ["block", "boat"]
     assert 'class="note"' not in page  # nothing is missing from a complete run
     assert "checkpoint iteration</th><td>6</td>" in page
-
-
-def test_confusion_matrix_agrees_with_the_ious(run_dir, tiny_data):
-    from cosa.data.layouts import load_split
-    from cosa.engine.distributed import DistContext, resolve_device
-    from cosa.engine.evaluate import evaluate
-    from cosa.engine.trained import load_trained
-
-    device = resolve_device("cpu")
-    model = load_trained(run_dir / "checkpoints" / "last.pt", device)
-    split = load_split(tiny_data, "val")
-    result = evaluate(
-        model.network,
-        split,
-        model.cfg,
-        model.thresholds,
-        DistContext(0, 1, 0, device),
-        max_images=5,
-        return_confusion=True,
-    )
-    confusion = result["confusion"]
-    assert len(confusion) == len(CLASS_NAMES) and all(len(row) == len(CLASS_NAMES) for row in confusion)
-    assert all(isinstance(count, int) for row in confusion for count in row)
-    valid = sum(int((read_mask(sample.mask) != IGNORE_INDEX).sum()) for sample in split.samples[:5])
-    assert sum(map(sum, confusion)) == valid
-    for c, name in enumerate(CLASS_NAMES):  # IoU = tp / (ground truth + predicted − tp)
-        row, column = sum(confusion[c]), sum(line[c] for line in confusion)
-        expected = None if row == 0 else round(100 * confusion[c][c] / (row + column - confusion[c][c]), 2)
-        assert result["per_class"][name] == pytest.approx(expected)
-    background = confusion[0][0] / (sum(confusion[0]) + sum(line[0] for line in confusion) - confusion[0][0])
-    assert result["per_class"]["background"] == pytest.approx(round(100 * background, 2))
-    without = evaluate(model.network, split, model.cfg, model.thresholds, DistContext(0, 1, 0, device), max_images=5)
-    assert "confusion" not in without and without == {k: v for k, v in result.items() if k != "confusion"}
+    # every number beside its protocol; the CPL thresholds as the demo preset sets them, not as float32
+    assert "From final_metrics.json (the run&#x27;s last evaluation): val, 8 images, 2 scales + flip, size 64, " in page
+    assert "(iteration 6): mIoU " in page and "(val, 4 images, 2 scales + flip, size 64, assignment network)" in page
+    assert "<th>cpl_thresholds</th><td>[0.8, 0.2]</td>" in page
 
 
 def test_png_bytes_of_arrays_images_and_figures():
@@ -184,6 +154,52 @@ def test_no_eval_skips_the_evaluation(run_dir, tmp_path, monkeypatch):
     assert "checkpoint iteration</th><td>6</td>" in page
     assert len(embedded_pngs(page)) == 5  # the training figures only
     assert parse(page).errors == []
+
+
+FIGURES = {
+    "confusion.png",
+    "thresholds.png",
+    "losses.png",
+    "miou.png",
+    "classifier_fit.png",
+    "cpl_confidence.png",
+    "predictions.png",
+}
+
+
+def test_png_writes_the_figures_of_the_page_beside_it(run_dir, tmp_path, capsys):
+    out = tmp_path / "page.html"
+    code, printed, _ = run_cli(capsys, "report", run_dir, "--max-images", 2, "--out", out, "--png")
+    folder = tmp_path / "page_figures"
+    assert code == 0 and printed.split()[0] == str(out)  # the page first, then its figures
+    assert sorted(printed.split()[1:]) == sorted(str(folder / name) for name in FIGURES)
+    assert {path.name for path in folder.iterdir()} == FIGURES
+    embedded = sorted(base64.b64decode(data) for data in DATA_URI.findall(out.read_text(encoding="utf-8")))
+    assert sorted(path.read_bytes() for path in folder.iterdir()) == embedded  # the page's very pictures
+    (folder / "notes.txt").write_text("mine")
+    assert run_cli(capsys, "report", run_dir, "--no-eval", "--out", out, "--png")[0] == 0
+    # a page without the evaluation has no confusion matrix and no prediction grid: neither have its files
+    assert {path.name for path in folder.iterdir()} == FIGURES - {"confusion.png", "predictions.png"} | {"notes.txt"}
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("what", ["file", "dataset", "run"])
+def test_png_refuses_a_figures_folder_that_is_a_file_a_dataset_or_another_run(
+    run_dir, tiny_data, tmp_path, capsys, what
+):
+    folder = tmp_path / "page_figures"
+    if what == "file":
+        folder.write_text("mine")
+    else:
+        shutil.copytree(tiny_data if what == "dataset" else run_dir, folder, ignore=shutil.ignore_patterns("*.html"))
+    message = {
+        "file": f"--png {folder} is a file; name a folder",
+        "dataset": f"--png {folder} is the dataset {folder}",
+        "run": f"--png {folder} is the run folder {folder}",
+    }[what]
+    code, _, err = run_cli(capsys, "report", run_dir, "--no-eval", "--out", tmp_path / "page.html", "--png")
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "page.html").exists()
 
 
 def test_missing_pieces_are_named_on_the_page(run_dir, tmp_path, capsys):

@@ -16,16 +16,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "evaluate",
         help="evaluate a checkpoint",
-        description="mIoU (unmasked and tag-masked), CAM mIoU and CPL quality of a checkpoint on a split.",
+        description="mIoU (unmasked and tag-masked), CAM mIoU and CPL quality of a checkpoint on a split, "
+        "under the checkpoint's evaluation protocol (data.val_split, eval.size, eval.scales, eval.flip, eval.amp), "
+        "that of its run's final_metrics.json; the protocol is printed beside the numbers.",
     )
     parser.add_argument("--checkpoint", required=True, help="a cosa checkpoint (RUN/checkpoints/last.pt)")
     parser.add_argument("--data", help="dataset root (default: the one the model was trained on)")
-    parser.add_argument("--split", default="val", help="split to evaluate (default val)")
+    parser.add_argument("--split", help="split to evaluate (default: the checkpoint's data.val_split)")
     parser.add_argument(
-        "--ms",
+        "--fast",
         action="store_true",
-        help="the full protocol: the checkpoint's eval.scales and eval.flip (the presets: 1.0, 0.5, 1.5, 0.75, "
-        "1.25 + flip); without it a single scale, no flip",
+        help="one scale (1.0), no flip, instead of the checkpoint's eval.scales and eval.flip: quicker, "
+        "and not the number of the run's own evaluations",
     )
     parser.add_argument(
         "--crf", action="store_true", help="also report both mIoUs after a dense CRF (needs: pip install 'cosa[crf]')"
@@ -39,7 +41,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--network", choices=NETWORKS, default="assignment", help="which network (default assignment)")
     add_amp_option(parser)
-    parser.add_argument("--max-images", type=at_least_one, metavar="N", help="evaluate the first N images only")
+    parser.add_argument(
+        "--max-images",
+        type=at_least_one,
+        metavar="N",
+        help="evaluate the first N images only (default: all; the run's own evaluations take eval.max_images)",
+    )
     parser.add_argument(
         "--json", metavar="FILE", help="write the metrics and protocol to this JSON file (replaced if it exists)"
     )
@@ -57,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_trained(args.checkpoint, dist.device, args.network)
         cfg = model.cfg
-        split = split_for(model, args.checkpoint, args.data, args.split)
+        split = split_for(model, args.checkpoint, args.data, args.split or cfg.data.val_split)
         if args.json:
             check_output_file(args.json, "--json", [("the checkpoint", args.checkpoint), ("the dataset", split.root)])
-        if not args.ms:
+        if args.fast:
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, scales=[1.0], flip=False))
         if args.amp:
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, amp=args.amp))
@@ -74,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
             progress=True,
             crf=args.crf,
             crf_workers=args.crf_workers,
+            which=args.network,
         )
-        result["protocol"].update(network=args.network, checkpoint=str(args.checkpoint), iteration=model.iteration)
+        result["protocol"].update(checkpoint=str(args.checkpoint), iteration=model.iteration)
     finally:
         shutdown()
     if dist.is_main:

@@ -27,7 +27,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Writes OUT/NAME.png (VOC-palette mask), OUT/NAME_overlay.jpg (mask colours over the image) "
         "and OUT/NAME_cam.jpg (CAMs of the present classes: the --tags, else the predicted ones). "
         "Defaults follow the checkpoint's evaluation protocol: eval.size, "
-        "eval.scales, eval.flip; no label information unless --tags is given.",
+        "eval.scales, eval.flip, eval.amp; no label information unless --tags is given. The protocol is "
+        "printed with the count of masks.",
     )
     parser.add_argument("--checkpoint", required=True, help="a cosa checkpoint")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
@@ -181,9 +182,11 @@ def run(args: argparse.Namespace) -> int:
 
     from cosa.engine.crf import CrfPool
     from cosa.engine.distributed import resolve_device
-    from cosa.engine.predict import VOC_SUBMISSION_DIR, PredictionWriter, check_voc_classes, predict_images, read_tags
+    from cosa.engine.inference import inference_protocol, protocol_text
+    from cosa.engine.predict import VOC_SUBMISSION_DIR, check_voc_classes, predict_images, read_tags
     from cosa.engine.runlog import setup_logging
     from cosa.engine.trained import load_trained
+    from cosa.reporting.predictions import PredictionWriter
 
     setup_logging()
     with ExitStack() as held:
@@ -202,8 +205,9 @@ def run(args: argparse.Namespace) -> int:
             )
             for prediction in tqdm(predictions, total=len(images), desc="predict", unit="image"):
                 writer.write(prediction)
+    used = {**inference_protocol(cfg, args.network), "tag_masked": tags is not None, "crf": args.crf}
     print(
-        f"wrote {len(images)} mask{'' if len(images) == 1 else 's'} to {out.path}"
+        f"wrote {len(images)} mask{'' if len(images) == 1 else 's'} to {out.path} ({protocol_text(used)})"
         + (f"; VOC server files under {voc_submission.path / VOC_SUBMISSION_DIR}" if voc_submission else "")
     )
     return 0

@@ -13,8 +13,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="write one self-contained HTML page showing a run at a glance",
         description="Writes RUN_DIR/report.html: the run's config, headline and per-class metrics, the confusion "
         "matrix of its checkpoint on the validation split, the training and threshold curves and "
-        "predictions on a few validation images. Images are embedded: the page is a single file. "
-        "What the run directory lacks is named on the page.",
+        "predictions on a few validation images, each number with its evaluation protocol. Images are "
+        "embedded: the page is a single file. What the run directory lacks is named on the page.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--out", help="the HTML file to write (default RUN_DIR/report.html)")
@@ -30,11 +30,22 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not evaluate the checkpoint: no confusion matrix and no prediction pictures",
     )
+    parser.add_argument(
+        "--png",
+        action="store_true",
+        help="also write the page's figures as PNG files into a folder beside it, named after it "
+        "(RUN_DIR/report_figures/: thresholds.png, losses.png, miou.png, ...); figures of an earlier page "
+        "there are replaced",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cosa.reporting.run_report import write_report
 
-    print(write_report(args.run_dir, args.out, args.max_images, run_evaluation=not args.no_eval, data=args.data))
+    written = write_report(
+        args.run_dir, args.out, args.max_images, run_evaluation=not args.no_eval, data=args.data, png=args.png
+    )
+    for path in written:
+        print(path)
     return 0

@@ -1,14 +1,17 @@
 """Turning network outputs into label maps: the evaluation protocol.
 
-The same functions serve ``cosa evaluate``, ``cosa predict`` and the demo report, so a mask on
-disk and a number in a table always come from one code path.
+The same functions serve ``cosa evaluate``, ``cosa predict``, training's evaluations and the run
+report, so a mask on disk and a number in a table always come from one code path, and every number
+is printed and written with the protocol that made it (:func:`inference_protocol`, :func:`protocol_text`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from cosa.config.schema import Config
 from cosa.method.pseudo_labels import MASKED_LOGIT, Assignments, channel_argmax, multiscale_assignments
 from cosa.precision import autocast
 
@@ -43,3 +46,66 @@ def predicted_tags(logits: torch.Tensor) -> torch.Tensor:
     tags = (logits > 0).float()
     top = torch.zeros_like(tags).scatter_(1, logits.argmax(dim=1, keepdim=True), 1.0)
     return torch.where(tags.sum(dim=1, keepdim=True) > 0, tags, top)
+
+
+def segments_from_cams(cfg: Config) -> bool:
+    """Whether the model's segmentation is its thresholded CAMs: a ``cam-only`` model never trains its decoder."""
+    return cfg.method.recipe == "cam-only"
+
+
+def predicted_labels(
+    seg_logits: torch.Tensor,
+    cams: torch.Tensor,
+    class_logits: torch.Tensor,
+    cfg: Config,
+    tags: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A model's label map: the argmax of its segmentation logits, tag-masked when ``tags`` (B×C) is
+    given. For a cam-only model (:func:`segments_from_cams`) it is the CAMs thresholded at
+    ``eval.cam_threshold``, over ``tags``, else over the classes its classifier predicts."""
+    if segments_from_cams(cfg):
+        present = predicted_tags(class_logits) if tags is None else tags
+        return cam_labels(cams, present, cfg.eval.cam_threshold)
+    return segmentation_labels(seg_logits, tags)
+
+
+def inference_protocol(cfg: Config, network: str = "assignment") -> dict:
+    """How ``cfg.eval`` turns a network's outputs into labels, as written beside its numbers."""
+    return {
+        "network": network,
+        "recipe": cfg.method.recipe,
+        "segmentation_from": "cam" if segments_from_cams(cfg) else "decoder",
+        "input_size": cfg.eval.size,
+        "scales": list(cfg.eval.scales),
+        "flip": cfg.eval.flip,
+        "amp": cfg.eval.amp,
+    }
+
+
+def protocol_text(protocol: dict) -> str:
+    """A protocol in words, to print beside its numbers: 'val, 1449 images, 5 scales + flip, size 448,
+    assignment network'. Reads :func:`inference_protocol`'s keys, and ``split``, ``num_images``,
+    ``tag_masked`` and ``crf`` where present."""
+    scales = protocol["scales"]
+    parts = [f"{protocol['split']}, {protocol['num_images']} images"] if "split" in protocol else []
+    parts += [
+        (f"scale {scales[0]}" if len(scales) == 1 else f"{len(scales)} scales")
+        + (" + flip" if protocol["flip"] else ""),
+        f"size {protocol['input_size']}",
+        f"{protocol['network']} network",
+    ]
+    if protocol["segmentation_from"] == "cam":
+        parts.append("thresholded CAMs")
+    if protocol.get("tag_masked"):
+        parts.append("tag-masked")
+    if protocol["amp"] != "none":
+        parts.append(f"{protocol['amp']} autocast")
+    if protocol.get("crf"):
+        parts.append("CRF")
+    return ", ".join(parts)
+
+
+def as_set(value: float) -> float:
+    """A float32 setting read back as the number it was set to: 0.8, not 0.800000011920929. The
+    shortest decimal that rounds to the same float32, so the value stays exact in float32."""
+    return float(str(np.float32(value)))

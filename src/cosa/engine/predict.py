@@ -1,9 +1,9 @@
-"""Predictions for new images (``cosa predict``): the arrays, then the files.
+"""Predictions for new images (``cosa predict``), as arrays.
 
-The two halves are apart so that the arrays serve without files (a notebook, a service) and the
-files always come from those arrays: :func:`predict_images` yields one :class:`Prediction` per
-image, :class:`PredictionWriter` writes it. Masks come from :mod:`cosa.engine.inference`, the
-code path of ``cosa evaluate``, so a mask on disk matches what the metrics score.
+The arrays serve without files (a notebook, a service), and the files of ``cosa predict`` are
+made from them (:class:`cosa.reporting.predictions.PredictionWriter`): :func:`predict_images`
+yields one :class:`Prediction` per image. Masks come from :mod:`cosa.engine.inference`, the code
+path of ``cosa evaluate``, so a mask on disk matches what the metrics score.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -21,14 +20,11 @@ from torch.utils.data import DataLoader
 from cosa.config.schema import Config
 from cosa.data.classes import VOC_CLASSES
 from cosa.data.datasets import EvaluationImages, collate_evaluation
-from cosa.data.io import write_mask
 from cosa.data.layouts import DatasetSplit, Sample, require_label_table_header, unknown_class_names
 from cosa.engine.crf import CrfPool
-from cosa.engine.inference import cam_labels, infer, mask_absent, predicted_tags, segmentation_labels
+from cosa.engine.inference import infer, mask_absent, predicted_labels, predicted_tags, segments_from_cams
 from cosa.errors import CosaError
 from cosa.method.pseudo_labels import resize
-from cosa.outputs import OutputFolder
-from cosa.reporting.pictures import blend, heatmap, overlay, save_picture, to_numpy_image
 
 # The PASCAL VOC devkit's result folder for segmentation. comp5 is for methods trained on VOC 2012
 # data only; CoSA uses an ImageNet-pre-trained backbone and SBD's extra images (train_aug), so its
@@ -115,7 +111,7 @@ def predict_images(
     With ``tags`` (from :func:`read_tags`) the masks are tag-masked; with a ``crf_pool`` they
     are the CRF of the softmax of the logits the mask came from.
     """
-    if crf_pool and cfg.method.recipe == "cam-only":
+    if crf_pool and segments_from_cams(cfg):
         raise CosaError("--crf refines segmentation logits; a cam-only model's masks are thresholded CAMs")
     samples = [Sample(path.stem, path, tags[path.stem] if tags else ()) for path in images]
     split = DatasetSplit(Path("."), "files", "predict", tuple(class_names), samples)
@@ -141,10 +137,7 @@ def predict_batch(network: nn.Module, batch: dict, cfg: Config, device: torch.de
     for i, image in enumerate(batch["image"]):
         size = tuple(image.shape[-2:])
         seg, cam, tags = resize(outputs.seg[i : i + 1], size), resize(outputs.cam[i : i + 1], size), present[i : i + 1]
-        if cfg.method.recipe == "cam-only":  # its decoder is untrained: the segmentation is the thresholded CAM
-            mask = cam_labels(cam, tags, cfg.eval.cam_threshold)
-        else:
-            mask = segmentation_labels(seg, tags if tagged else None)
+        mask = predicted_labels(seg, cam, outputs.logits[i : i + 1], cfg, tags if tagged else None)
         predictions.append(
             Prediction(
                 batch["name"][i], image, seg[0].float().cpu(), cam[0].float().cpu(), tags[0].cpu(), mask[0].cpu()
@@ -158,28 +151,3 @@ def refine_with_crf(predictions: list[Prediction], crf_pool: CrfPool, tagged: bo
     logits = [mask_absent(p.seg[None], p.present[None])[0] if tagged else p.seg for p in predictions]
     labels = crf_pool.labels([(p.image, seg) for p, seg in zip(predictions, logits)])
     return [replace(p, mask=torch.from_numpy(mask)) for p, mask in zip(predictions, labels)]
-
-
-class PredictionWriter:
-    """Writes ``OUT/NAME.png`` (VOC-palette mask), ``NAME_overlay.jpg`` (mask over the image) and
-    ``NAME_cam.jpg`` (CAMs of the present classes), and on request ``NAME.npz`` (``seg``, ``cam``)
-    and the VOC evaluation server's layout under ``voc_submission``."""
-
-    def __init__(
-        self, out: OutputFolder, save_logits: bool = False, voc_submission: OutputFolder | None = None
-    ) -> None:
-        self.out = out
-        self.save_logits = save_logits
-        self.voc_submission = voc_submission
-
-    def write(self, prediction: Prediction) -> None:
-        name, mask = prediction.name, prediction.mask
-        picture = to_numpy_image(prediction.image)
-        self.out.write(f"{name}.png", write_mask, mask)
-        self.out.write(f"{name}_overlay.jpg", save_picture, overlay(picture, mask))
-        cams = prediction.cam * prediction.present[:, None, None]
-        self.out.write(f"{name}_cam.jpg", save_picture, blend(picture, heatmap(cams.amax(0))))
-        if self.save_logits:
-            self.out.write(f"{name}.npz", np.savez, seg=prediction.seg.numpy(), cam=prediction.cam.numpy())
-        if self.voc_submission is not None:
-            self.voc_submission.write(VOC_SUBMISSION_DIR / f"{name}.png", write_mask, mask)

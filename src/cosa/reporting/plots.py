@@ -1,5 +1,5 @@
-"""Figures: the training analysis of a run, drawn from its ``metrics.jsonl`` (``cosa plot``), and
-the confusion matrix of an evaluation.
+"""Figures: the training analysis of a run, drawn from its ``metrics.jsonl``, and the confusion
+matrix of an evaluation; ``cosa report`` shows them (and with ``--png`` writes them as files).
 
 - ``thresholds.png`` — the CPL thresholds (δ_h, δ_l) of both CAMs over iterations (fixed lines
   for ``release``, moving ones with the threshold search);
@@ -10,7 +10,6 @@ the confusion matrix of an evaluation.
 - ``miou.png`` — the validation metrics;
 - ``classifier_fit.png`` — how well the classifier fits the training tags (engine/label_fit.py).
 
-:func:`run_pngs` renders the same figures in memory, for pages that embed them (``cosa report``).
 Figures are made without pyplot, so drawing needs no GUI backend and leaves no figure open.
 """
 
@@ -22,12 +21,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from cosa.config.load import read_saved_config
 from cosa.engine.monitor import BINS
 from cosa.engine.runlog import read_metrics
-from cosa.errors import CosaError
-from cosa.files import write_file
-from cosa.outputs import RUN_ENTRIES, OutputFolder, check_output_folder
 from cosa.reporting.pictures import png_bytes
 
 # file name, metrics.jsonl key prefix, title, y label, log scale
@@ -112,7 +107,7 @@ def _confidence_figure(records: list[dict]) -> Figure | None:
 
 
 def run_figures(records: list[dict]) -> dict[str, Figure]:
-    """File name → figure for every figure the records have data for, in ``cosa plot``'s order."""
+    """File name → figure for every figure the records have data for, in the report's order."""
     figures = {}
     for name, prefix, title, ylabel, log_scale in LINE_FIGURES:
         curves = series(records, prefix)
@@ -127,38 +122,8 @@ def run_figures(records: list[dict]) -> dict[str, Figure]:
 
 
 def run_pngs(run_dir: str | Path) -> dict[str, bytes]:
-    """The figures of ``run_dir`` as in-memory PNGs (file name → bytes), e.g. to embed in a page."""
+    """The figures of ``run_dir`` as PNGs (file name → bytes), to embed in a page or write as files."""
     return {name: png_bytes(figure) for name, figure in run_figures(read_metrics(run_dir)).items()}
-
-
-def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> list[Path]:
-    """Write the figures of ``run_dir`` into ``out`` (default RUN/plots); returns their paths.
-
-    The default folder belongs to the run, and a new plot refreshes it. A folder named by ``out``
-    is an output folder like any other (:class:`OutputFolder`): apart from the run's files, its
-    dataset and any other run or dataset, and empty unless ``overwrite`` replaces the figures of an
-    earlier ``cosa plot``. Only the run it belongs to may hold it.
-    """
-    if not (Path(run_dir) / "metrics.jsonl").is_file():
-        raise CosaError(f"{run_dir}: not a run directory (no metrics.jsonl)")
-    if not out:
-        folder = Path(run_dir) / "plots"
-        check_output_folder(folder, "--out", own=run_dir)
-        return [write_file(folder / name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]
-    inputs = [("the run file", Path(run_dir) / name) for name in RUN_ENTRIES]
-    dataset = _dataset_of(Path(run_dir))
-    with OutputFolder(
-        out, "--out", "cosa plot", overwrite, inputs + ([("the dataset", dataset)] if dataset else []), own=run_dir
-    ) as folder:
-        return [folder.write(name, Path.write_bytes, data) for name, data in run_pngs(run_dir).items()]
-
-
-def _dataset_of(run_dir: Path) -> str | None:
-    """The dataset root named by the run's ``config.yaml``, if it can be read (plots need no more of it)."""
-    try:
-        return read_saved_config(run_dir / "config.yaml").data.root if (run_dir / "config.yaml").is_file() else None
-    except CosaError:
-        return None
 
 
 def confusion_figure(confusion: list[list[int]], names: list[str]) -> Figure:

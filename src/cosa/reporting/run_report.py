@@ -7,7 +7,8 @@ metrics) leaves a note in its section saying what is missing instead of stopping
 dataset is not the run's: one that is missing or does not fit the checkpoint stops the report
 with a one-line error (``--no-eval`` makes a page without the evaluation, which needs no
 dataset). Every text that comes from a file (paths, class names, config values, error messages)
-goes through :func:`esc`.
+goes through :func:`esc`. The page's figures can also be written as PNG files, into a folder
+beside the page (:func:`figures_folder`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from cosa.config.schema import Config
 from cosa.data.layouts import DatasetSplit
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.evaluate import evaluate
+from cosa.engine.inference import protocol_text
 from cosa.engine.trained import TrainedModel, load_trained, read_checkpoint, split_for
 from cosa.errors import CosaError
-from cosa.files import write_text_atomically
-from cosa.outputs import RUN_ENTRIES, check_output_file
+from cosa.files import os_errors_named, write_file, write_text_atomically
+from cosa.outputs import RUN_ENTRIES, check_output_file, check_output_folder, refuse_inputs
 from cosa.reporting.pictures import png_bytes
 from cosa.reporting.plots import confusion_figure, run_pngs
 from cosa.reporting.predictions import GRID_COLUMNS, prediction_grid
@@ -55,6 +57,8 @@ CURVE_CAPTIONS = {
     "miou.png": "validation metrics during training",
     "classifier_fit.png": "classifier fit: mAP of the training tags on the last training crops",
 }
+# Every figure a page may show, by the file name --png gives it, in page order.
+FIGURE_NAMES = ("confusion.png", *CURVE_CAPTIONS, "predictions.png")
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; padding-bottom: .2em; }
@@ -73,6 +77,8 @@ class RunContents:
     cfg: Config | None = None
     final_metrics: dict | None = None
     checkpoint: Path | None = None
+    curves: dict[str, bytes] = field(default_factory=dict)  # the figures of metrics.jsonl, by file name
+    curves_note: str | None = None  # why there are none
     missing: list[str] = field(default_factory=list)
 
 
@@ -84,6 +90,7 @@ class Evaluation:
     cfg: Config | None = None
     result: dict | None = None  # evaluate()'s dict, with ``confusion``
     class_names: list[str] = field(default_factory=list)
+    confusion_png: bytes | None = None
     grid_png: bytes | None = None
     why_not: str | None = None
 
@@ -102,7 +109,21 @@ def read_run(run_dir: str | Path) -> RunContents:
     run.checkpoint = next((run.run_dir / name for name in CHECKPOINTS if (run.run_dir / name).is_file()), None)
     if run.checkpoint is None:
         run.missing.append("no checkpoint (checkpoints/last.pt or checkpoints/best.pt)")
+    _read_curves(run)
     return run
+
+
+def _read_curves(run: RunContents) -> None:
+    if not (run.run_dir / "metrics.jsonl").is_file():
+        run.curves_note = "no metrics.jsonl: nothing logged"
+        return
+    try:
+        run.curves = run_pngs(run.run_dir)
+    except (ValueError, KeyError) as error:  # a line that is not JSON, or without an iteration
+        run.curves_note = f"metrics.jsonl unreadable: {error}"
+        return
+    if not run.curves:
+        run.curves_note = "metrics.jsonl holds no curves yet"
 
 
 def _read_config(run: RunContents) -> Config | None:
@@ -196,6 +217,7 @@ def _evaluate_checkpoint(
         return_confusion=True,
     )
     evaluation.result["protocol"].update(checkpoint=str(checkpoint), iteration=model.iteration)
+    evaluation.confusion_png = png_bytes(confusion_figure(evaluation.result["confusion"], evaluation.class_names))
     return evaluation
 
 
@@ -288,7 +310,8 @@ def headline_section(metrics: dict | None, source: str) -> str:
     if metrics is None:
         return section("Headline metrics", note("no metrics: no final_metrics.json and no evaluation"))
     rows = [[label, number(metrics[key])] for key, label in HEADLINE if key in metrics]
-    return section("Headline metrics", f"<p>From {esc(source)}.</p>" + table(["metric", "value"], rows))
+    protocol = f": {protocol_text(metrics['protocol'])}" if "protocol" in metrics else ""
+    return section("Headline metrics", f"<p>From {esc(source + protocol)}.</p>" + table(["metric", "value"], rows))
 
 
 def per_class_section(metrics: dict | None) -> str:
@@ -336,26 +359,18 @@ def confusion_section(evaluation: Evaluation) -> str:
         return section("Confusion matrix", note(f"not computed: {evaluation.why_not}"))
     protocol = evaluation.result["protocol"]
     caption = (
-        f"unmasked segmentation of {protocol['checkpoint']} (iteration "
-        f"{protocol['iteration']}) on {protocol['num_images']} images of split '{protocol['split']}', "
-        f"scales {value_text(protocol['scales'])}{' + flip' if protocol['flip'] else ''}; "
-        f"mIoU {number(evaluation.result['miou_unmasked'])}"
+        f"unmasked segmentation of {protocol['checkpoint']} (iteration {protocol['iteration']}): "
+        f"mIoU {number(evaluation.result['miou_unmasked'])} ({protocol_text(protocol)})"
     )
-    png = png_bytes(confusion_figure(evaluation.result["confusion"], evaluation.class_names))
-    return section("Confusion matrix", figure_html(png, caption))
+    return section("Confusion matrix", figure_html(evaluation.confusion_png, caption))
 
 
 def curves_section(run: RunContents) -> str:
-    """Training and threshold curves, the figures of ``cosa plot``."""
-    if not (run.run_dir / "metrics.jsonl").is_file():
-        return section("Training curves", note("no metrics.jsonl: nothing logged"))
-    try:
-        pngs = run_pngs(run.run_dir)
-    except (ValueError, KeyError) as error:  # a line that is not JSON, or without an iteration
-        return section("Training curves", note(f"metrics.jsonl unreadable: {error}"))
-    if not pngs:
-        return section("Training curves", note("metrics.jsonl holds no curves yet"))
-    return section("Training curves", "".join(figure_html(png, CURVE_CAPTIONS[name]) for name, png in pngs.items()))
+    """Training and threshold curves."""
+    if not run.curves:
+        return section("Training curves", note(run.curves_note))
+    body = "".join(figure_html(png, CURVE_CAPTIONS[name]) for name, png in run.curves.items())
+    return section("Training curves", body)
 
 
 def grid_section(evaluation: Evaluation) -> str:
@@ -397,23 +412,50 @@ def report_page(
     return render_page(run, evaluation)
 
 
+def page_figures(run: RunContents, evaluation: Evaluation) -> dict[str, bytes]:
+    """The figures the page shows, as PNGs by file name (:data:`FIGURE_NAMES`)."""
+    found = {"confusion.png": evaluation.confusion_png, **run.curves, "predictions.png": evaluation.grid_png}
+    return {name: png for name, png in found.items() if png is not None}
+
+
+def figures_folder(page: Path) -> Path:
+    """Where ``--png`` writes the figures of ``page``: beside it, named after it (``report_figures/``)."""
+    return page.with_name(f"{page.stem}_figures")
+
+
+def write_figures(folder: Path, figures: dict[str, bytes]) -> list[Path]:
+    """Write ``figures`` into ``folder``, replacing those of an earlier page. A figure this page
+    lacks (the confusion matrix of an earlier evaluation) is removed, so the folder shows what the
+    page shows; other files are left alone."""
+    for name in FIGURE_NAMES:
+        if name not in figures:
+            with os_errors_named(folder / name, "remove"):
+                (folder / name).unlink(missing_ok=True)
+    return [write_file(folder / name, Path.write_bytes, png) for name, png in figures.items()]
+
+
 def write_report(
     run_dir: str | Path,
     out: str | Path | None = None,
     max_images: int | None = None,
     run_evaluation: bool = True,
     data: str | None = None,
-) -> Path:
-    """Write the page of ``run_dir`` to ``out`` (default RUN_DIR/report.html); returns its path."""
+    png: bool = False,
+) -> list[Path]:
+    """Write the page of ``run_dir`` to ``out`` (default RUN_DIR/report.html) and, with ``png``, its
+    figures into :func:`figures_folder`; returns the paths written, the page's first."""
     run = read_run(run_dir)
-    path = Path(out) if out else run.run_dir / "report.html"
+    page = Path(out) if out else run.run_dir / "report.html"
     dataset = data or (run.cfg.data.root if run.cfg else None)
-    check_output_file(
-        path,
-        "--out",
-        [("the run file", run.run_dir / name) for name in RUN_ENTRIES]
-        + ([("the dataset", dataset)] if dataset else []),
-        own=run.run_dir,  # the page of a run may lie in its folder, not on its files
-    )
-    write_text_atomically(path, report_page(run, max_images, run_evaluation, data))
-    return path
+    inputs = [("the run file", run.run_dir / name) for name in RUN_ENTRIES]
+    inputs += [("the dataset", dataset)] if dataset else []
+    # The page of a run and its figures may lie in the run's folder, not on its files.
+    check_output_file(page, "--out", inputs, own=run.run_dir)
+    if png:
+        refuse_inputs(figures_folder(page), "--png", inputs, "folder")
+        check_output_folder(figures_folder(page), "--png", own=run.run_dir)
+    evaluation = evaluate_run(run, max_images, data) if run_evaluation else skipped_evaluation(run)
+    write_text_atomically(page, render_page(run, evaluation))
+    if not png:
+        return [page]
+    return [page, *write_figures(figures_folder(page), page_figures(run, evaluation))]
