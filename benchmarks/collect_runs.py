@@ -3,10 +3,10 @@
     python benchmarks/collect_runs.py demo runs/tune*/*-seed* [--out benchmarks/results/runs.json]
 
 Each RUN_DIR must hold ``config.yaml`` and ``final_metrics.json``. A run's settings are given as
-the ``key=value`` differences between its resolved config and ``PRESET`` with the run's recipe,
-as the code resolves them now (``data.root``, ``train.seed`` and the settings of a technique
-that is off left out). Runs with the same
-differences form a row of the Markdown table: mean over their seeds, each seed's value listed.
+the ``key=value`` differences between its resolved config and ``PRESET`` with the run's recipe
+(``data.root``, ``train.seed`` and the settings of a technique that is off left out); a key of the
+run that the schema lacks is a difference too. Runs with the same differences form a row of the
+Markdown table: mean over their seeds, each seed's value listed.
 Writes a JSON file (rows, runs, machine, versions, command).
 """
 
@@ -22,50 +22,17 @@ import yaml
 from common import environment
 
 from cosa.config import load_config
-from cosa.config.load import REMOVED_KEYS, flat_keys
+from cosa.config.load import flat_keys
 from cosa.config.schema import TECHNIQUES
 
 METRICS = ("miou_unmasked", "cam_miou", "cpl_precision", "coexistence", "coexistence_cam")
 IGNORED = {"data.root", "train.seed"}
-# Switches of L_csc that older tuning runs carry in their config.yaml, with the value that meant
-# "off", so that those runs still group with the runs that lack them.
-REMOVED_DEFAULTS = {
-    "method.contrastive.spl_resize": "nearest",
-    "method.contrastive.detach_max": False,
-    "method.contrastive.normalizer": "max",
-    "method.contrastive.background_pull": False,
-}
-# Keys added after the first tuning runs: a run made before a key existed had this value.
-ADDED_LATER = {
-    "method.contrastive.space": "cam",
-    "method.contrastive.warmup_iters": None,
-    "method.contrastive.detach_positives": False,
-    "method.contrastive.negative_margin": 0,
-    "method.contrastive.detach_normalizer": False,
-    "method.contrastive.detach_features": False,
-}
-# Keys removed since (cosa.config.load.REMOVED_KEYS). At the value of the behaviour that remains
-# one is no difference: every run has that behaviour now. At another value it stays a difference,
-# so such a run is not counted with today's.
-REMOVED_DEFAULTS.update({key: removed.kept for key, removed in REMOVED_KEYS.items()})
-
-
-def filled_in(config: dict) -> dict:
-    """A run's flat settings, with the keys its schema lacked at the values they had then.
-
-    Every schema before the removal of REMOVED_KEYS held ``model.freeze_batchnorm``; a config
-    without it lacks the removed keys because it is newer, and has the behaviour that remains.
-    """
-    settings = flat_keys(config)
-    older = "model.freeze_batchnorm" in settings
-    added = {key: value for key, value in ADDED_LATER.items() if older or key not in REMOVED_KEYS}
-    return {**added, **settings}
 
 
 def differences(config: dict, preset: str) -> list[str]:
     """``key=value`` for each setting of ``config`` (a run's config.yaml) that ``preset`` lacks or sets otherwise."""
     base = flat_keys(dataclasses.asdict(load_config(preset, config["method"]["recipe"], None, [])))
-    settings = filled_in(config)
+    settings = flat_keys(config)
     disabled = [f"method.{technique}" for technique in TECHNIQUES if not settings[f"method.{technique}.enabled"]]
     changed = []
     for key, value in sorted(settings.items()):
@@ -73,8 +40,6 @@ def differences(config: dict, preset: str) -> list[str]:
             continue
         if any(key.startswith(f"{technique}.") and key != f"{technique}.enabled" for technique in disabled):
             continue  # the settings of a technique that is off
-        if key not in base and REMOVED_DEFAULTS.get(key, object()) == value:
-            continue
         changed.append(f"{key}={value}")
     return changed
 

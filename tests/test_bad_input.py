@@ -510,20 +510,6 @@ def with_stored(checkpoint: Path, path: Path, section: str, key: str, value) -> 
             "'method.raw.enabled' is true, but recipe cam-only ignores it",
             id="ignored-technique",
         ),
-        pytest.param(
-            "method.raw",
-            "mode",
-            "all",
-            "config key 'method.raw.mode' was removed and its value 'all' with it: RAW keeps the CPL's ignore band",
-            id="removed-key",
-        ),
-        pytest.param(
-            "method.regularizer",
-            "filter",
-            "exact",
-            "config key 'method.regularizer.filter' was removed",
-            id="older-filter",
-        ),
     ],
 )
 def test_a_checkpoint_whose_config_is_invalid_is_refused_in_one_line(
@@ -539,54 +525,6 @@ def test_a_checkpoint_whose_config_is_invalid_is_refused_in_one_line(
         line = cli_error(capsys, *command)
         assert f"{path} (config): " in line and message in line
     assert not (tmp_path / "o").exists()
-
-
-def test_a_checkpoint_with_removed_keys_of_the_remaining_behaviour_loads(tmp_path, checkpoint):
-    from cosa.engine.trained import load_trained
-
-    path = with_stored(checkpoint, tmp_path / "old.pt", "model", "freeze_batchnorm", False)
-    for section, key, value in [
-        ("method.raw", "mode", "confident"),
-        ("method.regularizer", "filter", "released"),
-        ("method.contrastive", "space", "cam"),
-        ("method.contrastive", "negative_margin", 0),
-        ("method.contrastive", "detach_features", True),
-        ("method", "cpl_released_resampling", True),
-    ]:
-        with_stored(path, path, section, key, value)
-    assert load_trained(path, torch.device("cpu")).cfg == load_trained(checkpoint, torch.device("cpu")).cfg
-
-
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("model.freeze_batchnorm", "false"),
-        ("method.raw.mode", "all"),
-        ("method.regularizer.filter", "released"),
-        ("method.contrastive.space", "cam"),
-        ("method.contrastive.detach_positives", "true"),
-        ("method.contrastive.detach_features", "false"),
-        ("method.contrastive.detach_normalizer", "true"),
-        ("method.contrastive.negative_margin", "1"),
-        ("method.cpl_released_resampling", "true"),
-    ],
-)
-def test_train_refuses_a_removed_key_in_a_file_or_override_in_one_line(tmp_path, capsys, key, value):
-    from cosa.config.load import REMOVED_KEYS
-
-    data, out = good_dataset(tmp_path / "ds"), tmp_path / "run"
-    *sections, name = key.split(".")
-    config = tmp_path / "mine.yaml"
-    config.write_text(
-        "base: demo\n"
-        + "".join(f"{'  ' * i}{section}:\n" for i, section in enumerate(sections))
-        + f"{'  ' * len(sections)}{name}: {value}\n"
-    )
-    line = cli_error(capsys, "train", "--config", config, "--data", data, "--out", out)
-    assert line == f"cosa: error: {config}: config key '{key}' was removed: {REMOVED_KEYS[key].remains}"
-    line = cli_error(capsys, "train", "--config", "demo", "--data", data, "--out", out, f"{key}={value}")
-    assert line == f"cosa: error: override: config key '{key}' was removed: {REMOVED_KEYS[key].remains}"
-    assert not out.exists()
 
 
 @pytest.mark.parametrize("recipe", ["cam-only", "supervised"])

@@ -36,8 +36,8 @@ def test_train_writes_a_run_and_resumes(trained_run, tiny_data, tmp_path, capsys
     assert entries[-1]["iteration"] == 8
 
 
-@pytest.mark.parametrize("multi_scale", [False, True])
-def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, capsys, multi_scale):
+@pytest.mark.parametrize("fast", [False, True])
+def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, capsys, fast):
     out_json = tmp_path / "metrics.json"
     argv = [
         "evaluate",
@@ -49,7 +49,7 @@ def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, 
         "val",
         "--json",
         out_json,
-    ] + (["--ms"] if multi_scale else [])
+    ] + (["--fast"] if fast else [])
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "mIoU" in out and "background" in out
     assert f"checkpoint {trained_run / 'checkpoints' / 'last.pt'} (iteration 6)" in out  # which weights were scored
@@ -68,8 +68,13 @@ def test_evaluate_writes_metrics_and_protocol(trained_run, tiny_data, tmp_path, 
     assert set(result["per_class"]) == {"background", "ball", "block", "tent", "star", "ring", "boat"}
     protocol = result["protocol"]
     assert protocol["split"] == "val" and protocol["num_images"] == 8 and protocol["network"] == "assignment"
-    assert protocol["scales"] == ([1.0, 0.5] if multi_scale else [1.0]) and protocol["flip"] == multi_scale
+    assert protocol["scales"] == ([1.0] if fast else [1.0, 0.5]) and protocol["flip"] == (not fast)
     assert protocol["amp"] == "none"
+    scales = "scale 1.0" if fast else "2 scales + flip"  # the checkpoint's eval.scales=[1.0,0.5], eval.flip
+    assert out.splitlines()[-1] == (
+        f"mIoU {result['miou_unmasked']:.2f} unmasked, {result['miou_tag_masked']:.2f} tag-masked "
+        f"(val, 8 images, {scales}, size 64, assignment network)"
+    )
 
 
 def test_evaluate_amp_overrides_the_checkpoints_and_is_written_with_the_protocol(
@@ -80,7 +85,7 @@ def test_evaluate_amp_overrides_the_checkpoints_and_is_written_with_the_protocol
     code, out, _ = run_cli(
         capsys, "evaluate", "--checkpoint", checkpoint, "--data", tiny_data, "--amp", "bf16", "--json", out_json
     )
-    assert code == 0 and "bf16 autocast" in out
+    assert code == 0 and out.splitlines()[-1].endswith(", size 64, assignment network, bf16 autocast)")
     assert json.loads(out_json.read_text())["protocol"]["amp"] == "bf16"
 
 
@@ -111,26 +116,15 @@ def test_predict_writes_masks_and_cam_pictures(trained_run, tiny_data, tmp_path,
     images.mkdir()
     for name in ("val_0000.png", "val_0001.png"):
         shutil.copy(tiny_data / "images" / name, images / name)
-    code, _, _ = run_cli(
+    code, out, _ = run_cli(
         capsys, "predict", "--checkpoint", trained_run / "checkpoints" / "last.pt", images, "--out", tmp_path / "out"
     )
-    assert code == 0
+    # the checkpoint's protocol, that of its evaluations
+    assert code == 0 and out == f"wrote 2 masks to {tmp_path / 'out'} (2 scales + flip, size 64, assignment network)\n"
     mask = read_mask(tmp_path / "out" / "val_0000.png")
     assert tuple(mask.shape) == (64, 64) and int(mask.max()) <= 6
     assert Image.open(tmp_path / "out" / "val_0000.png").mode == "P"
     assert (tmp_path / "out" / "val_0001_cam.jpg").is_file() and (tmp_path / "out" / "val_0001_overlay.jpg").is_file()
-
-
-def test_plot_draws_the_training_analysis(trained_run, tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "plot", trained_run, "--out", tmp_path / "plots")
-    assert code == 0
-    names = {"thresholds.png", "cpl_confidence.png", "losses.png", "miou.png", "classifier_fit.png"}
-    assert {line.split("/")[-1] for line in out.split()} == names
-    for name in names:
-        with Image.open(tmp_path / "plots" / name) as image:
-            assert image.format == "PNG" and image.width > 300
-    code, _, err = run_cli(capsys, "plot", tmp_path)
-    assert_one_line_error(code, err, "not a run directory")
 
 
 def test_data_synthetic_and_check(tmp_path, capsys):
@@ -403,7 +397,7 @@ def test_running_out_of_memory_is_one_line_naming_the_sizes(tiny_data, tmp_path,
             "to allocate 1302921216 bytes. Error code 12 (Cannot allocate memory)"
         )
 
-    monkeypatch.setattr("cosa.engine.trainer.run_training", out_of_memory)
+    monkeypatch.setattr("cosa.engine.launch.run_training", out_of_memory)
     code, _, err = run_cli(
         capsys, "train", "--config", "demo", "--data", tiny_data, "--out", tmp_path / "run", *TINY_OVERRIDES
     )

@@ -1,13 +1,14 @@
 """Presets, recipes, overrides and one-line errors for bad keys and values."""
 
-from dataclasses import asdict
+from dataclasses import asdict, fields, is_dataclass
+from importlib import resources
 
 import pytest
 import yaml
 
 from cosa.config import PRESETS, RECIPES, load_config, save_config
-from cosa.config.load import REMOVED_KEYS, check_run_length, config_from_dict, read_saved_config
-from cosa.config.schema import TECHNIQUES
+from cosa.config.load import check_run_length, config_from_dict, flat_keys, read_saved_config
+from cosa.config.schema import TECHNIQUES, Config
 from cosa.errors import CosaError
 
 
@@ -47,7 +48,7 @@ def test_overrides_and_data_root_apply_last():
         ("train.iterations=0", "train.iterations"),
         ("method.cam_thresholds.low=0.9", "method.cam_thresholds"),
         ("train.amp=fp8", "train.amp"),
-        ("method.raw.mode=soft", "config key 'method.raw.mode' was removed"),
+        ("method.threshold_search.min_confidence=0.1", "unknown config key 'method.threshold_search.min_confidence'"),
         ("noequals", "key=value"),
     ],
 )
@@ -94,6 +95,39 @@ def test_a_config_file_can_start_from_a_preset(tmp_path):
     path.write_text("base: coco\ntrain:\n  iterations: 7\n")
     cfg = load_config(str(path))
     assert cfg.train.iterations == 7 and cfg.train.batch_size == 8
+
+
+def bundled(kind: str, name: str) -> dict:
+    return yaml.safe_load(resources.files("cosa.config").joinpath(kind, f"{name}.yaml").read_text())
+
+
+BUNDLED = [("presets", name) for name in PRESETS if name != "voc"] + [("recipes", "paper")]
+
+
+@pytest.mark.parametrize(("kind", "name"), BUNDLED, ids=[name for _, name in BUNDLED])
+def test_a_bundled_file_sets_only_what_differs_from_the_layer_below(kind, name):
+    """A preset changes its base preset (else the schema's defaults), a recipe the defaults: a key
+    restating the value below would be no choice."""
+    values = bundled(kind, name)
+    below = flat_keys(asdict(load_config(values.pop("base"), "release") if "base" in values else Config()))
+    restated = {key: value for key, value in flat_keys(values).items() if below[key] == value}
+    assert not restated
+
+
+def test_a_preset_takes_its_base_presets_values_where_it_sets_none():
+    own, demo = flat_keys(asdict(load_config("own"))), flat_keys(asdict(load_config("demo")))
+    set_by_own = set(flat_keys(bundled("presets", "own"))) - {"base"}
+    assert {key for key in own if own[key] != demo[key]} == set_by_own
+    assert own["model.backbone"] == "mobilenetv2_100" and own["method.contrastive.warmup_iters"] is None
+
+
+def test_voc_and_the_recipes_without_a_file_are_the_schema_defaults():
+    assert load_config("voc", "release") == Config()
+    for recipe in ("cam-only", "supervised"):
+        assert asdict(load_config("voc", recipe)) == {
+            **asdict(Config()),
+            "method": {**asdict(Config().method), "recipe": recipe},
+        }
 
 
 def test_saved_config_round_trips(tmp_path):
@@ -144,48 +178,7 @@ def test_a_config_path_that_is_a_folder_is_named_a_folder(tmp_path):
         load_config(str(tmp_path))
 
 
-# --- removed keys ---------------------------------------------------------------------------------
-
-# Each removed key, a value of the remaining behaviour, and a value of a removed one.
-REMOVED = [
-    ("model.freeze_batchnorm", False, True),
-    ("method.cpl_released_resampling", True, False),
-    ("method.regularizer.filter", "released", "gaussian"),
-    ("method.raw.mode", "confident", "all"),
-    ("method.contrastive.space", "cam", "feature"),
-    ("method.contrastive.detach_positives", True, False),
-    ("method.contrastive.detach_features", True, False),
-    ("method.contrastive.detach_normalizer", False, True),
-    ("method.contrastive.negative_margin", 0, 2),
-    ("train.channels_last", False, True),
-    ("train.compile", False, True),
-]
-
-
-def nested(key: str, value) -> dict:
-    *sections, name = key.split(".")
-    result = {name: value}
-    for section in reversed(sections):
-        result = {section: result}
-    return result
-
-
-def test_the_table_of_removed_keys_is_the_one_tested():
-    assert {key for key, _, _ in REMOVED} == set(REMOVED_KEYS)
-
-
-@pytest.mark.parametrize(("key", "kept", "other"), REMOVED, ids=[key for key, _, _ in REMOVED])
-def test_a_removed_key_in_a_config_file_or_override_is_one_line_naming_what_remains(tmp_path, key, kept, other):
-    path = tmp_path / "mine.yaml"
-    for value in (kept, other):  # even the value of the remaining behaviour: the key is gone
-        path.write_text(yaml.safe_dump({"base": "demo", **nested(key, value)}))
-        with pytest.raises(CosaError) as error:
-            load_config(str(path))
-        message = str(error.value)
-        assert message == f"{path}: config key '{key}' was removed: {REMOVED_KEYS[key].remains}"
-        with pytest.raises(CosaError) as error:
-            load_config("demo", "paper", overrides=[f"{key}={yaml.safe_dump(value).splitlines()[0]}"])
-        assert str(error.value) == f"override: config key '{key}' was removed: {REMOVED_KEYS[key].remains}"
+# --- stored configs ---------------------------------------------------------------------------------
 
 
 def stored_with(key: str, value, recipe: str = "paper") -> dict:
@@ -198,27 +191,23 @@ def stored_with(key: str, value, recipe: str = "paper") -> dict:
     return values
 
 
-@pytest.mark.parametrize(("key", "kept", "other"), REMOVED, ids=[key for key, _, _ in REMOVED])
-def test_a_stored_config_drops_a_removed_key_of_the_remaining_behaviour_and_refuses_another(tmp_path, key, kept, other):
-    assert config_from_dict(stored_with(key, kept), "last.pt (config)") == load_config("demo", "paper")
-    saved = tmp_path / "config.yaml"
-    saved.write_text(yaml.safe_dump(stored_with(key, kept)))
-    assert read_saved_config(saved) == load_config("demo", "paper")
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("train.iteration", "unknown config key 'train.iteration' (did you mean 'train.iterations'?)"),
+        ("method.raw.mode", "unknown config key 'method.raw.mode' (did you mean 'method.raw.power'?)"),
+    ],
+)
+def test_a_key_the_schema_lacks_in_a_stored_config_is_named_as_in_a_users(tmp_path, key, message):
+    values = stored_with(key, 1)
     with pytest.raises(CosaError) as error:
-        config_from_dict(stored_with(key, other), "last.pt (config)")
-    assert str(error.value) == (
-        f"last.pt (config): config key '{key}' was removed and its value {other!r} with it: {REMOVED_KEYS[key].remains}"
-    )
-
-
-@pytest.mark.parametrize("value", ["auto", "exact", "lattice"])
-def test_the_filters_of_older_files_are_named_removed(value):
-    with pytest.raises(
-        CosaError,
-        match=r"config key 'method.regularizer.filter' was removed and its value "
-        rf"'{value}' with it: L_reg filters with the released permutohedral",
-    ):
-        config_from_dict(stored_with("method.regularizer.filter", value), "old.pt (config)")
+        config_from_dict(values, "last.pt (config)")
+    assert str(error.value) == f"last.pt (config): {message}"
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(values))
+    with pytest.raises(CosaError) as error:
+        read_saved_config(saved)
+    assert str(error.value) == f"{saved}: {message}"
 
 
 def test_a_stored_config_is_validated_like_a_users():
@@ -407,3 +396,47 @@ def test_a_run_that_ends_within_a_warm_up_is_refused(config, recipe, overrides, 
 )
 def test_a_run_longer_than_its_warm_ups_is_taken(recipe, overrides):
     check_run_length(load_config("demo", recipe, overrides=overrides))
+
+
+# --- the schema's rules ---------------------------------------------------------------------------------
+
+
+def sections(section: object) -> list[object]:
+    found = [section]
+    for item in fields(section):
+        value = getattr(section, item.name)
+        if is_dataclass(value):
+            found += sections(value)
+    return found
+
+
+@pytest.mark.parametrize("section", sections(Config()), ids=lambda section: type(section).__name__)
+def test_every_rule_names_a_key_of_its_section_and_holds_for_the_defaults(section):
+    rules = section.rules() if hasattr(section, "rules") else []
+    assert {key for _, key, _ in rules} <= {"", *(item.name for item in fields(section))}
+    assert all(follows for follows, _, _ in rules)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "method.cam_thresholds.low=0.9",
+            "bad value for config key 'method.cam_thresholds': needs 0 <= low < high <= 1",
+        ),
+        ("method.contrastive.weight=-1", "bad value for config key 'method.contrastive.weight': must be >= 0"),
+        ("eval.crf_params.iterations=0", "bad value for config key 'eval.crf_params.iterations': must be >= 1"),
+        (
+            "data.scale_range=[2.0,0.5]",
+            "bad value for config key 'data.scale_range': must be [min, max] with 0 < min <= max",
+        ),
+        (
+            "data.scale_range=[0.5]",
+            "bad value for config key 'data.scale_range': must be [min, max] with 0 < min <= max",
+        ),
+    ],
+)
+def test_a_broken_rule_names_the_full_key(override, message):
+    with pytest.raises(CosaError) as error:
+        load_config("demo", overrides=[override])
+    assert str(error.value) == message

@@ -207,7 +207,7 @@ def test_commands_on_a_checkpoint_whose_dataset_moved_say_to_name_its_new_place(
 @pytest.mark.parametrize(
     ("options", "change"),
     [
-        pytest.param(["--config", "voc"], "data.train_split (train → train_aug)", id="config"),
+        pytest.param(["--config", "coco"], "method.cam_thresholds.high (0.8 → 0.65)", id="config"),
         pytest.param(["--recipe", "release"], "method.recipe (paper → release)", id="recipe"),
         pytest.param(["train.iterations=2"], "train.iterations (3 → 2)", id="fewer-iterations"),
     ],
@@ -241,44 +241,6 @@ def test_a_config_read_from_a_checkpoint_is_validated(run_copy, capsys):
     (run_copy / "config.yaml").unlink()
     line = train_error(capsys, "--out", run_copy, "--resume")
     assert "bad value for config key 'data.crop_size': must be at least 16" in line
-
-
-def with_old_keys(values: dict, negative_margin: int = 0) -> dict:
-    """``values`` as a schema with the removed keys wrote them, at the remaining behaviour's values."""
-    values["model"]["freeze_batchnorm"] = False
-    values["method"]["raw"]["mode"] = "confident"
-    values["method"]["regularizer"]["filter"] = "released"
-    values["method"]["contrastive"].update(
-        space="cam",
-        detach_positives=True,
-        detach_features=True,
-        detach_normalizer=False,
-        negative_margin=negative_margin,
-    )
-    return values
-
-
-def test_a_run_stored_with_removed_keys_of_the_remaining_behaviour_resumes(run_copy):
-    expected = resolved("--out", run_copy, "--resume")
-    path = run_copy / "checkpoints" / "last.pt"
-    payload = load_checkpoint(path)
-    payload["config"] = with_old_keys(payload["config"])
-    save_checkpoint(path, payload)
-    saved = run_copy / "config.yaml"
-    saved.write_text(yaml.safe_dump(with_old_keys(yaml.safe_load(saved.read_text()))))
-    assert resolved("--out", run_copy, "--resume") == expected
-
-
-def test_a_run_stored_with_a_removed_behaviour_is_refused_in_one_line(run_copy, capsys):
-    path = run_copy / "checkpoints" / "last.pt"
-    payload = load_checkpoint(path)
-    payload["config"] = with_old_keys(payload["config"], negative_margin=1)
-    save_checkpoint(path, payload)
-    line = train_error(capsys, "--out", run_copy, "--resume")
-    assert line == (
-        f"cosa: error: {path} (config): config key 'method.contrastive.negative_margin' was removed "
-        "and its value 1 with it: every background pixel is a negative of L_csc"
-    )
 
 
 # --- 2. one run per folder ----------------------------------------------------------------------

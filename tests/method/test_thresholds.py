@@ -1,5 +1,5 @@
 """The CPL thresholds, fixed and searched: the mixture fit against scikit-learn, the search's update,
-the checkpoint format."""
+its state in a checkpoint."""
 
 import numpy as np
 import pytest
@@ -64,26 +64,46 @@ def test_values_outside_the_valid_mask_do_not_count():
     assert (float(low), float(high)) == pytest.approx((expected_low, expected_high), abs=0.01)
 
 
+def confidence_maps(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four confidence maps, and what the search's ×16 downscale makes of them: each of their
+    16 × 16 values fills a block of 16 × 16 pixels, which the bilinear downscale reads back."""
+    values = torch.from_numpy(known_mixture(seed, (0.1, 0.5, 0.9), (0.03, 0.05, 0.03), (400, 400, 224))).view(4, 16, 16)
+    block = ThresholdSearchConfig.downscale
+    return values.repeat_interleave(block, 1).repeat_interleave(block, 2), values
+
+
 def test_the_search_moves_thresholds_towards_the_fit_by_the_momentum():
-    search_cfg = ThresholdSearchConfig(enabled=True, history=2, downscale=1, momentum=0.9)
+    search_cfg = ThresholdSearchConfig(enabled=True, history=2, momentum=0.9)
     search = ThresholdSearch(0.7, 0.25, search_cfg)
-    maps = torch.from_numpy(known_mixture(5, (0.1, 0.5, 0.9), (0.03, 0.05, 0.03), (400, 400, 224))).view(4, 16, 16)
+    maps, downscaled = confidence_maps(5)
     search.update(maps)
     # The buffer starts as U(0, 1) noise for the other 4 of its 2 × 4 images.
     values = search.buffer.flatten()
-    histogram = Histogram.of(values, values > search_cfg.min_confidence)
+    histogram = Histogram.of(values, values > ThresholdSearchConfig.min_confidence)
     low, high, _ = mixture_thresholds(histogram, fit_mixture(histogram))
     assert float(search.low) == pytest.approx(0.9 * 0.25 + 0.1 * float(low), abs=1e-6)
     assert float(search.high) == pytest.approx(0.9 * 0.7 + 0.1 * float(high), abs=1e-6)
-    assert torch.equal(search.buffer[:4], maps.flatten(1))
+    assert torch.equal(search.buffer[:4], downscaled.flatten(1))
     search.update(maps)
     search.update(maps)  # the ring wraps: the newest maps overwrite the oldest rows
-    assert search.position == 4 and torch.equal(search.buffer[4:], maps.flatten(1))
+    assert search.position == 4 and torch.equal(search.buffer[4:], downscaled.flatten(1))
 
 
-def test_thresholds_stay_fixed_unless_searching_and_load_the_old_checkpoint_format():
+def test_thresholds_stay_fixed_unless_searching():
     thresholds = CplThresholds.from_config(MethodConfig())
     thresholds.update(torch.rand(2, 32, 32), torch.rand(2, 32, 32))
     assert thresholds.values() == pytest.approx({"cam_high": 0.7, "cam_low": 0.2, "aux_high": 0.7, "aux_low": 0.25})
-    thresholds.load_state_dict({"cam_high": 0.6, "cam_low": 0.2, "aux_high": 0.65, "aux_low": 0.3})
-    assert thresholds.values() == pytest.approx({"cam_high": 0.6, "cam_low": 0.2, "aux_high": 0.65, "aux_low": 0.3})
+
+
+def test_searched_thresholds_resume_from_their_state():
+    method = MethodConfig(recipe="paper", threshold_search=ThresholdSearchConfig(enabled=True, history=2))
+    searched, resumed = CplThresholds.from_config(method), CplThresholds.from_config(method)
+    maps, _ = confidence_maps(6)
+    searched.update(maps, maps)
+    resumed.load_state_dict(searched.state_dict())
+    assert resumed.values() == searched.values() != CplThresholds.from_config(method).values()
+    searched.update(maps, maps)
+    resumed.update(maps, maps)  # the same buffer and position: the same next step
+    assert resumed.values() == searched.values()
+    assert torch.equal(resumed.aux.buffer, searched.aux.buffer)
+    assert resumed.aux.position == searched.aux.position == 0  # two steps of 4 images fill the ring of 2 × 4

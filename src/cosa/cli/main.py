@@ -9,10 +9,10 @@ import sys
 from typing import NoReturn
 
 from cosa import __version__
-from cosa.cli import convert, data, demo, evaluate, export, predict, report, train
+from cosa.cli import config, convert, data, demo, evaluate, export, predict, report, train
 from cosa.errors import CosaError, out_of_memory_message, user_message
 
-COMMANDS = (train, evaluate, predict, export, convert, report, demo, data)
+COMMANDS = (train, evaluate, predict, export, convert, report, demo, data, config)
 
 
 class Parser(argparse.ArgumentParser):

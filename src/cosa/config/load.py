@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,25 +20,22 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cosa.config.scaling import LR_WARMUP_SHARE, WARMUP_SHARE
 from cosa.config.schema import (
-    AMP_MODES,
-    DEVICE_NAMES,
-    MAX_SEED,
-    MIN_EVAL_SIZE,
-    NONFINITE_MODES,
     PSEUDO_LABEL_RECIPES,
     RECIPE_NAMES,
     TECHNIQUES,
     WEIGHTS_OF_ANY_BACKBONE,
     Config,
     ModelConfig,
-    is_device_name,
+    broken_rule,
 )
 from cosa.errors import CosaError, library_reason
 from cosa.files import write_text_atomically
 
+# voc is the schema's defaults; each other preset is presets/NAME.yaml, what it changes in them
+# or in its ``base`` preset. Likewise a recipe is recipes/NAME.yaml where it changes a default.
 PRESETS = ("voc", "coco", "demo", "own")
 RECIPES = RECIPE_NAMES
-_BASE_KEY = "base"  # a config file may start from a preset: ``base: voc``
+_BASE_KEY = "base"  # a preset or a config file may start from a preset: ``base: demo``
 # The one value a resumed run may raise but not lower: more iterations continue a run for longer.
 RAISABLE_ON_RESUME = "train.iterations"
 # What a resumed run may change freely: none of it alters the weights the run trains. Where it
@@ -59,72 +56,20 @@ FREE_ON_RESUME = (
 )
 
 
-@dataclass(frozen=True)
-class Removed:
-    """A config key that no longer exists: ``kept`` is its value that meant the behaviour that
-    remains, ``remains`` says what that behaviour is."""
-
-    kept: Any
-    remains: str
+def _bundled(kind: str, name: str) -> DictConfig | None:
+    """The bundled file ``kind/name.yaml``; None for a preset or recipe that is the schema's defaults."""
+    path = resources.files("cosa.config").joinpath(kind, f"{name}.yaml")
+    return OmegaConf.create(path.read_text()) if path.is_file() else None
 
 
-# Keys of earlier schemas. A user's file or override naming one is refused, naming what remains.
-# A stored config (a run's config.yaml, a checkpoint) holds every key of the schema it was written
-# with: there a removed key at its ``kept`` value is dropped, so runs of the remaining behaviour
-# still load, and any other value is refused the same way (the code for it is gone).
-REMOVED_KEYS: dict[str, Removed] = {
-    "model.freeze_batchnorm": Removed(False, "BatchNorm layers train with the online network"),
-    "method.cpl_released_resampling": Removed(True, "the CPL is always the released resampling"),
-    "method.regularizer.filter": Removed("released", "L_reg filters with the released permutohedral lattice"),
-    "method.raw.mode": Removed("confident", "RAW keeps the CPL's ignore band and weights the labelled pixels"),
-    "method.contrastive.space": Removed("cam", "L_csc has one form, on the CAM"),
-    "method.contrastive.detach_positives": Removed(True, "L_csc holds the class pixels' scores constant"),
-    "method.contrastive.detach_features": Removed(True, "L_csc reads W ∗ sg(F) and trains the classifier W only"),
-    "method.contrastive.detach_normalizer": Removed(False, "L_csc keeps the gradient of each class map's maximum"),
-    "method.contrastive.negative_margin": Removed(0, "every background pixel is a negative of L_csc"),
-    # Measured on an H200 (docs/benchmarks.md): channels-last slowed the demo's CNN step by a
-    # quarter; torch.compile of the encoders failed in Inductor after minutes of compiling.
-    "train.channels_last": Removed(False, "the networks keep PyTorch's default memory layout"),
-    "train.compile": Removed(False, "the networks run eagerly; on a GPU the assignment pass replays CUDA graphs"),
-}
-
-
-def _is_kept(removed: Removed, value: Any) -> bool:
-    return value == removed.kept and isinstance(value, bool) == isinstance(removed.kept, bool)
-
-
-def _without_removed_keys(values: Mapping, source: str, stored: bool) -> Mapping:
-    """``values`` without the keys of :data:`REMOVED_KEYS` that may be dropped (see there); a
-    one-line error for any other. ``stored``: a config written by cosa, not by the user."""
-    flat = flat_keys(values) if isinstance(values, dict) else {}
-    found = [key for key in flat if key in REMOVED_KEYS]
-    for key in found:
-        removed = REMOVED_KEYS[key]
-        if not stored:
-            raise CosaError(f"{source}: config key '{key}' was removed: {removed.remains}")
-        if not _is_kept(removed, flat[key]):
-            raise CosaError(
-                f"{source}: config key '{key}' was removed and its value {flat[key]!r} with it: {removed.remains}"
-            )
-    if not found:
-        return values
-    return _nested({key: value for key, value in flat.items() if key not in found})
-
-
-def _nested(flat: Mapping[str, Any]) -> dict:
-    nested: dict = {}
-    for key, value in flat.items():
-        *sections, name = key.split(".")
-        node = nested
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[name] = value
-    return nested
-
-
-def _bundled(kind: str, name: str) -> DictConfig:
-    text = resources.files("cosa.config").joinpath(kind, f"{name}.yaml").read_text()
-    return OmegaConf.create(text)
+def _preset_layer(name: str) -> DictConfig | None:
+    """What preset ``name`` changes in the schema's defaults, with what its ``base`` preset changes."""
+    layer = _bundled("presets", name)
+    if layer is None:
+        return None
+    base = layer.pop(_BASE_KEY, None)
+    below = _preset_layer(base) if base is not None else None
+    return layer if below is None else OmegaConf.merge(below, layer)
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -220,11 +165,8 @@ def _unknown_key_message(key: str, base: DictConfig) -> str:
     return f"unknown config key '{key}'{hint}"
 
 
-def _merge(base: DictConfig, update: Any, source: str, stored: bool = False) -> DictConfig:
+def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
     plain = OmegaConf.to_container(update, resolve=False) if isinstance(update, DictConfig) else update
-    cleaned = _without_removed_keys(plain, source, stored)
-    if cleaned is not plain:
-        update = plain = cleaned
     syntax = _omegaconf_syntax(plain)
     if syntax:
         raise CosaError(
@@ -361,7 +303,7 @@ def load_config(
     """
     merged = OmegaConf.structured(base if base is not None else Config)
     preset, user_file, source = _preset_and_file(config) if config else (None, None, "")
-    preset_layer = _bundled("presets", preset) if preset is not None else None
+    preset_layer = _preset_layer(preset) if preset is not None else None
     if preset_layer is not None:
         merged = _merge(merged, preset_layer, f"preset {preset}")
     dotlist = _parse_overrides(overrides)
@@ -369,7 +311,9 @@ def load_config(
         recipe = recipe or _recipe_named_in(dotlist) or _recipe_named_in(user_file) or merged.method.recipe
         if recipe not in RECIPES:
             raise CosaError(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
-        merged = _merge(merged, _bundled("recipes", recipe), f"recipe {recipe}")
+        recipe_layer = _bundled("recipes", recipe)
+        if recipe_layer is not None:
+            merged = _merge(merged, recipe_layer, f"recipe {recipe}")
     if measured:
         layer = OmegaConf.create()
         for key, value in measured.items():
@@ -421,11 +365,11 @@ def _validated(merged: DictConfig) -> Config:
 
 
 def config_from_dict(values: Mapping, source: str) -> Config:
-    """Rebuild a :class:`Config` saved as a plain dict (in a checkpoint or config.yaml), validated
-    like a user's: removed keys at the value of the remaining behaviour are dropped (REMOVED_KEYS)."""
+    """Rebuild a :class:`Config` saved as a plain dict (in a checkpoint or config.yaml), checked
+    like a user's: a key the schema lacks is named with the closest valid keys."""
     if isinstance(values, DictConfig):
         values = OmegaConf.to_container(values, resolve=False)
-    merged = _merge(OmegaConf.structured(Config), values, source, stored=True)
+    merged = _merge(OmegaConf.structured(Config), values, source)
     try:
         return _validated(merged)
     except CosaError as error:  # the values come from one file: name it
@@ -524,14 +468,12 @@ def check_run_length(cfg: Config) -> None:
         )
 
 
-def _require(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise CosaError(f"bad value for config key '{key}': {message}")
-
-
 def validate(cfg: Config) -> None:
-    """Range checks the schema's types cannot express, and switches the recipe would ignore."""
-    _require(cfg.method.recipe in RECIPES, "method.recipe", f"must be one of {', '.join(RECIPES)}")
+    """The rules of the schema's sections, and no technique switched on that the recipe ignores."""
+    broken = broken_rule(cfg)
+    if broken:
+        key, takes = broken
+        raise CosaError(f"bad value for config key '{key}': {takes}")
     if cfg.method.recipe not in PSEUDO_LABEL_RECIPES:
         # The techniques act on the pseudo-labels, which only these recipes train with: a switch
         # left on would silently do nothing.
@@ -542,94 +484,3 @@ def validate(cfg: Config) -> None:
                     f"ignores it: it trains without pseudo-labels, which the techniques act on "
                     f"(recipes {' and '.join(PSEUDO_LABEL_RECIPES)} use them)"
                 )
-    _require(cfg.data.crop_size >= 16, "data.crop_size", "must be at least 16")
-    scale_range = cfg.data.scale_range
-    _require(
-        len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[-1],
-        "data.scale_range",
-        "must be [min, max] with 0 < min <= max",
-    )
-    _require(0.0 <= cfg.data.blur_probability <= 1.0, "data.blur_probability", "must be in [0, 1]")
-    _require(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
-    pretrained = cfg.model.pretrained
-    _require(
-        pretrained in WEIGHTS_OF_ANY_BACKBONE or pretrained.lower() not in WEIGHTS_OF_ANY_BACKBONE,
-        "model.pretrained",
-        f"write {pretrained.lower()} in lower case ({' or '.join(WEIGHTS_OF_ANY_BACKBONE)}, else a file)",
-    )
-    _require(cfg.model.output_stride in (8, 16, 32), "model.output_stride", "must be 8, 16 or 32")
-    _require(cfg.model.decoder_channels > 0, "model.decoder_channels", "must be positive")
-    _require(cfg.model.decoder_dilation >= 1, "model.decoder_dilation", "must be >= 1")
-    _require(0.0 <= cfg.method.ema_momentum < 1.0, "method.ema_momentum", "must be in [0, 1)")
-    _require(
-        len(cfg.method.assignment_scales) > 0 and min(cfg.method.assignment_scales) > 0,
-        "method.assignment_scales",
-        "must be a non-empty list of positive scales",
-    )
-    for key in ("cam_thresholds", "aux_cam_thresholds"):
-        pair = getattr(cfg.method, key)
-        _require(0.0 <= pair.low < pair.high <= 1.0, f"method.{key}", "needs 0 <= low < high <= 1")
-    search = cfg.method.threshold_search
-    _require(search.history >= 1, "method.threshold_search.history", "must be >= 1")
-    _require(0.0 <= search.min_confidence < 1.0, "method.threshold_search.min_confidence", "must be in [0, 1)")
-    _require(search.downscale >= 1, "method.threshold_search.downscale", "must be >= 1")
-    _require(0.0 <= search.momentum < 1.0, "method.threshold_search.momentum", "must be in [0, 1)")
-    _require(
-        search.tolerance > 0 and search.max_em_steps >= 1,
-        "method.threshold_search",
-        "needs tolerance > 0 and max_em_steps >= 1",
-    )
-    _require(cfg.method.raw.temperature > 0, "method.raw.temperature", "must be positive")
-    _require(cfg.method.raw.power > 0, "method.raw.power", "must be positive")
-    _require(cfg.method.contrastive.temperature > 0, "method.contrastive.temperature", "must be positive")
-    _require(
-        0.0 <= cfg.method.contrastive.spl_confidence <= 1.0, "method.contrastive.spl_confidence", "must be in [0, 1]"
-    )
-    _require(0.0 <= cfg.method.background_balance <= 1.0, "method.background_balance", "must be in [0, 1]")
-    _require(cfg.method.spl_temperature > 0, "method.spl_temperature", "must be positive")
-    _require(cfg.method.loss_warmup_iters >= 0, "method.loss_warmup_iters", "must be >= 0")
-    _require(0 < cfg.method.regularizer.scale <= 1, "method.regularizer.scale", "must be in (0, 1]")
-    for key in ("sigma_rgb", "sigma_xy"):
-        _require(getattr(cfg.method.regularizer, key) > 0, f"method.regularizer.{key}", "must be positive")
-    for key in ("c2s_weight", "s2c_weight", "reg_weight", "supervised_weight"):
-        _require(getattr(cfg.method, key) >= 0, f"method.{key}", "must be >= 0")
-    _require(cfg.method.regularizer.energy_weight >= 0, "method.regularizer.energy_weight", "must be >= 0")
-    _require(cfg.method.contrastive.weight >= 0, "method.contrastive.weight", "must be >= 0")
-    _require(
-        cfg.method.contrastive.warmup_iters is None or cfg.method.contrastive.warmup_iters >= 0,
-        "method.contrastive.warmup_iters",
-        "must be >= 0 (or null: method.loss_warmup_iters)",
-    )
-    _require(cfg.optim.lr > 0, "optim.lr", "must be positive")
-    _require(
-        len(cfg.optim.betas) == 2 and all(0 <= beta < 1 for beta in cfg.optim.betas),
-        "optim.betas",
-        "must be two numbers in [0, 1)",
-    )
-    _require(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-    _require(cfg.optim.head_lr_multiplier > 0, "optim.head_lr_multiplier", "must be positive")
-    _require(cfg.optim.warmup_iters >= 0, "optim.warmup_iters", "must be >= 0")
-    _require(cfg.train.iterations > 0, "train.iterations", "must be positive")
-    _require(cfg.train.batch_size > 0, "train.batch_size", "must be positive")
-    _require(cfg.train.amp in AMP_MODES, "train.amp", f"must be one of {', '.join(AMP_MODES)}")
-    _require(
-        cfg.train.assignment_amp in ("same", *AMP_MODES),
-        "train.assignment_amp",
-        f"must be one of same, {', '.join(AMP_MODES)}",
-    )
-    _require(cfg.train.nonfinite in NONFINITE_MODES, "train.nonfinite", f"must be one of {', '.join(NONFINITE_MODES)}")
-    _require(0 <= cfg.train.seed <= MAX_SEED, "train.seed", f"must be in 0..{MAX_SEED}")
-    _require(is_device_name(cfg.train.device), "train.device", f"must be {DEVICE_NAMES}")
-    for key in ("log_every", "eval_every", "checkpoint_every"):
-        _require(getattr(cfg.train, key) > 0, f"train.{key}", "must be positive")
-    _require(cfg.eval.size >= MIN_EVAL_SIZE, "eval.size", f"must be at least {MIN_EVAL_SIZE}")
-    _require(cfg.eval.amp in AMP_MODES, "eval.amp", f"must be one of {', '.join(AMP_MODES)}")
-    _require(
-        len(cfg.eval.scales) > 0 and min(cfg.eval.scales) > 0,
-        "eval.scales",
-        "must be a non-empty list of positive scales",
-    )
-    _require(0.0 <= cfg.eval.cam_threshold <= 1.0, "eval.cam_threshold", "must be in [0, 1]")
-    _require(cfg.eval.batch_size > 0, "eval.batch_size", "must be positive")
-    _require(cfg.eval.max_images is None or cfg.eval.max_images > 0, "eval.max_images", "must be positive or null")
-    _require(cfg.eval.crf_params.iterations >= 1, "eval.crf_params.iterations", "must be >= 1")

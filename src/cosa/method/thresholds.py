@@ -75,7 +75,12 @@ class Mixture:
         return self.weights.log()[None] + log_normal
 
 
-def fit_mixture(histogram: Histogram, components: int = 3, tolerance: float = 1e-3, max_steps: int = 100) -> Mixture:
+def fit_mixture(
+    histogram: Histogram,
+    components: int = 3,
+    tolerance: float = ThresholdSearchConfig.tolerance,
+    max_steps: int = ThresholdSearchConfig.max_em_steps,
+) -> Mixture:
     """EM for a 1-D Gaussian mixture of the histogrammed values (each bin at its mean value).
 
     Initialisation and stopping follow scikit-learn's ``GaussianMixture``
@@ -181,8 +186,8 @@ class ThresholdSearch:
 
     def load_state_dict(self, state: dict) -> None:
         self.high, self.low = torch.tensor(float(state["high"])), torch.tensor(float(state["low"]))
-        self.position = int(state.get("position", 0))
-        self.buffer = state.get("buffer")
+        self.position = int(state["position"])
+        self.buffer = state.get("buffer")  # None before the first update
 
 
 class CplThresholds:
@@ -234,10 +239,5 @@ class CplThresholds:
         return {"cam": self.cam.state_dict(), "aux": self.aux.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        if "cam" not in state:  # written before the search existed: four floats
-            state = {
-                "cam": {"high": state["cam_high"], "low": state["cam_low"]},
-                "aux": {"high": state["aux_high"], "low": state["aux_low"]},
-            }
         self.cam.load_state_dict(state["cam"])
         self.aux.load_state_dict(state["aux"])
