@@ -3,10 +3,10 @@
 Each step the assignment network (AN, an EMA of the online network) labels the weak view:
 its CAMs become the CAM pseudo-label (CPL) that trains the online network's (ON's)
 segmentation head, and its segmentation becomes the segmentation pseudo-label (SPL) that trains
-the ON's CAMs — the swapped assignments. ``paper`` adds the three techniques of §7, each behind
-its own switch: searched thresholds, RAW weights in L_c2s and the contrastive term L_csc. The
-two other recipes share the same network: ``cam-only`` (classification losses alone) and
-``supervised`` (ground-truth masks).
+the ON's CAMs — the swapped assignments. ``paper`` adds the paper's three techniques
+(docs/method.md), each behind its own switch: searched thresholds, RAW weights in L_c2s and the
+contrastive term L_csc. The two other recipes share the same network: ``cam-only``
+(classification losses alone) and ``supervised`` (ground-truth masks).
 """
 
 from __future__ import annotations

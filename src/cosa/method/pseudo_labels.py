@@ -1,10 +1,10 @@
 """Assignments: what the assignment network (AN) computes each step, and the two pseudo-labels.
 
 - ``multiscale_assignments`` — CAMs M, M^a and summed segmentation logits Ŝ;
-- ``cam_pseudo_labels`` — §4: the CPL P (fg / bg / ignore by two thresholds) supervising the
+- ``cam_pseudo_labels`` — the CPL P (fg / bg / ignore by two thresholds) supervising the
   segmentation decoder;
-- ``segmentation_pseudo_labels`` — §5: the SPL Q = softmax(Ŝ'/τ) supervising the CAMs;
-- ``reliability_weighted_labels`` — §7.2 (RAW, a reconstruction): a label and a weight for
+- ``segmentation_pseudo_labels`` — the SPL Q = softmax(Ŝ'/τ) supervising the CAMs;
+- ``reliability_weighted_labels`` — RAW (a reconstruction, docs/method.md): a label and a weight for
   every in-box pixel instead of an ignore band.
 """
 
