@@ -39,8 +39,8 @@ from cosa.data.layouts import load_split
 from cosa.data.scaled import load_config_for_data
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.evaluate import evaluate
+from cosa.engine.launch import run_training
 from cosa.engine.trained import load_trained
-from cosa.engine.trainer import run_training
 
 VARIANTS = {
     "cam-only": ("cam-only", []),

@@ -77,8 +77,6 @@ def runs_and_datasets(path: str | Path, own: str | Path | None = None) -> list[t
     Found by their files wherever they are, so that no command needs to know of them: a run folder
     by :data:`RUN_MARKERS`, a dataset by its layout (``classes.txt``, VOC's or COCO's folders).
     """
-    from cosa.data.layouts import layout_of  # here: the command line starts without torch
-
     real = Path(path).expanduser().resolve()
     exempt = Path(own).expanduser().resolve() if own is not None else None
     found = []
@@ -90,6 +88,19 @@ def runs_and_datasets(path: str | Path, own: str | Path | None = None) -> list[t
         elif layout_of(folder) is not None:
             found.append(("the dataset", folder))
     return found
+
+
+def layout_of(root: Path) -> str | None:
+    """The layout of the dataset whose root is ``root`` (``folder``, ``voc`` or ``coco``), from its
+    files; None for any other folder. It lives here, below every module that writes, because each
+    of them keeps its outputs out of datasets (:func:`runs_and_datasets`); cosa.data reads by it."""
+    if (root / "classes.txt").is_file():
+        return "folder"
+    if (root / "JPEGImages").is_dir() and ((root / "SegmentationClassAug").is_dir() or (root / "ImageSets").is_dir()):
+        return "voc"
+    if (root / "SegmentationClass" / "train2014").is_dir() or (root / "SegmentationClass" / "val2014").is_dir():
+        return "coco"
+    return None
 
 
 class OutputFolder:

@@ -3,9 +3,14 @@
 import pytest
 import torch
 
+from cosa.config import load_config
 from cosa.engine import checkpoint as checkpoint_module
 from cosa.engine.checkpoint import load_checkpoint, save_checkpoint
+from cosa.engine.distributed import DistContext
+from cosa.engine.trainer import Trainer
 from cosa.errors import CosaError
+
+from conftest import TINY_OVERRIDES
 
 
 class NotATensor:
@@ -82,3 +87,13 @@ def test_weights_that_do_not_fit_are_named_in_one_line(tmp_path, untrained_check
     assert f"1 key missing (first: {first})" in message
     assert "1 key unexpected (first: extra.weight)" in message
     assert f"1 key of another shape (first: {second} is (3, 1), not (" in message
+
+
+def test_resume_refuses_a_checkpoint_of_weights_only(tiny_data, tmp_path):
+    """best.pt, or a converted official file, put where last.pt belongs: no optimiser to resume."""
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    save_checkpoint(last, {"iteration": 3, "online": {}, "assignment": {}})
+    cfg = load_config("demo", "release", str(tiny_data), TINY_OVERRIDES)
+    with pytest.raises(CosaError, match=rf"^{last}: holds weights only; cannot resume from it$"):
+        Trainer(cfg, tmp_path / "run", DistContext(0, 1, 0, torch.device("cpu")), resume=True)

@@ -109,7 +109,7 @@ def test_skip_mode_drops_the_faulty_step_and_leaves_both_networks_unchanged(
     states = record_states(monkeypatch)
     trainer = Trainer(tiny_config(tiny_data, "train.nonfinite=skip"), tmp_path / "run", CPU)
     trainer.fit()
-    assert trainer.iteration == 6 and trainer.skipped_steps == 1
+    assert trainer.iteration == 6 and trainer.guard.skipped_steps == 1
     assert states_equal(states[2][0], states[3][0]) and states_equal(states[2][1], states[3][1])
     assert not states_equal(states[3][1], states[4][1])  # training went on after the skipped step
     assert all_finite(trainer.online.state_dict()) and all_finite(trainer.assignment.state_dict())

@@ -78,7 +78,7 @@ def test_the_fit_is_reported_at_the_switch_on_and_the_end_with_warnings(tiny_dat
     # Criteria no 6-step run can meet: the warnings are then certain (the criteria are tested above).
     monkeypatch.setattr("cosa.engine.label_fit.MIN_GAIN", 101.0)
     monkeypatch.setattr("cosa.engine.label_fit.MAX_LATE_RISE", -101.0)
-    with caplog.at_level(logging.WARNING, logger="cosa.engine.trainer"):
+    with caplog.at_level(logging.WARNING, logger="cosa.engine.monitor"):
         logged = trained(tiny_data, tmp_path, "train.log_every=2")  # switch-on after iteration 3 (warm-up 2)
     assert [entry["iteration"] for entry in logged] == [2, 3, 4, 6]
     warnings = [record.getMessage() for record in caplog.records]
@@ -90,6 +90,6 @@ def test_the_fit_is_reported_at_the_switch_on_and_the_end_with_warnings(tiny_dat
 def test_no_warning_when_the_classifier_fits(tiny_data, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr("cosa.engine.label_fit.MIN_GAIN", -101.0)
     monkeypatch.setattr("cosa.engine.label_fit.MAX_LATE_RISE", 101.0)
-    with caplog.at_level(logging.WARNING, logger="cosa.engine.trainer"):
+    with caplog.at_level(logging.WARNING, logger="cosa.engine.monitor"):
         trained(tiny_data, tmp_path)
     assert not [record for record in caplog.records if "classifier" in record.getMessage()]

@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     from cosa.data.layouts import read_class_names
     from cosa.engine.checkpoint import save_checkpoint
+    from cosa.engine.official import convert_official
     from cosa.errors import CosaError
-    from cosa.models.official import convert_official
     from cosa.outputs import check_output_file
 
     check_output_file(args.target, "OUT.pt", [("the official checkpoint", args.source)])

@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from cosa.data.synthetic import generate_synthetic_dataset
     from cosa.engine.distributed import DistContext, resolve_device
     from cosa.engine.evaluate import evaluate, format_results
+    from cosa.engine.launch import run_training
     from cosa.engine.trained import load_trained
-    from cosa.engine.trainer import run_training
     from cosa.reporting.run_report import read_run, report_page
 
     started = time.time()

@@ -55,7 +55,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, Path, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosa.engine.trainer import run_training, summarize
+    from cosa.engine.launch import run_training, summarize
 
     cfg, run_dir, scaled = resolve_config(args)
     if os.environ.get("RANK", "0") == "0":

@@ -37,6 +37,7 @@ from cosa.data.classes import COCO_CLASSES, VOC_CLASSES
 from cosa.data.io import IGNORE_INDEX, read_mask
 from cosa.data.synthetic_metrics import Coexistence, read_tied_contexts
 from cosa.errors import CosaError
+from cosa.outputs import layout_of
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +95,6 @@ class DatasetSplit:
     @property
     def has_masks(self) -> bool:
         return bool(self.samples) and all(sample.mask is not None for sample in self.samples)
-
-
-def layout_of(root: Path) -> str | None:
-    if (root / "classes.txt").is_file():
-        return "folder"
-    if (root / "JPEGImages").is_dir() and ((root / "SegmentationClassAug").is_dir() or (root / "ImageSets").is_dir()):
-        return "voc"
-    if (root / "SegmentationClass" / "train2014").is_dir() or (root / "SegmentationClass" / "val2014").is_dir():
-        return "coco"
-    return None
 
 
 def detect_layout(root: Path) -> str:

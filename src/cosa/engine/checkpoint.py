@@ -1,21 +1,33 @@
-"""Checkpoints: written atomically, read without unpickling (``weights_only=True``).
+"""Checkpoints: what a run's state puts into one and takes out of it, written atomically, read
+without unpickling (``weights_only=True``).
 
 A checkpoint is a dict with ``format: cosa-checkpoint``, the resolved config, the class names, the
-iteration, the online and assignment networks and, in ``last.pt``, everything needed to resume
-exactly (optimiser, AMP scaler, thresholds, RNG states).
+training dataset's fingerprint, the iteration, the online and assignment networks, the CPL
+thresholds and the classifier-fit window (:func:`training_checkpoint`). ``last.pt`` adds what an
+exact resume needs besides (optimiser, AMP scaler, RNG states), which :func:`restore_training`
+puts back after checking that the run can go on from it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from cosa.config.load import flat_keys
+from cosa.data.fingerprint import differences
 from cosa.errors import CosaError, library_reason
 from cosa.files import write_atomically
+
+if TYPE_CHECKING:
+    from cosa.engine.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "cosa-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -27,10 +39,75 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     write_atomically(path, lambda stream: torch.save(payload, stream))
 
 
-def remove_partial_writes(directory: str | Path) -> None:
+def remove_partial_writes(*directories: str | Path) -> None:
     """Delete the temporary files of atomic writes (:mod:`cosa.files`) that a crash interrupted."""
-    for partial in Path(directory).glob(".*.tmp"):
-        partial.unlink(missing_ok=True)
+    for directory in directories:
+        for partial in Path(directory).glob(".*.tmp"):
+            partial.unlink(missing_ok=True)
+
+
+def training_checkpoint(trainer: Trainer, full: bool = True) -> dict[str, Any]:
+    """The checkpoint payload of ``trainer``'s run; ``full`` (``last.pt``) with what resuming needs."""
+    payload = {
+        "config": asdict(trainer.cfg),
+        "class_names": list(trainer.class_names),
+        "dataset": trainer.dataset,
+        "iteration": trainer.iteration,
+        "online": trainer.online.state_dict(),
+        "assignment": trainer.assignment.state_dict(),
+        "thresholds": trainer.objective.thresholds.state_dict(),
+        "label_fit": trainer.monitor.label_fit.state_dict(),
+        "best_miou": trainer.best_miou,
+        "skipped_steps": trainer.guard.skipped_steps,
+        "metrics": trainer.last_metrics,
+    }
+    if full:
+        payload.update(
+            optimizer=trainer.optimizer.state_dict(),
+            scaler=trainer.scaler.state_dict(),
+            rng={
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        )
+    return payload
+
+
+def restore_training(trainer: Trainer, checkpoint: dict[str, Any], path: Path) -> None:
+    """Put ``trainer`` where the run stood at ``checkpoint`` (read from ``path``); refuse a
+    checkpoint of weights only, another training dataset, or a run that is finished."""
+    if "optimizer" not in checkpoint:
+        raise CosaError(f"{path}: holds weights only; cannot resume from it")
+    moved = differences(checkpoint["dataset"], trainer.dataset)
+    if moved:
+        raise CosaError(
+            f"{trainer.train_split.root}: not the dataset this run trained on ({moved}); "
+            "resume with --data naming that dataset"
+        )
+    iteration = int(checkpoint["iteration"])
+    if iteration >= trainer.cfg.train.iterations and (trainer.run_dir / "final_metrics.json").is_file():
+        raise CosaError(
+            f"{trainer.run_dir}: the run finished at iteration {iteration} (final_metrics.json); raise "
+            "train.iterations to continue it, or evaluate it again with cosa evaluate"
+        )
+    trainer.online.load_state_dict(checkpoint["online"])
+    trainer.assignment.load_state_dict(checkpoint["assignment"])
+    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    trainer.scaler.load_state_dict(checkpoint["scaler"])
+    trainer.objective.thresholds.load_state_dict(checkpoint["thresholds"])
+    trainer.monitor.label_fit.load_state_dict(checkpoint["label_fit"])
+    trainer.iteration = iteration
+    trainer.best_miou = float(checkpoint["best_miou"])
+    trainer.guard.skipped_steps = int(checkpoint["skipped_steps"])
+    trainer.last_metrics = checkpoint["metrics"]
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    log.info("resumed from %s at iteration %d", path, iteration)
+    stored, now = flat_keys(checkpoint["config"]), flat_keys(asdict(trainer.cfg))
+    changed = [f"{key} ({stored[key]} → {now[key]})" for key in now if stored[key] != now[key]]
+    if changed:
+        log.info("changed since the checkpoint: %s", ", ".join(changed))
 
 
 def read_torch_file(path: str | Path, allowed_globals: Sequence[Callable | tuple[Callable, str]] = ()) -> Any:

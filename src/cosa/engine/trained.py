@@ -13,10 +13,10 @@ from cosa.config.schema import Config
 from cosa.data.layouts import DatasetSplit, load_split
 from cosa.engine import NETWORKS
 from cosa.engine.checkpoint import load_checkpoint
+from cosa.engine.official import load_official, official_to_cosa
 from cosa.errors import CosaError
 from cosa.method.thresholds import CplThresholds
 from cosa.models.network import CoSANet, build_network
-from cosa.models.official import load_official, official_to_cosa
 
 
 @dataclass

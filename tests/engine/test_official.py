@@ -28,10 +28,10 @@ from cosa.cli.main import main
 from cosa.config.load import config_from_dict
 from cosa.data.classes import VOC_CLASSES
 from cosa.engine.checkpoint import load_checkpoint
+from cosa.engine.official import _architecture_overrides, convert_official, is_official_checkpoint
 from cosa.engine.trained import load_trained
 from cosa.errors import CosaError
 from cosa.models.network import build_network
-from cosa.models.official import _architecture_overrides, convert_official, is_official_checkpoint
 
 WIDTH, HEADS, GRID, CLASSES, DECODER = 192, 3, 14, 20, 512
 
