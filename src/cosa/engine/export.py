@@ -19,6 +19,7 @@ from cosa.config.schema import Config
 from cosa.data.datasets import EvaluationImages, collate_evaluation
 from cosa.data.io import IGNORE_INDEX, write_mask
 from cosa.data.layouts import DatasetSplit
+from cosa.engine.inference import as_set
 from cosa.engine.metrics import ConfusionMatrix
 from cosa.method.pseudo_labels import cam_pseudo_labels, multiscale_assignments, resize
 from cosa.method.thresholds import CplThresholds
@@ -103,7 +104,7 @@ def export_pseudo_labels(
             "input_size": cfg.eval.size,
             "scales": list(cfg.method.assignment_scales),
             "flip": True,
-            "cpl_thresholds": [thresholds.cam_high, thresholds.cam_low],
+            "cpl_thresholds": [as_set(thresholds.cam_high), as_set(thresholds.cam_low)],
             "rule": "released",
         },
     }

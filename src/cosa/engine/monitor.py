@@ -28,6 +28,7 @@ from cosa.config.schema import PSEUDO_LABEL_RECIPES, Config
 from cosa.data.io import IGNORE_INDEX
 from cosa.engine.distributed import all_gather_cat, all_reduce_sum
 from cosa.engine.faults import Fault, StepRecord
+from cosa.engine.inference import protocol_text
 from cosa.engine.label_fit import LabelFit
 from cosa.engine.runlog import RunLog
 from cosa.method.cosa import StepLosses
@@ -137,7 +138,8 @@ class TrainingMonitor:
         if self.is_main:
             tqdm.write(
                 f"[{iteration}] val mIoU unmasked {result['miou_unmasked']:.2f}, tag-masked "
-                f"{result['miou_tag_masked']:.2f}, CAM {result['cam_miou']:.2f}, CPL {result['cpl_miou']:.2f}"
+                f"{result['miou_tag_masked']:.2f}, CAM {result['cam_miou']:.2f}, CPL {result['cpl_miou']:.2f} "
+                f"({protocol_text(result['protocol'])})"
             )
 
     def report_label_fit(self, runlog: RunLog, iteration: int, last: bool) -> None:
