@@ -208,6 +208,7 @@ def test_commands_on_a_checkpoint_whose_dataset_moved_say_to_name_its_new_place(
     ("options", "change"),
     [
         pytest.param(["--config", "coco"], "method.cam_thresholds.high (0.8 → 0.65)", id="config"),
+        pytest.param(["--config", "voc"], "data.crop_size (64 → 448)", id="config-of-the-defaults"),
         pytest.param(["--recipe", "release"], "method.recipe (paper → release)", id="recipe"),
         pytest.param(["train.iterations=2"], "train.iterations (3 → 2)", id="fewer-iterations"),
     ],

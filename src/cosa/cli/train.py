@@ -47,7 +47,11 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, Path, str]:
             raise CosaError("--resume needs --out RUN_DIR (the run to continue)")
         run_dir = Path(args.out).expanduser()
         stored = stored_config(run_dir)
-        requested, _ = load_config_for_data(args.config, args.recipe, args.data, args.overrides, base=stored)
+        # A --config given again is resolved as a new run would be, so that another preset is
+        # refused by what it changes; without one, the options apply to the stored configuration.
+        data = args.data or stored.data.root
+        base = None if args.config else stored
+        requested, _ = load_config_for_data(args.config, args.recipe, data, args.overrides, base=base)
         return resumed_config(stored, requested, f"{run_dir}: --resume"), run_dir, ""
     config = args.config or "voc"
     cfg, scaled = load_config_for_data(config, args.recipe, args.data, args.overrides)
