@@ -18,7 +18,9 @@ from PIL import Image
 
 from cosa.cli.main import main
 from cosa.config.load import load_config
+from cosa.data.datasets import EvaluationImages
 from cosa.data.io import write_mask
+from cosa.data.layouts import load_split
 from cosa.data.synthetic import generate_synthetic_dataset
 from cosa.engine.checkpoint import save_checkpoint
 from cosa.method.thresholds import CplThresholds
@@ -205,12 +207,17 @@ def assert_one_line_error(code, err, *fragments):
         assert str(fragment) in lines[0]
 
 
-def write_image(path, size=(20, 16)):
+# The small datasets of the data and bad-input tests: noise images of this size, these classes.
+SIZE = (20, 16)  # width, height
+CLASSES = ("cat", "dog")
+
+
+def write_image(path, size=SIZE, seed=0):
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
 
 
-def make_folder_dataset(root, rows, classes=("cat", "dog")):
+def make_folder_dataset(root, rows, classes=CLASSES):
     (root / "images").mkdir(parents=True)
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
     lines = ["image,labels"]
@@ -221,3 +228,74 @@ def make_folder_dataset(root, rows, classes=("cat", "dog")):
         lines.append(f"{name}.png,{labels}")
     (root / "train.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+def square_mask(label: int, size: tuple[int, int] = SIZE) -> np.ndarray:
+    """A background mask of ``size`` (width, height) with a 4×4 square of ``label``."""
+    mask = np.zeros((size[1], size[0]), np.uint8 if label <= 255 else np.uint16)
+    mask[2:6, 2:6] = label
+    return mask
+
+
+def folder_dataset(root: Path, rows: list[str], names: tuple[str, ...] = ("a", "b")) -> Path:
+    """A folder dataset: images ``names`` (with a 'cat' mask each) and a train.csv of ``rows``."""
+    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    for name in names:
+        write_image(root / "images" / f"{name}.png")
+        write_mask(root / "masks" / f"{name}.png", square_mask(1))
+    (root / "train.csv").write_text("\n".join(["image,labels", *rows]) + "\n")
+    return root
+
+
+def good_dataset(root: Path) -> Path:
+    return folder_dataset(root, ["a.png,cat", "b.png,cat"])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained checkpoint for ``CLASSES``, the classes of ``folder_dataset``; a module whose
+    tests need other classes defines its own ``checkpoint``."""
+    return save_untrained_checkpoint(tmp_path_factory.mktemp("checkpoint") / "last.pt", CLASSES)
+
+
+def evaluation_item(root: Path, name: str) -> dict:
+    """The evaluation item (image and mask) of image ``name`` of split 'train'."""
+    split = load_split(root, "train")
+    index = [sample.name for sample in split.samples].index(name)
+    return EvaluationImages(split, size=32)[index]
+
+
+def one_line(error: pytest.ExceptionInfo, *fragments: object) -> str:
+    """The message of a raised error: one line without a traceback, holding every fragment."""
+    message = str(error.value)
+    assert "\n" not in message and "Traceback" not in message, message
+    for fragment in fragments:
+        assert str(fragment) in message, message
+    return message
+
+
+def cli_error(capsys, *argv: object) -> str:
+    """Run a command that must fail with exit status 2 and one ``cosa: error:`` line; that line."""
+    code, _, err = run_cli(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.startswith("cosa: error: ")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def check_problems(capsys, root: Path, *options: object) -> tuple[int, list[str], list[str]]:
+    """``cosa data check ROOT OPTIONS``: exit status, problem lines, warning lines."""
+    code, out, _ = run_cli(capsys, "data", "check", root, *options)
+    problems = [line.removeprefix("problem: ") for line in out.splitlines() if line.startswith("problem: ")]
+    warnings = [line.removeprefix("warning: ") for line in out.splitlines() if line.startswith("warning: ")]
+    assert f"{len(problems)} problem(s), {len(warnings)} warning(s)" in out
+    return code, problems, warnings
+
+
+def only_problem(capsys, root: Path, *fragments: object) -> str:
+    """``cosa data check ROOT`` finds exactly one problem, holding every fragment; that problem."""
+    code, problems, _ = check_problems(capsys, root)
+    assert code == 1 and len(problems) == 1, problems
+    for fragment in fragments:
+        assert str(fragment) in problems[0], problems[0]
+    return problems[0]

@@ -1,4 +1,5 @@
-"""Presets, recipes, overrides and one-line errors for bad keys and values."""
+"""Presets, recipes, overrides and one-line errors for bad keys and values; a YAML config's Python
+tags are refused, never run. docs/reliability.md lists each case with the test that pins it."""
 
 from dataclasses import asdict, fields, is_dataclass
 from importlib import resources
@@ -10,6 +11,8 @@ from cosa.config import PRESETS, RECIPES, load_config, save_config
 from cosa.config.load import check_run_length, config_from_dict, flat_keys, read_saved_config
 from cosa.config.schema import TECHNIQUES, Config
 from cosa.errors import CosaError
+
+from conftest import cli_error, good_dataset, one_line
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -237,6 +240,27 @@ def test_a_technique_the_recipe_ignores_is_refused(recipe, technique):
     ).enabled
 
 
+@pytest.mark.parametrize("recipe", ["cam-only", "supervised"])
+@pytest.mark.parametrize("technique", ["threshold_search", "raw", "contrastive"])
+def test_train_refuses_a_technique_the_recipe_ignores_in_one_line(tmp_path, capsys, recipe, technique):
+    data, out = good_dataset(tmp_path / "ds"), tmp_path / "run"
+    line = cli_error(
+        capsys,
+        "train",
+        "--config",
+        "demo",
+        "--recipe",
+        recipe,
+        "--data",
+        data,
+        "--out",
+        out,
+        f"method.{technique}.enabled=true",
+    )
+    assert f"config key 'method.{technique}.enabled' is true, but recipe {recipe} ignores it" in line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("recipe", ["release", "paper"])
 @pytest.mark.parametrize("technique", TECHNIQUES)
 def test_the_pseudo_label_recipes_take_each_technique(recipe, technique):
@@ -440,3 +464,44 @@ def test_a_broken_rule_names_the_full_key(override, message):
     with pytest.raises(CosaError) as error:
         load_config("demo", overrides=[override])
     assert str(error.value) == message
+
+
+# --- values that name their key, files, YAML tags -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.crop_size=abc", "data.crop_size"),  # type
+        ("train.monitor_cpl=maybe", "train.monitor_cpl"),
+        ("data.scale_range=[0.5]", "data.scale_range"),  # length
+        ("data.blur_probability=1.5", "data.blur_probability"),  # ranges
+        ("optim.betas=[0.9,1.5]", "optim.betas"),
+        ("model.decoder_channels=0", "model.decoder_channels"),
+        ("method.c2s_weight=-1", "method.c2s_weight"),
+        ("eval.max_images=0", "eval.max_images"),
+        ("train.iteratons=5", "train.iteratons"),  # unknown key
+    ],
+)
+def test_invalid_config_values_name_the_key(override, key):
+    with pytest.raises(CosaError) as error:
+        load_config("demo", overrides=[override])
+    one_line(error, f"'{key}'")
+
+
+def test_invalid_config_file_value_names_the_file_and_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("base: demo\ntrain:\n  batch_size: many\n")
+    with pytest.raises(CosaError) as error:
+        load_config(str(path))
+    one_line(error, path, "'train.batch_size'")
+
+
+def test_yaml_python_tags_are_refused_not_run(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"train:\n  device: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(CosaError) as error:
+        load_config(str(path))
+    one_line(error, path, "not a valid YAML config")
+    assert not marker.exists()

@@ -16,9 +16,15 @@ from cosa.data.check import training_data
 from cosa.data.io import write_mask
 from cosa.errors import CosaError
 
-from conftest import TINY_OVERRIDES, assert_one_line_error, run_cli
-
-SIZE = (20, 16)  # width, height
+from conftest import (
+    SIZE,
+    TINY_OVERRIDES,
+    assert_one_line_error,
+    check_problems,
+    folder_dataset,
+    run_cli,
+    square_mask,
+)
 
 
 def picture(path: Path, seed: int) -> None:
@@ -77,15 +83,6 @@ def voc(root: Path, train: dict[str, np.ndarray | None], val: dict[str, np.ndarr
     return root
 
 
-def check(capsys, root: Path, *options) -> tuple[int, list[str], list[str]]:
-    """``cosa data check ROOT OPTIONS``: exit status, problem lines, warning lines."""
-    code, out, _ = run_cli(capsys, "data", "check", root, *options)
-    problems = [line.removeprefix("problem: ") for line in out.splitlines() if line.startswith("problem: ")]
-    warnings = [line.removeprefix("warning: ") for line in out.splitlines() if line.startswith("warning: ")]
-    assert f"{len(problems)} problem(s), {len(warnings)} warning(s)" in out
-    return code, problems, warnings
-
-
 def train_refusal(capsys, tmp_path: Path, root: Path, *options) -> str:
     """``cosa train`` on ``root``, which must stop with one line before it makes the run folder."""
     run = tmp_path / "run"
@@ -97,7 +94,7 @@ def train_refusal(capsys, tmp_path: Path, root: Path, *options) -> str:
 
 def assert_the_one_problem(capsys, tmp_path: Path, root: Path, expected: str, config: str) -> None:
     """``expected`` is ``data check``'s only problem and the line ``cosa train --config CONFIG`` stops with."""
-    code, problems, _ = check(capsys, root)
+    code, problems, _ = check_problems(capsys, root)
     assert (code, problems) == (1, [expected])
     assert train_refusal(capsys, tmp_path, root, "--config", config) == expected
 
@@ -113,7 +110,7 @@ def test_masks_saved_as_0_and_255_are_one_problem_naming_the_convention(tmp_path
         f"{root}: the masks of split 'train' hold no class, only the values 0, 255; 255 marks pixels to ignore, "
         "not objects: write each object's pixels as its class's index (cat=1, dog=2)"
     )
-    assert check(capsys, root) == (1, [expected], [])  # not one line per mask
+    assert check_problems(capsys, root) == (1, [expected], [])  # not one line per mask
     # cosa train reads a sample of each split's masks before it starts: the convention holds in all.
     assert train_refusal(capsys, tmp_path, root, "--config", "demo") == expected
     splits = good_splits()
@@ -127,7 +124,7 @@ def test_masks_saved_as_0_and_255_are_one_problem_naming_the_convention(tmp_path
 def test_voc_masks_saved_as_0_and_255_stop_training_and_are_listed(tmp_path, capsys):
     # VOC labels come from the masks: masks without a class make every image background only.
     root = voc(tmp_path / "voc", {"x1": mask(255), "x2": mask(255)}, {"v1": mask(CAT)})
-    code, problems, _ = check(capsys, root)
+    code, problems, _ = check_problems(capsys, root)
     no_class = (
         f"{root}: no image of split 'train_aug' has a class label, so nothing can be learnt; no mask of it holds "
         "a class (VOC takes the labels from the masks, where 0 is background and 255 ignore): write each "
@@ -145,14 +142,14 @@ def test_binary_masks_of_a_dataset_with_classes_are_named(tmp_path, capsys):
     splits["train"][1] = ("b", "dog", mask(CAT))  # one slip is named alone, as before
     root = folder(tmp_path / "ds", splits)
     slip = f"{root / 'masks' / 'b.png'}: labels ['dog'] disagree with the mask's classes ['cat']"
-    assert check(capsys, root) == (1, [slip], [])
+    assert check_problems(capsys, root) == (1, [slip], [])
     for name in ("a", "c"):
         write_mask(root / "masks" / f"{name}.png", mask(1))  # now every mask is 0/1, whatever its class
     expected = (
         f"{root}: the masks of split 'train' all hold one class value, 1 (cat), though their images are tagged "
         "with 2 classes: binary masks (0/1)? write each object's pixels as its class's index (cat=1, dog=2)"
     )
-    assert check(capsys, root) == (1, [expected], [])
+    assert check_problems(capsys, root) == (1, [expected], [])
     assert train_refusal(capsys, tmp_path, root, "--config", "demo") == expected
 
 
@@ -178,7 +175,7 @@ def test_classes_numbered_from_0_in_the_masks_are_named(tmp_path, capsys, classe
         f"{root}: the masks of split 'train' number the classes from 0, but 0 is background and the classes "
         f"start at 1: write each object's pixels as its class's index ({indices})"
     )
-    assert check(capsys, root) == (1, [expected], [])
+    assert check_problems(capsys, root) == (1, [expected], [])
 
 
 # --- masks missing, or in another format or name -------------------------------------------------
@@ -220,7 +217,10 @@ def test_validation_masks_under_other_names_stop_training_instead_of_dropping_ev
     root = folder(tmp_path / "ds", good_splits())
     for name in ("v1", "v2"):
         (root / "masks" / f"{name}.png").rename(root / "masks" / f"{name}_mask.png")
-    assert check(capsys, root)[:2] == (0, [])  # another naming scheme cannot be guessed: no mask, no evaluation
+    assert check_problems(capsys, root)[:2] == (
+        0,
+        [],
+    )  # another naming scheme cannot be guessed: no mask, no evaluation
     for name in ("v1", "v2"):
         (root / "masks" / f"{name}_mask.png").rename(root / "masks" / f"{name}.png.png")
     expected = (
@@ -240,9 +240,9 @@ def test_supervised_training_with_half_the_masks_missing_stops_before_the_run_fo
         "--recipe supervised trains on the masks: add them to masks/, or choose a recipe that trains from the tags"
     )
     assert train_refusal(capsys, tmp_path, root, "--config", "demo", "--recipe", "supervised") == lacking + supervised
-    assert check(capsys, root, "--recipe", "supervised") == (1, [lacking + supervised], [])
+    assert check_problems(capsys, root, "--recipe", "supervised") == (1, [lacking + supervised], [])
     # The other recipes train from the tags: the gap is a warning.
-    assert check(capsys, root) == (
+    assert check_problems(capsys, root) == (
         0,
         [],
         [lacking + "only --recipe supervised needs them (the others train from the tags)"],
@@ -260,7 +260,7 @@ def test_a_class_on_every_training_image_is_a_warning_in_check_and_train(tmp_pat
         f"{root}: class cat tagged on every image of split 'train' (3): a tag that never varies teaches the "
         "classifier nothing, so its CAMs and pseudo-labels are guesswork; add images without it"
     )
-    assert check(capsys, root) == (0, [], [expected])
+    assert check_problems(capsys, root) == (0, [], [expected])
     with caplog.at_level(logging.WARNING):
         training_data(load_config("demo", None, str(root), TINY_OVERRIDES))
     assert f"warning: {expected}" in caplog.messages
@@ -272,7 +272,7 @@ def test_a_class_tagged_on_no_training_image_is_a_warning_in_check_and_train(tmp
         f"{root}: class zebra of classes.txt tagged on no image of split 'train': the model can never predict "
         "it; tag the images that show it, or remove it from classes.txt"
     )
-    assert check(capsys, root) == (0, [], [expected])
+    assert check_problems(capsys, root) == (0, [], [expected])
     with caplog.at_level(logging.WARNING):
         training_data(load_config("demo", None, str(root), TINY_OVERRIDES))
     assert f"warning: {expected}" in caplog.messages
@@ -286,7 +286,7 @@ def test_a_training_split_without_any_tag_is_a_problem(tmp_path, capsys):
         f"{root}: no image of split 'train' has a class label, so nothing can be learnt; every labels cell is "
         "empty: tag each image with the classes it shows"
     )
-    assert expected in check(capsys, root)[1]
+    assert expected in check_problems(capsys, root)[1]
     assert train_refusal(capsys, tmp_path, root, "--config", "demo") == expected
 
 
@@ -294,7 +294,11 @@ def test_a_training_split_without_any_tag_is_a_problem(tmp_path, capsys):
 
 
 def test_an_image_in_both_splits_is_a_problem(tmp_path, capsys):
-    assert check(capsys, folder(tmp_path / "clean", good_splits())) == (0, [], [])  # the datasets here are clean
+    assert check_problems(capsys, folder(tmp_path / "clean", good_splits())) == (
+        0,
+        [],
+        [],
+    )  # the datasets here are clean
     splits = good_splits()
     splits["val"].append(("a", "cat", mask(CAT)))  # the training image a, listed for validation too
     root = folder(tmp_path / "ds", splits)
@@ -302,7 +306,7 @@ def test_an_image_in_both_splits_is_a_problem(tmp_path, capsys):
         f"{root}: split 'val' shares 1 image with split 'train' (a); a validation score on training images is "
         "inflated: list each image in one split only"
     )
-    assert check(capsys, root) == (1, [expected], [])
+    assert check_problems(capsys, root) == (1, [expected], [])
     assert train_refusal(capsys, tmp_path, root, "--config", "demo") == expected
     same = (
         f"{root}: split 'train' is both the training and the validation split; evaluate on images the run "
@@ -318,7 +322,7 @@ def test_a_copy_of_a_training_image_in_the_validation_split_is_found_by_content(
         f"{root}: split 'val' holds copies of 1 image of split 'train' (images/v2.png = images/b.png); a validation "
         "score on training images is inflated: keep each picture in one split only"
     )
-    assert check(capsys, root) == (1, [expected], [])
+    assert check_problems(capsys, root) == (1, [expected], [])
 
 
 # --- layout and preset -------------------------------------------------------------------------
@@ -393,7 +397,7 @@ def test_listed_images_that_are_not_there_stop_training_at_the_start(tmp_path, c
         missing = "images/b.png"
     expected = f"{root}: split 'train' lists 1 image that is not there ({missing}){hint}"
     assert train_refusal(capsys, tmp_path, root, "--config", "own") == expected
-    code, problems, _ = check(capsys, root)
+    code, problems, _ = check_problems(capsys, root)
     assert code == 1 and expected in problems  # beside the line of the file itself
 
 
@@ -411,7 +415,7 @@ def test_the_settings_data_check_prints_for_a_voc_tree_start_an_own_run(tmp_path
 def test_a_voc_tree_without_its_split_lists_names_them(tmp_path, capsys):
     root = voc(tmp_path / "voc", {"a": mask(CAT)}, {"v": mask(CAT)})
     shutil.rmtree(root / "ImageSets")
-    code, problems, _ = check(capsys, root)
+    code, problems, _ = check_problems(capsys, root)
     assert code == 1 and problems == [
         f"{root}: no splits found: add the lists of their images, ImageSets/Segmentation/train_aug.txt and "
         "ImageSets/Segmentation/val.txt"
@@ -421,3 +425,39 @@ def test_a_voc_tree_without_its_split_lists_names_them(tmp_path, capsys):
         f"splits: none); add the list of its images, {root / 'ImageSets/Segmentation/train_aug.txt'}"
     )
     assert train_refusal(capsys, tmp_path, root, "--config", "voc") == expected
+
+
+# --- every problem in one pass --------------------------------------------------------------------
+
+
+def test_data_check_reports_every_case_in_one_pass(tmp_path, capsys):
+    rows = [
+        "ok.png,cat",
+        "corrupt.png,cat",
+        "values.png,cat",
+        "size.png,cat",
+        "empty.png,",
+        "ok.png,dog",
+        "ok2.png,cat;horse",
+        "../out.png,cat",
+        "ok3.png,cat,dog",
+    ]
+    root = folder_dataset(tmp_path / "ds", rows, names=("ok", "corrupt", "values", "size", "empty"))
+    (root / "images" / "corrupt.png").write_bytes(b"not an image")
+    write_mask(root / "masks" / "values.png", square_mask(9))
+    write_mask(root / "masks" / "size.png", square_mask(1, size=(4, 4)))
+    write_mask(root / "masks" / "empty.png", np.zeros(SIZE[::-1], np.uint8))
+    code, problems, warnings = check_problems(capsys, root)
+    expected = [
+        "train.csv:7: image 'ok' is already listed at",
+        "train.csv:8: unknown class name(s) ['horse']",
+        "train.csv:9: image path '../out.png' leaves the dataset directory",
+        "train.csv:10: more fields",
+        "corrupt.png: cannot read image",
+        "values.png: mask values [9]",
+        "size.png: mask is (4, 4)",
+    ]
+    assert code == 1 and len(problems) == len(expected)
+    for fragment, problem in zip(expected, problems):
+        assert fragment in problem
+    assert len(warnings) == 2 and "empty.png: no class labels" in warnings[0] and "class dog of" in warnings[1]

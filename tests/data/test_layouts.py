@@ -1,19 +1,35 @@
-"""Dataset layouts: folder, VOC and COCO read into one interface; clear errors for bad data."""
+"""Dataset layouts: folder, VOC and COCO read into one interface; one-line errors naming the file
+and line for bad split files and for paths that leave the dataset root, each also listed by
+``cosa data check``. docs/reliability.md lists each case with the test that pins it."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cosa.data.check import check_dataset
 from cosa.data.classes import COCO_CLASSES, VOC_CLASSES
-from cosa.data.datasets import EvaluationImages, TrainingViews
-from cosa.data.io import read_image, write_mask
+from cosa.data.datasets import EvaluationImages, TrainingViews, label_vector
+from cosa.data.io import IGNORE_INDEX, read_image, write_mask
 from cosa.data.layouts import detect_layout, load_split
 from cosa.errors import CosaError
+from cosa.method.pseudo_labels import cam_pseudo_labels
 
-from conftest import make_folder_dataset, write_image
+from conftest import (
+    SIZE,
+    check_problems,
+    cli_error,
+    folder_dataset,
+    good_dataset,
+    make_folder_dataset,
+    one_line,
+    only_problem,
+    square_mask,
+    write_image,
+)
 
 
 def test_folder_layout(tmp_path):
@@ -214,3 +230,166 @@ def test_exif_orientation_only_in_the_folder_layout(tmp_path):
     assert dataset.exif_orientation
     image = EvaluationImages(dataset, size=32, with_masks=False)[0]["image"]
     assert np.array_equal(image.permute(1, 2, 0).numpy(), np.rot90(stored, k=-1))
+
+
+# --- split files ----------------------------------------------------------------------------------
+
+
+def voc_dataset(root: Path, lines: list[str], names: tuple[str, ...] = ("x1", "x2")) -> Path:
+    for name in names:
+        write_image(root / "JPEGImages" / f"{name}.jpg")
+        write_mask(root / "SegmentationClassAug" / f"{name}.png", square_mask(1))
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train_aug.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_corrupt_voc_mask_is_listed_once(tmp_path, capsys):
+    root = voc_dataset(tmp_path / "voc", ["x1", "x2"])
+    (root / "SegmentationClassAug" / "x2.png").write_bytes(b"broken")
+    with pytest.raises(CosaError) as error:
+        load_split(root, "train_aug")  # labels come from the masks
+    one_line(error, "x2.png", "cannot read mask")
+    only_problem(capsys, root, "x2.png", "cannot read mask")
+    assert not (root / ".cosa" / "labels-train_aug.json").exists()  # no labels cached from a broken mask
+
+
+@pytest.mark.parametrize("layout", ["folder", "voc"])
+def test_empty_split_is_fatal_and_listed(tmp_path, capsys, layout):
+    root = folder_dataset(tmp_path / "ds", []) if layout == "folder" else voc_dataset(tmp_path / "voc", [])
+    split = "train" if layout == "folder" else "train_aug"
+    with pytest.raises(CosaError) as error:
+        load_split(root, split)
+    one_line(error, root, f"split '{split}' has no images")
+    only_problem(capsys, root, f"split '{split}' has no images")
+
+
+def test_duplicate_names_in_a_csv_are_fatal_and_listed(tmp_path, capsys):
+    root = folder_dataset(tmp_path / "ds", ["a.png,cat", "b.png,cat", "a.png,dog"])
+    table = root / "train.csv"
+    with pytest.raises(CosaError) as error:
+        load_split(root, "train")
+    assert one_line(error) == f"{table}:4: image 'a' is already listed at {table}:2"
+    assert only_problem(capsys, root) == f"{table}:4: image 'a' is already listed at {table}:2"
+
+
+def test_duplicate_names_in_a_voc_list_are_fatal_and_listed(tmp_path, capsys):
+    root = voc_dataset(tmp_path / "voc", ["/JPEGImages/x1.jpg /SegmentationClassAug/x1.png", "x2", "x1"])
+    listing = root / "ImageSets" / "Segmentation" / "train_aug.txt"
+    with pytest.raises(CosaError) as error:
+        load_split(root, "train_aug")
+    assert one_line(error) == f"{listing}:3: image 'x1' is already listed at {listing}:1"
+    only_problem(capsys, root, f"{listing}:3: image 'x1' is already listed")
+
+
+def test_csv_with_bom_and_extra_columns_is_read(tmp_path):
+    root = good_dataset(tmp_path / "ds")
+    (root / "train.csv").write_bytes("\ufeffimage,labels,source\na.png,cat,web\nb.png,,web\n".encode())
+    split = load_split(root, "train")
+    assert [(sample.name, sample.labels) for sample in split.samples] == [("a", (0,)), ("b", ())]
+
+
+def test_csv_row_with_more_fields_than_the_header_is_fatal(tmp_path, capsys):
+    root = folder_dataset(tmp_path / "ds", ["a.png,cat,dog", "b.png,cat"])  # labels separated by ',', not ';'
+    with pytest.raises(CosaError) as error:
+        load_split(root, "train")
+    one_line(error, f"{root / 'train.csv'}:2", "more fields than the header's 2", "';'")
+    only_problem(capsys, root, "train.csv:2: more fields")
+
+
+def test_unknown_class_names_are_fatal_and_listed(tmp_path, capsys):
+    root = folder_dataset(tmp_path / "ds", ["a.png,cat;horse", "b.png,cat"])
+    with pytest.raises(CosaError) as error:
+        load_split(root, "train")
+    one_line(error, f"{root / 'train.csv'}:2", "unknown class name(s) ['horse']")
+    only_problem(capsys, root, "train.csv:2: unknown class name(s) ['horse']")
+
+
+def test_split_file_that_is_not_utf8_is_fatal(tmp_path, capsys):
+    root = good_dataset(tmp_path / "ds")
+    (root / "train.csv").write_bytes("image,labels\na.png,ch\xe2t\n".encode("latin-1"))
+    with pytest.raises(CosaError) as error:
+        load_split(root, "train")
+    one_line(error, root / "train.csv", "not UTF-8 text")
+    only_problem(capsys, root, "train.csv", "not UTF-8 text")
+
+
+def test_images_without_labels_are_background_only_images(tmp_path, capsys):
+    root = folder_dataset(tmp_path / "ds", ["a.png,cat", "b.png,"])
+    write_mask(root / "masks" / "b.png", np.zeros(SIZE[::-1], np.uint8))
+    split = load_split(root, "train")
+    assert split.samples[1].labels == () and label_vector((), 2).sum() == 0
+    code, problems, warnings = check_problems(capsys, root)
+    assert (code, problems) == (0, [])
+    assert warnings[0] == f"{root / 'images' / 'b.png'}: no class labels (background only)"
+    assert warnings[1:] == [  # a folder dataset's classes are the user's: one never tagged is named
+        f"{root}: class dog of classes.txt tagged on no image of split 'train': the model can never predict it; "
+        "tag the images that show it, or remove it from classes.txt"
+    ]
+    voc = voc_dataset(tmp_path / "voc", ["x1", "x2"])
+    write_mask(voc / "SegmentationClassAug" / "x2.png", np.zeros(SIZE[::-1], np.uint8))  # labels come from masks
+    assert load_split(voc, "train_aug").samples[1].labels == ()
+    code, problems, warnings = check_problems(capsys, voc)
+    assert (code, problems) == (0, [])
+    assert warnings == [f"{voc / 'JPEGImages' / 'x2.jpg'}: no class labels (background only)"]
+    # Their CAMs are all zero (no class present), so the CAM pseudo-label is background in the box.
+    inside = torch.zeros(1, 4, 4, dtype=torch.bool)
+    inside[:, 1:3] = True
+    labels = cam_pseudo_labels(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2), inside, high=0.7, low=0.25)
+    assert (labels[inside] == 0).all() and (labels[~inside] == IGNORE_INDEX).all()
+
+
+# --- paths that leave the dataset root ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", ["../a.png", "images/../../a.png", "/etc/passwd", "/tmp/../etc/passwd"])
+def test_csv_paths_leaving_the_root_are_refused(tmp_path, capsys, entry):
+    root = folder_dataset(tmp_path / "ds", [f"{entry},cat", "b.png,cat"])
+    with pytest.raises(CosaError) as error:
+        load_split(root, "train")
+    one_line(error, f"{root / 'train.csv'}:2", f"image path '{entry}' leaves the dataset directory")
+    only_problem(capsys, root, "leaves the dataset directory")
+
+
+@pytest.mark.parametrize("layout", ["voc", "coco"])
+def test_list_entries_with_dotdot_are_refused(tmp_path, capsys, layout):
+    if layout == "voc":
+        root = voc_dataset(tmp_path / "voc", ["x1", "../../JPEGImages/x2.jpg"])
+        listing, split = root / "ImageSets" / "Segmentation" / "train_aug.txt", "train_aug"
+    else:
+        root = tmp_path / "coco"
+        for seed, year in enumerate(("train2014", "val2014")):  # two pictures: a copy in both splits is a problem
+            write_image(root / year / "x1.jpg", seed=seed)
+            write_mask(root / "SegmentationClass" / year / "x1.png", square_mask(1))
+        listing, split = root / "val.txt", "val"
+        listing.write_text("x1\n../secret\n")
+    with pytest.raises(CosaError) as error:
+        load_split(root, split)
+    one_line(error, f"{listing}:2", "leaves the dataset directory")
+    only_problem(capsys, root, f"{listing}:2")
+
+
+def test_absolute_sbd_entries_only_name_files_inside_the_root(tmp_path):
+    """SBD lists write '/JPEGImages/x.jpg': only the stem is used, so the file comes from ROOT."""
+    secret = tmp_path / "secret.jpg"
+    write_image(secret)
+    root = voc_dataset(tmp_path / "voc", ["x1", f"{secret} {tmp_path / 'secret.png'}"])
+    with pytest.raises(CosaError) as error:
+        load_split(root, "train_aug")
+    one_line(error, f"{root / 'JPEGImages' / 'secret'}.jpg: image listed in split 'train_aug' not found")
+
+
+# --- dataset paths that name the wrong kind of thing ----------------------------------------------
+
+
+def test_a_dataset_path_that_is_a_file_is_named_a_file(tmp_path, capsys):
+    root = good_dataset(tmp_path / "ds")
+    line = cli_error(capsys, "data", "check", root / "classes.txt")
+    assert line == f"cosa: error: {root / 'classes.txt'}: is a file, not a dataset folder"
+
+
+def test_the_images_folder_given_as_the_dataset_points_to_the_root(tmp_path, capsys):
+    root = good_dataset(tmp_path / "ds")
+    line = cli_error(capsys, "data", "check", root / "images")
+    assert "cannot tell the dataset layout" in line and f"(is the dataset root {root}?)" in line

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from cosa.config.load import load_config
-from cosa.data.io import IGNORE_INDEX, read_mask
+from cosa.data.io import IGNORE_INDEX, read_mask, write_mask
 from cosa.data.layouts import load_split
 from cosa.engine.distributed import DistContext, resolve_device
 from cosa.engine.evaluate import evaluate
 from cosa.engine.inference import as_set, predicted_labels, protocol_text
 from cosa.engine.trained import load_trained
 
-from conftest import run_cli
+from conftest import cli_error, good_dataset, run_cli, square_mask
 
 CLASS_NAMES = ("background", "ball", "block", "tent", "star", "ring", "boat")
 
@@ -141,3 +141,10 @@ def test_confusion_matrix_agrees_with_the_ious(trained_run, tiny_data):
     assert result["per_class"]["background"] == pytest.approx(round(100 * background, 2))
     without = evaluate(model.network, split, model.cfg, model.thresholds, DistContext(0, 1, 0, device), max_images=5)
     assert "confusion" not in without and without == {k: v for k, v in result.items() if k != "confusion"}
+
+
+def test_evaluate_stops_at_a_bad_mask_with_one_line(tmp_path, capsys, checkpoint):
+    root = good_dataset(tmp_path / "ds")
+    write_mask(root / "masks" / "b.png", square_mask(1, size=(8, 8)))
+    line = cli_error(capsys, "evaluate", "--checkpoint", checkpoint, "--data", root, "--split", "train")
+    assert line.endswith(f"{root / 'masks' / 'b.png'}: mask is (8, 8) but its image is (16, 20)")

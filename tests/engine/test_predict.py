@@ -18,9 +18,10 @@ from cosa.data.io import read_mask
 from cosa.data.layouts import read_class_names
 from cosa.engine.crf import CrfPool
 from cosa.engine.inference import mask_absent
-from cosa.engine.predict import VOC_SUBMISSION_DIR
+from cosa.engine.predict import VOC_SUBMISSION_DIR, read_tags
+from cosa.errors import CosaError
 
-from conftest import assert_one_line_error, predict_argv, run_cli, save_untrained_checkpoint
+from conftest import assert_one_line_error, one_line, predict_argv, run_cli, save_untrained_checkpoint
 
 
 def has_pydensecrf() -> bool:
@@ -216,3 +217,11 @@ def test_missing_pydensecrf_names_the_extra(checkpoint, images, tiny_data, tmp_p
     else:
         code, _, err = run_cli(capsys, "evaluate", "--checkpoint", checkpoint, "--data", tiny_data, "--crf")
     assert_one_line_error(code, err, "pip install 'cosa[crf]'")
+
+
+def test_a_tags_row_with_more_fields_than_the_header_is_refused(tmp_path):
+    tags = tmp_path / "tags.csv"
+    tags.write_text("image,labels\na.png,cat,dog\nb.png,dog\n")  # ',' instead of ';': 'dog' would be dropped
+    with pytest.raises(CosaError) as error:
+        read_tags(tags, ("cat", "dog"), ["a", "b"])
+    one_line(error, f"{tags}:2: more fields than the header's 2 (separate class names with ';')")

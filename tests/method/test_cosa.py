@@ -1,19 +1,27 @@
 """The objective of one step: the loss gate as released and the paper's techniques as switches."""
 
+from pathlib import Path
+
+import numpy as np
+import pytest
 import torch
 
 from cosa.config import load_config
 from cosa.config.schema import MethodConfig
+from cosa.data.classes import VOC_CLASSES
 from cosa.engine.distributed import DistContext
 from cosa.method.cosa import CoSAObjective
 from cosa.method.losses import (
     hard_segmentation_labels,
 )
+from cosa.models.network import build_network
 
 from conftest import TINY_OVERRIDES
 
 CPU = DistContext(0, 1, 0, torch.device("cpu"))
 IGNORE = 255
+RELEASED_TRAJECTORY = Path(__file__).parents[1] / "fixtures" / "official" / "released_trajectory.npz"
+RELEASED_TERMS = ("cls", "cls_aux", "c2s", "s2c", "reg")  # the columns of its loss_weights
 
 
 def test_pseudo_label_losses_count_from_the_step_after_the_warm_up_as_released():
@@ -60,3 +68,34 @@ def test_paper_terms_are_switches_of_the_objective():
     objective = CoSAObjective(cfg)
     assert objective.thresholds.searching
     assert not CoSAObjective(MethodConfig(recipe="release")).thresholds.searching
+
+
+def test_the_total_is_the_weighted_sum_of_the_terms_with_the_released_weights():
+    """The six released steps (loss warm-up 2, VOC weights), on the fixture's batches: at each, the
+    objective's weights are the released ones, its total is Σ weight·term, and these weights on the
+    released terms give the released total. A tiny network stands in for ViT-B: the weighting does
+    not depend on it (tests/test_release_trajectory.py replays the same steps with ViT-B)."""
+    with np.load(RELEASED_TRAJECTORY) as arrays:
+        released = dict(arrays)
+    cfg = load_config("voc", "release", overrides=TINY_OVERRIDES)
+    assert cfg.method.loss_warmup_iters == 2  # the fixture's warm-up
+    torch.manual_seed(0)
+    online = build_network(cfg.model, len(VOC_CLASSES), pretrained=False)
+    assignment = build_network(cfg.model, len(VOC_CLASSES), pretrained=False)
+    objective = CoSAObjective(cfg.method)
+    for step, total in enumerate(released["loss_total"]):
+        batch = {
+            "weak": torch.from_numpy(released["weak"][step]),
+            "strong": torch.from_numpy(released["strong"][step]),
+            "labels": torch.from_numpy(released["labels"][step]),
+            "box": torch.from_numpy(released["box"][step].astype(np.int64)),
+        }
+        with torch.no_grad():
+            losses = objective(online, assignment, batch, step)
+        assert tuple(losses.weights) == RELEASED_TERMS, step
+        weights = [losses.weights[name] for name in RELEASED_TERMS]
+        assert weights == pytest.approx(released["loss_weights"][step], rel=1e-12), step
+        weighted_terms = sum(weight * losses.terms[name] for weight, name in zip(weights, RELEASED_TERMS))
+        assert float(losses.total) == pytest.approx(float(weighted_terms), rel=1e-6), step
+        released_terms = [float(released[f"loss_{name}"][step]) for name in RELEASED_TERMS]
+        assert sum(w * t for w, t in zip(weights, released_terms)) == pytest.approx(total, rel=1e-6), step
