@@ -1,4 +1,5 @@
-"""The docs name tests that exist, where they are: docs/reliability.md pins every case to a test."""
+"""The docs stand on their own: they name tests that exist, where they are (docs/reliability.md pins
+every case to a test), and no section of a document outside the repository."""
 
 import re
 from pathlib import Path
@@ -45,3 +46,9 @@ def test_a_missing_or_moved_test_is_found():
         "line 2: test_a is not in engine/test_y.py",
         "line 2: test_gone is not in engine/test_y.py",
     ]
+
+
+def test_no_reference_to_a_section_of_a_document_outside_the_repository():
+    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    texts += [*(ROOT / "src").rglob("*.py"), *(ROOT / "src").rglob("*.yaml"), *(ROOT / "benchmarks").glob("*.py")]
+    assert [str(path.relative_to(ROOT)) for path in texts if "§" in path.read_text(encoding="utf-8")] == []

@@ -227,7 +227,7 @@ class ContrastiveConfig:
 class MethodConfig:
     """What is trained: the pseudo-labels, the losses and their weights (docs/method.md).
 
-    The paper's three techniques (§7), threshold_search, raw and contrastive, are off in
+    The paper's three techniques (docs/method.md), threshold_search, raw and contrastive, are off in
     ``release`` and all on in ``paper``.
     """
 

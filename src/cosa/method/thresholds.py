@@ -140,7 +140,7 @@ def mixture_thresholds(histogram: Histogram, mixture: Mixture) -> tuple[torch.Te
 
 
 class ThresholdSearch:
-    """Searched (δ_l, δ_h) of one CAM: ring buffer of confidences, mixture fit, EMA (§7.1)."""
+    """Searched (δ_l, δ_h) of one CAM: ring buffer of confidences, mixture fit, EMA."""
 
     def __init__(self, high: float, low: float, cfg: ThresholdSearchConfig) -> None:
         self.cfg = cfg
