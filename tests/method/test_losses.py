@@ -146,7 +146,7 @@ def test_contrastive_separation_trains_the_classifier_not_the_features():
     assert features.grad is None  # ... the encoder features do not: L_csc reads W ∗ sg(F)
     hard = hard_segmentation_labels(spl, (3, 3), 0.5)
     expected = contrastive_separation_loss(output.cam.detach(), hard, torch.ones(1, 1), 0.3)
-    assert float(loss) == pytest.approx(float(expected))  # on the final CAM, not the auxiliary one
+    assert loss.item() == pytest.approx(expected.item())  # on the final CAM, not the auxiliary one
 
 
 def test_contrastive_separation_uses_present_classes_and_survives_missing_background():
