@@ -66,7 +66,7 @@ class Sample:
     image: Path
     labels: tuple[int, ...]  # foreground class indices 0..C-1
     mask: Path | None = None
-    context: Path | None = None  # synthetic data only: class-tied context pixels (cosa.data.synthetic_metrics)
+    context: Path | None = None  # class-tied context pixels, where marked (cosa.data.synthetic_metrics)
 
 
 @dataclass
